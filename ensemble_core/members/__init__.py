@@ -1,0 +1,27 @@
+"""Members: the queues the ensemble submits to. They know nothing of rules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ensemble_core.errors import MemberError
+from ensemble_core.members.base import Member
+
+MEMBERS = ("local", "flux", "kubernetes")
+
+
+def create_member(name: str, **settings: Any) -> Member:
+    """The member called `name`, imported only when asked for (Flux and Kubernetes are optional)."""
+    if name == "local":
+        from ensemble_core.members.local import LocalMember
+
+        return LocalMember(**settings)
+    if name == "flux":
+        from ensemble_core.members.flux import FluxMember
+
+        return FluxMember(**settings)
+    if name == "kubernetes":
+        from ensemble_core.members.kubernetes import KubernetesMember
+
+        return KubernetesMember(**settings)
+    raise MemberError(f"unknown member '{name}': choose one of {', '.join(MEMBERS)}")

@@ -1,0 +1,55 @@
+"""The protocol every member implements. Members push events; they never see a rule."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from typing import Any
+
+from ensemble_core.events import JobEvent
+from ensemble_core.spec import JobSpec
+
+EmitEvent = Callable[[JobEvent], None]
+
+
+class Member(abc.ABC):
+    """A queue that runs JobSpecs and reports their life as RFC 21 events.
+
+    All coroutines run on the controller's event loop. `emit` must be called on that loop's thread
+    (members with their own threads use `loop.call_soon_threadsafe`). Events may arrive before
+    `submit` returns the job's id: the controller holds them until it knows the job.
+    """
+
+    name: str = "member"
+
+    @abc.abstractmethod
+    async def start(self, emit: EmitEvent) -> None:
+        """Connect to the queue and begin pushing events through `emit`."""
+
+    @abc.abstractmethod
+    async def submit(self, spec: JobSpec) -> Any:
+        """Submit one job; return the member's id for it (the `jobid` of its events)."""
+
+    @abc.abstractmethod
+    async def cancel(self, jobid: Any) -> None:
+        """Cancel a job; the member then emits its `exception` (type cancel) and `clean`."""
+
+    async def grow(self, value: int) -> str:
+        """Add `value` units (nodes) of capacity; return what was done, for the summary."""
+        return f"{self.name} member cannot grow"
+
+    async def shrink(self, value: int) -> str:
+        """Remove `value` units (nodes) of capacity; return what was done."""
+        return f"{self.name} member cannot shrink"
+
+    def describe(self) -> dict[str, Any]:
+        """Settings and capacity as the summary shows them."""
+        return {"member": self.name}
+
+    def log_paths(self, jobid: Any) -> list[str]:
+        """Files holding the job's output, reported to front doors on failure."""
+        return []
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop watching; jobs are cancelled by the controller before this is called."""
