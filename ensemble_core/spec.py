@@ -72,7 +72,7 @@ def apply_change(current: float | int | None, change: str | int | float, field: 
         text = change.strip()
         if current is None:
             raise ValueError(
-                f"cannot apply '{change}' to {field}: the job sets no {field}; give an absolute value"
+                f"cannot apply '{change}' to {field}: the job sets none; give an absolute value"
             )
         if text[0] in "x*":
             new = current * float(text[1:])
@@ -82,4 +82,4 @@ def apply_change(current: float | int | None, change: str | int | float, field: 
             new = float(text)
     if field == "walltime":
         return float(new)
-    return int(math.ceil(new))
+    return math.ceil(new)

@@ -67,7 +67,11 @@ def to_flux(spec: JobSpec) -> Translation:
     extras = {k: v for k, v in extras.items() if v is not None and not (k == "attempt" and v == 1)}
     if extras:
         user[ENSEMBLE_KEY] = extras
-    lost += [f"{key} (not enforced by Flux jobspec v1)" for key in ("memory_mb", "disk_mb") if key in extras]
+    lost += [
+        f"{key} (not enforced by Flux jobspec v1)"
+        for key in ("memory_mb", "disk_mb")
+        if key in extras
+    ]
 
     return Translation(
         document={
@@ -93,7 +97,9 @@ def _find(resources: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:
 def from_flux(jobspec: dict[str, Any]) -> JobSpec:
     """The JobSpec for a Flux jobspec v1 dict (as `JobspecV1.dumps()` writes it)."""
     if jobspec.get("version") != 1:
-        raise ValueError(f"only Flux jobspec version 1 is supported, not {jobspec.get('version')!r}")
+        raise ValueError(
+            f"only Flux jobspec version 1 is supported, not {jobspec.get('version')!r}"
+        )
     resources = jobspec["resources"]
     node = _find(resources, "node")
     slot = _find(resources, "slot")

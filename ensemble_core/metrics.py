@@ -1,0 +1,100 @@
+"""Streaming metrics per job group (river), under ensemble-python's names.
+
+`count.<group>.<key>` are plain counters (submitted, pending, running, finished, success, failed,
+and one per outcome). `<stat>.<group>-duration` and `<stat>.<group>-pending` are river statistics
+updated as jobs start and end. `queue.<gauge>` are gauges over all of the ensemble's jobs.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from river import stats
+
+STATISTICS: dict[str, Callable[[], Any]] = {
+    "mean": stats.Mean,
+    "variance": stats.Var,
+    "min": stats.Min,
+    "max": stats.Max,
+    "iqr": lambda: stats.IQR(q_inf=0.25, q_sup=0.75),
+    "mad": stats.MAD,
+}
+STATISTIC_ALIASES = {"var": "variance"}
+SERIES = ("duration", "pending")
+COUNTS = ("submitted", "pending", "running", "finished", "success", "failed")
+
+
+class GroupMetrics:
+    """Counters and river statistics of one group."""
+
+    __slots__ = ("counts", "series")
+
+    def __init__(self) -> None:
+        self.counts: defaultdict[str, int] = defaultdict(int)
+        self.series: dict[str, dict[str, Any]] = {}
+
+    def record(self, series: str, value: float) -> None:
+        models = self.series.get(series)
+        if models is None:
+            models = self.series[series] = {name: make() for name, make in STATISTICS.items()}
+        for model in models.values():
+            model.update(value)
+
+    def statistic(self, name: str, series: str) -> float | None:
+        models = self.series.get(series)
+        if models is None:
+            return None
+        return models[name].get()
+
+
+class Metrics:
+    """All groups' metrics plus queue gauges, read by the rule engine by name."""
+
+    def __init__(self) -> None:
+        self.groups: defaultdict[str, GroupMetrics] = defaultdict(GroupMetrics)
+        self.gauges: dict[str, float] = {}
+
+    def count(self, group: str, key: str, delta: int = 1) -> None:
+        self.groups[group].counts[key] += delta
+
+    def record(self, group: str, series: str, value: float) -> None:
+        self.groups[group].record(series, value)
+
+    def value(self, name: str) -> float | None:
+        """The current value of a metric name, or None while it has no data."""
+        kind, _, rest = name.partition(".")
+        if kind == "count":
+            group, _, key = rest.rpartition(".")
+            metrics = self.groups.get(group)
+            return None if metrics is None else metrics.counts.get(key, 0)
+        if kind == "queue":
+            return self.gauges.get(rest)
+        stat = STATISTIC_ALIASES.get(kind, kind)
+        group, _, series = rest.rpartition("-")
+        metrics = self.groups.get(group)
+        return None if metrics is None else metrics.statistic(stat, series)
+
+    def summary(self) -> dict[str, dict[str, Any]]:
+        """Per group: every counter and, per series, every statistic (for tables and --json)."""
+        result: dict[str, dict[str, Any]] = {}
+        for group, metrics in sorted(self.groups.items()):
+            entry: dict[str, Any] = {key: metrics.counts.get(key, 0) for key in COUNTS}
+            entry.update({k: v for k, v in metrics.counts.items() if k not in entry})
+            for series, models in metrics.series.items():
+                entry[series] = {name: _rounded(model.get()) for name, model in models.items()}
+            result[group] = entry
+        return result
+
+
+def metric_names_help() -> str:
+    stats_names = "|".join(STATISTICS)
+    return (
+        f"count.<group>.<{'|'.join(COUNTS)}|oom|timeout|cancelled|...>, "
+        f"<{stats_names}>.<group>-<{'|'.join(SERIES)}>, queue.<pending|running|oldest-pending>"
+    )
+
+
+def _rounded(value: Any) -> Any:
+    return round(value, 6) if isinstance(value, float) else value

@@ -1,0 +1,1 @@
+"""Rules from YAML: the schema (what may be written) and the engine (what fires when)."""
