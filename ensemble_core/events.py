@@ -138,7 +138,7 @@ class AttemptRecord:
         outcome = self.outcome
         if self.exception is not None:
             note = self.exception.get("note") or self.exception.get("type")
-            return f"{outcome.value}: {note}"
+            return note if note.startswith(outcome.value) else f"{outcome.value}: {note}"
         if outcome is Outcome.SUCCESS:
             return "success"
         if self.status is None:

@@ -23,6 +23,7 @@ STATISTICS: dict[str, Callable[[], Any]] = {
 }
 STATISTIC_ALIASES = {"var": "variance"}
 SERIES = ("duration", "pending")
+SUMMARY_SERIES = {"duration": "duration", "pending": "pending_time"}
 COUNTS = ("submitted", "pending", "running", "finished", "success", "failed")
 
 
@@ -83,7 +84,9 @@ class Metrics:
             entry: dict[str, Any] = {key: metrics.counts.get(key, 0) for key in COUNTS}
             entry.update({k: v for k, v in metrics.counts.items() if k not in entry})
             for series, models in metrics.series.items():
-                entry[series] = {name: _rounded(model.get()) for name, model in models.items()}
+                entry[SUMMARY_SERIES[series]] = {
+                    name: _rounded(model.get()) for name, model in models.items()
+                }
             result[group] = entry
         return result
 

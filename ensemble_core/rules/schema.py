@@ -17,6 +17,7 @@ from ensemble_core.rules.conditions import (
     parse_condition,
     parse_duration,
 )
+from ensemble_core.spec import JobSpec
 
 #: Triggers derived from a job's outcome, fired once per ended job attempt.
 OUTCOME_TRIGGERS = {
@@ -207,6 +208,22 @@ class JobGroup(_Strict):
     duration: Duration | None = Field(None, description="walltime; 0 or unset is unlimited")
     workdir: str | None = None
     environment: dict[str, str] = Field(default_factory=dict)
+
+    def spec(self) -> JobSpec:
+        """The JobSpec of one job of this group (ensemble-python: one task per node by default)."""
+        nodes = self.nodes
+        return JobSpec(
+            command=self.command,
+            group=self.name,
+            nodes=nodes,
+            tasks=max(self.tasks or 1, nodes or 1),
+            cores_per_task=self.cores,
+            gpus_per_task=self.gpus,
+            memory_mb=self.memory,
+            walltime=self.duration or None,
+            cwd=self.workdir,
+            environment=self.environment,
+        )
 
 
 class Logging(_Strict):
