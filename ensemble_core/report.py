@@ -1,0 +1,61 @@
+"""The end-of-run summary and the live status line, as text for a terminal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+COLUMNS = ("submitted", "running", "success", "failed", "cancelled", "resubmitted")
+EXTRA = ("oom", "timeout", "unsatisfiable", "node-failure")
+
+
+def status_line(snapshot: dict[str, Any]) -> str:
+    """One line: per group submitted / running / done / failed."""
+    parts = []
+    for group, entry in snapshot["groups"].items():
+        done = entry.get("success", 0)
+        failed = entry.get("failed", 0) + entry.get("cancelled", 0)
+        parts.append(
+            f"{group}: {entry.get('submitted', 0)} sub {entry.get('running', 0)} run "
+            f"{done} ok {failed} bad"
+        )
+    return " | ".join(parts) or "no jobs yet"
+
+
+def summary_table(snapshot: dict[str, Any]) -> str:
+    """Each group's counts and the mean/min/max of its duration and pending time."""
+    groups = snapshot["groups"]
+    if not groups:
+        return "no jobs ran"
+    extra = [name for name in EXTRA if any(entry.get(name) for entry in groups.values())]
+    header = ["group", *COLUMNS, *extra, "duration mean/min/max s", "pending mean/max s"]
+    rows = [header]
+    for group, entry in groups.items():
+        duration = entry.get("duration", {})
+        pending = entry.get("pending_time", {})
+        rows.append(
+            [
+                group,
+                *(str(entry.get(name, 0)) for name in (*COLUMNS, *extra)),
+                _stats(duration, ("mean", "min", "max")),
+                _stats(pending, ("mean", "max")),
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in rows
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    for action in snapshot.get("actions", []):
+        where = f" [{action['group']}]" if action.get("group") else ""
+        lines.append(
+            f"rule {action['rule']} {action['action']}{where} at {action['time']:.1f}s: "
+            f"{action['detail']}"
+        )
+    return "\n".join(lines)
+
+
+def _stats(values: dict[str, float], names: tuple[str, ...]) -> str:
+    if not values:
+        return "-"
+    return "/".join(f"{values[name]:.2f}" for name in names)
