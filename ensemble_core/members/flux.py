@@ -1,0 +1,377 @@
+"""The Flux member: JobSpecs submitted with flux-python, their events read from one journal stream.
+
+flux-python is imported only when the member starts, so the core runs without a Flux install. Flux
+handles are not thread-safe, so the member uses two: one owned by a single command thread
+(submissions, cancels, drain RPCs) and one owned by the event thread (`flux_stream.EventStream`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import errno
+import json
+import logging
+import os
+import time
+from collections import deque
+from types import ModuleType
+from typing import Any
+
+from ensemble_core.errors import MemberError
+from ensemble_core.events import JobEvent
+from ensemble_core.members.base import EmitEvent, Member
+from ensemble_core.members.flux_stream import EventStream
+from ensemble_core.spec import JobSpec
+from ensemble_core.translate.flux import to_flux
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = (
+    "pip install 'ensemble-executors[flux]' (flux-python and ply); they need libflux-core.so "
+    "from a Flux install (spack install flux-core, your site's Flux, or a package of flux-core)"
+)
+#: Connection errors after which the command thread opens a new handle for the next call.
+_CONNECTION_ERRNOS = {errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN, errno.ECONNREFUSED}
+#: How long events of jobs not (yet) known as ours are kept while a submission is in flight.
+_STASH_SECONDS = 60.0
+
+
+def import_flux() -> ModuleType:
+    """flux-python, imported on first use, or a MemberError saying what to install."""
+    try:
+        import flux
+        import flux.constants
+        import flux.job
+    except ImportError as exc:
+        text = str(exc)
+        if "libflux" in text:
+            raise MemberError(
+                f"flux-python is installed but cannot load libflux-core ({text}). Install "
+                "flux-core (spack install flux-core, your site's Flux module, or a flux-core "
+                "package) and make its lib directory visible (LD_LIBRARY_PATH)"
+            ) from None
+        if exc.name in ("flux", "_flux"):
+            raise MemberError(f"flux-python is not installed. {INSTALL_HINT}") from None
+        raise MemberError(f"flux-python cannot be imported ({text}). {INSTALL_HINT}") from None
+    except OSError as exc:
+        raise MemberError(
+            f"flux-python cannot load libflux-core ({exc}). Install flux-core from a Flux install "
+            "and make its lib directory visible (LD_LIBRARY_PATH)"
+        ) from None
+    return flux
+
+
+def connect(flux: ModuleType, uri: str | None) -> Any:
+    """A handle on the instance at `uri` (else FLUX_URI), or a MemberError saying how to get one."""
+    try:
+        return flux.Flux(uri) if uri else flux.Flux()
+    except OSError as exc:
+        where = uri or os.environ.get("FLUX_URI")
+        place = f"at {where}" if where else "(FLUX_URI is not set and there is no system instance)"
+        raise MemberError(
+            f"cannot connect to a Flux instance {place}: {exc.strerror or exc}. Start one with "
+            "`flux start` (or get one with `flux alloc` / `flux batch`) and run inside it, or set "
+            "FLUX_URI or the member's flux_uri setting to a running instance's URI"
+        ) from None
+
+
+def decode_idset(text: str) -> set[int]:
+    """The ranks of an RFC 22 idset such as "0-3,5" (brackets allowed)."""
+    ranks: set[int] = set()
+    for part in text.strip().strip("[]").split(","):
+        if not part:
+            continue
+        first, _, last = part.partition("-")
+        ranks.update(range(int(first), int(last or first) + 1))
+    return ranks
+
+
+def encode_idset(ranks: set[int] | list[int]) -> str:
+    """The RFC 22 idset of `ranks`, with ranges: [1, 2, 3, 5] -> "1-3,5"."""
+    parts: list[str] = []
+    for rank in sorted(ranks):
+        if parts and parts[-1].rpartition("-")[2] == str(rank - 1):
+            parts[-1] = f"{parts[-1].partition('-')[0]}-{rank}"
+        else:
+            parts.append(str(rank))
+    return ",".join(parts)
+
+
+class FluxMember(Member):
+    """Runs JobSpecs on a Flux instance; one journal stream reports every job's events.
+
+    The journal shows every job of the instance. This member forwards only events of jobs it
+    submitted: it holds events of unknown ids while one of its submissions is in flight (their
+    events can arrive before `submit_async` returns the id), releases them when the id becomes
+    known, and drops the rest. After a reconnect it replays the backlog and drops, per job, every
+    (name, timestamp) it already delivered, and every event of a job whose `clean` it delivered.
+    """
+
+    name = "flux"
+
+    def __init__(
+        self,
+        flux_uri: str | None = None,
+        reconnect_delay: float = 1.0,
+        batch_size: int = 512,
+        cancel_reason: str = "cancelled by the ensemble",
+        inherit_environment: bool = True,
+    ) -> None:
+        self.flux_uri = flux_uri
+        self.inherit_environment = inherit_environment
+        self.reconnect_delay = reconnect_delay
+        self.batch_size = batch_size
+        self.cancel_reason = cancel_reason
+        self._flux: ModuleType | None = None
+        self._handle: Any = None
+        self._commands = concurrent.futures.ThreadPoolExecutor(1, "flux-member-commands")
+        self._outbox: deque[tuple[str, asyncio.Future[int]]] = deque()
+        self._stream: EventStream | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._emit: EmitEvent | None = None
+        self._in_flight = 0
+        self._ours: set[int] = set()
+        self._done: set[int] = set()
+        self._seen: dict[int, set[tuple[str, float]]] = {}
+        self._stash: dict[int, tuple[float, list[JobEvent]]] = {}
+        self._outputs: dict[int, list[str]] = {}
+        self._drained: list[int] = []
+        self._info: dict[str, Any] = {}
+
+    async def start(self, emit: EmitEvent) -> None:
+        self._flux = import_flux()
+        self._loop = asyncio.get_running_loop()
+        self._emit = emit
+        self._handle = await self._in_commands(self._open)
+        self._info = await self._in_commands(self._read_info)
+        stream_handle = await self._in_commands(self._open)
+        self._stream = EventStream(
+            self._flux,
+            self._open,
+            self._deliver_threadsafe,
+            reconnect_delay=self.reconnect_delay,
+            batch_size=self.batch_size,
+        )
+        self._stream.start(stream_handle)
+
+    async def submit(self, spec: JobSpec) -> int:
+        if self._loop is None:
+            raise MemberError("the Flux member is not started. Call start() before submit()")
+        jobspec = json.dumps(self.jobspec(spec))
+        waiter: asyncio.Future[int] = self._loop.create_future()
+        self._in_flight += 1
+        self._outbox.append((jobspec, waiter))
+        self._commands.submit(self._send_outbox)
+        jobid = await waiter
+        self._outputs[jobid] = self._paths(spec)
+        return jobid
+
+    def jobspec(self, spec: JobSpec) -> dict[str, Any]:
+        """The Flux jobspec submitted for `spec`: like `flux submit`, the job runs in this process's
+        directory and environment (the spec's variables win) unless the spec sets its own."""
+        document = to_flux(spec).document
+        system = document["attributes"]["system"]
+        system.setdefault("cwd", os.getcwd())
+        if self.inherit_environment:
+            system["environment"] = {**os.environ, **system.get("environment", {})}
+        return document
+
+    async def cancel(self, jobid: Any) -> None:
+        await self._in_commands(self._cancel, int(jobid))
+
+    async def grow(self, value: int) -> str:
+        return await self._in_commands(self._undrain, value)
+
+    async def shrink(self, value: int) -> str:
+        return await self._in_commands(self._drain, value)
+
+    def describe(self) -> dict[str, Any]:
+        info: dict[str, Any] = {"member": self.name, "uri": self._uri(), **self._info}
+        if self._stream is not None:
+            info["events"] = self._stream.mode
+        if self._drained:
+            info["drained_by_member"] = encode_idset(self._drained)
+        return info
+
+    def log_paths(self, jobid: Any) -> list[str]:
+        return list(self._outputs.get(int(jobid), []))
+
+    async def close(self) -> None:
+        if self._stream is not None:
+            await asyncio.to_thread(self._stream.stop)
+            self._stream = None
+        await asyncio.to_thread(self._commands.shutdown, True)
+        self._handle = None
+
+    # Command thread: every use of the command handle happens here.
+
+    async def _in_commands(self, func: Any, *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._commands, func, *args)
+
+    def _open(self) -> Any:
+        assert self._flux is not None
+        return connect(self._flux, self.flux_uri)
+
+    def _read_info(self) -> dict[str, Any]:
+        info: dict[str, Any] = {}
+        for key, attr in (("flux_version", "version"), ("size", "size")):
+            with contextlib.suppress(OSError):
+                info[key] = self._handle.attr_get(attr)
+        return info
+
+    def _send_outbox(self) -> None:
+        """Send every waiting submission before reading any id, so requests overlap."""
+        assert self._flux is not None and self._loop is not None
+        batch = []
+        while self._outbox:
+            batch.append(self._outbox.popleft())
+        sent: list[tuple[Any, asyncio.Future[int]]] = []
+        for jobspec, waiter in batch:
+            try:
+                sent.append((self._flux.job.submit_async(self._handle, jobspec), waiter))
+            except Exception as exc:
+                sent.append((exc, waiter))
+        results: list[tuple[asyncio.Future[int], int | None, Exception | None]] = []
+        for future, waiter in sent:
+            try:
+                if isinstance(future, Exception):
+                    raise future
+                results.append((waiter, int(future.get_id()), None))
+            except Exception as exc:
+                results.append((waiter, None, exc))
+                if isinstance(exc, OSError):
+                    self._reopen_if_disconnected(exc)
+        if results:
+            self._loop.call_soon_threadsafe(self._submitted, results)
+
+    def _reopen_if_disconnected(self, exc: OSError) -> None:
+        if exc.errno in _CONNECTION_ERRNOS:
+            with contextlib.suppress(MemberError):
+                self._handle = self._open()
+
+    def _cancel(self, jobid: int) -> None:
+        assert self._flux is not None
+        try:
+            self._flux.job.cancel_async(self._handle, jobid, self.cancel_reason).get()
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                return  # the job is already inactive: nothing left to cancel
+            self._reopen_if_disconnected(exc)
+            raise MemberError(f"Flux could not cancel job {jobid}: {exc.strerror or exc}") from None
+
+    def _ranks(self) -> tuple[set[int], set[int]]:
+        """(online ranks, ranks drained or excluded) as the resource module reports them now."""
+        status = self._handle.rpc("resource.status", nodeid=0).get()
+        unavailable = decode_idset(status.get("exclude") or "")
+        for ranks in status.get("drain") or {}:
+            unavailable |= decode_idset(ranks)
+        return decode_idset(status.get("online") or ""), unavailable
+
+    def _drain(self, count: int) -> str:
+        if count < 1:
+            return "flux member: nothing to shrink (asked for fewer than 1 node)"
+        online, unavailable = self._ranks()
+        candidates = sorted(online - unavailable - {0}, reverse=True)[:count]
+        if not candidates:
+            return "flux member cannot shrink: every online rank but 0 is drained or excluded"
+        targets = encode_idset(candidates)
+        payload = {"targets": targets, "reason": "ensemble shrink"}
+        try:
+            self._handle.rpc("resource.drain", payload, nodeid=0).get()
+        except OSError as exc:
+            return f"flux member could not drain ranks {targets}: {exc.strerror or exc}"
+        self._drained.extend(candidates)
+        short = "" if len(candidates) == count else f" (asked for {count}; rank 0 is never drained)"
+        return f"flux member drained ranks {targets}{short}: running jobs finish, no new ones start"
+
+    def _undrain(self, count: int) -> str:
+        if count < 1:
+            return "flux member: nothing to grow (asked for fewer than 1 node)"
+        _online, unavailable = self._ranks()
+        self._drained = [rank for rank in self._drained if rank in unavailable]
+        if not self._drained:
+            return (
+                "flux member cannot grow: it drained no rank that is still drained, and a running "
+                "Flux instance cannot add brokers"
+            )
+        chosen = self._drained[-count:]
+        targets = encode_idset(chosen)
+        try:
+            self._handle.rpc("resource.undrain", {"targets": targets}, nodeid=0).get()
+        except OSError as exc:
+            return f"flux member could not undrain ranks {targets}: {exc.strerror or exc}"
+        self._drained = self._drained[: len(self._drained) - len(chosen)]
+        short = "" if len(chosen) == count else f" (asked for {count}; it had drained only those)"
+        return f"flux member undrained ranks {targets}{short}"
+
+    # Loop thread: job bookkeeping and emission.
+
+    def _submitted(
+        self, results: list[tuple[asyncio.Future[int], int | None, Exception | None]]
+    ) -> None:
+        for waiter, jobid, exc in results:
+            self._in_flight -= 1
+            if jobid is None:
+                if not waiter.done():
+                    reason = getattr(exc, "strerror", None) or exc
+                    waiter.set_exception(MemberError(f"Flux refused the job: {reason}"))
+                continue
+            self._ours.add(jobid)
+            if self._stream is not None:
+                self._stream.watch(jobid)
+            _since, held = self._stash.pop(jobid, (0.0, []))
+            for event in held:
+                self._forward(event)
+            if not waiter.done():
+                waiter.set_result(jobid)
+        self._prune_stash()
+
+    def _prune_stash(self) -> None:
+        if not self._in_flight:
+            self._stash.clear()
+            return
+        limit = time.monotonic() - _STASH_SECONDS
+        for jobid in [j for j, (since, _events) in self._stash.items() if since < limit]:
+            del self._stash[jobid]
+
+    def _deliver_threadsafe(self, batch: list[JobEvent]) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._deliver, batch)
+
+    def _deliver(self, batch: list[JobEvent]) -> None:
+        for event in batch:
+            jobid = event.jobid
+            if jobid in self._ours:
+                self._forward(event)
+            elif self._in_flight and jobid not in self._done:
+                self._stash.setdefault(jobid, (time.monotonic(), []))[1].append(event)
+
+    def _forward(self, event: JobEvent) -> None:
+        """Emit an event of one of our jobs once, however often a replay repeats it."""
+        assert self._emit is not None
+        jobid = event.jobid
+        seen = self._seen.setdefault(jobid, set())
+        key = (event.name, event.timestamp)
+        if key in seen:
+            return
+        seen.add(key)
+        self._emit(event)
+        if event.name == "clean":
+            self._ours.discard(jobid)
+            self._done.add(jobid)
+            del self._seen[jobid]
+            if self._stream is not None:
+                self._stream.forget(jobid)
+
+    def _uri(self) -> str | None:
+        return self.flux_uri or os.environ.get("FLUX_URI")
+
+    @staticmethod
+    def _paths(spec: JobSpec) -> list[str]:
+        paths = [path for path in (spec.stdout, spec.stderr) if path]
+        if spec.cwd:
+            paths = [os.path.join(spec.cwd, path) for path in paths]
+        return list(dict.fromkeys(paths))
