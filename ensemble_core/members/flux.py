@@ -139,6 +139,7 @@ class FluxMember(Member):
         self._outputs: dict[int, list[str]] = {}
         self._drained: list[int] = []
         self._info: dict[str, Any] = {}
+        self._closed = False
 
     async def start(self, emit: EmitEvent) -> None:
         self._flux = import_flux()
@@ -199,9 +200,11 @@ class FluxMember(Member):
         return list(self._outputs.get(int(jobid), []))
 
     async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         if self._stream is not None:
             await asyncio.to_thread(self._stream.stop)
-            self._stream = None
         await asyncio.to_thread(self._commands.shutdown, True)
         self._handle = None
 

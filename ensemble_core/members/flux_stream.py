@@ -149,17 +149,19 @@ class EventStream:
                 except TimeoutError:
                     continue
                 batch: list[JobEvent] = []
-                while event is not None:
-                    if not event.is_empty():
-                        batch.append(to_job_event(event.jobid, event))
-                    if len(batch) >= self._batch_size:
-                        break
-                    try:
-                        event = consumer.poll(timeout=0)
-                    except TimeoutError:
-                        break
-                if batch:
-                    self._deliver(batch)
+                try:
+                    while event is not None:
+                        if not event.is_empty():
+                            batch.append(to_job_event(event.jobid, event))
+                        if len(batch) >= self._batch_size:
+                            break
+                        try:
+                            event = consumer.poll(timeout=0)
+                        except TimeoutError:
+                            break
+                finally:
+                    if batch:
+                        self._deliver(batch)  # also what was read before the stream broke
                 if event is None:
                     raise OSError(errno.ENODATA, "the job journal stream ended")
         finally:

@@ -1,0 +1,305 @@
+"""flux-python faked at its boundary, replaying journals recorded on a real Flux 0.88.0 instance.
+
+Only what the Flux member calls exists: `flux.Flux(uri)`, a handle's `attr_get`, `rpc`,
+`fd_watcher_create`, `reactor_run`, `reactor_stop`; `flux.job.submit_async`, `JournalConsumer`,
+`event_watch_async`, `cancel_async`; `flux.constants.FLUX_POLLIN`. Errors are raised as flux-python
+raises them (OSError subclasses with an errno and Flux's text).
+
+The instance posts a recorded event only once its job was submitted (and the recorded cancel
+only once the job was cancelled), so events may reach the member before `submit_async`'s id does,
+as they can on a real instance.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import select
+import sys
+import threading
+import types
+from pathlib import Path
+from typing import Any
+
+FIXTURES = Path(__file__).parent / "fixtures" / "flux"
+SENTINEL = {"sentinel": True}
+
+
+def load(name: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (FIXTURES / name).read_text().splitlines() if line]
+
+
+class Event:
+    """What `JournalConsumer.poll` and `JobEventWatchFuture.get_event` return."""
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        self.jobid = record.get("id", -1)
+        self.name = record.get("name")
+        self.timestamp = record.get("timestamp", 0.0)
+        self.context = record.get("context", {})
+
+    def is_empty(self) -> bool:
+        return self.jobid == -1
+
+
+class Instance:
+    """A Flux instance whose jobs live the lives recorded in `lines` (a journal fixture)."""
+
+    def __init__(
+        self,
+        lines: list[dict[str, Any]],
+        *,
+        break_after: int | None = None,
+        refuse_journal: bool = False,
+        foreign: tuple[int, ...] = (),
+        size: int = 4,
+    ) -> None:
+        self.records = [line for line in lines if "sentinel" not in line]
+        marks = [i for i, line in enumerate(lines) if "sentinel" in line]
+        self.sentinel_at = marks[0] if marks else None
+        self.kinds = {r["id"]: r.get("kind") for r in self.records}
+        self.ids = [i for i in dict.fromkeys(r["id"] for r in self.records) if i not in foreign]
+        self.submitted: set[int] = set(foreign)
+        self.jobspecs: dict[int, dict[str, Any]] = {}
+        self.cancels: list[tuple[int, str | None]] = []
+        self.consumers: list[tuple[bool, bool]] = []
+        self.break_after = break_after
+        self.refuse_journal = refuse_journal
+        self.refuse_submit: str | None = None
+        self.unreachable = False
+        self.size = size
+        self.drained: dict[int, str] = {}
+        self.cond = threading.Condition()
+
+    def posted(self, record: dict[str, Any]) -> bool:
+        jobid = record["id"]
+        if jobid not in self.submitted:
+            return False
+        if record["name"] == "exception" and self.kinds.get(jobid) == "cancel":
+            return any(cancelled == jobid for cancelled, _ in self.cancels)
+        return True
+
+    def wait_posted(self, record: dict[str, Any], timeout: float) -> None:
+        with self.cond:
+            if not self.cond.wait_for(
+                lambda: self.posted(record), None if timeout < 0 else timeout
+            ):
+                raise TimeoutError(errno.ETIMEDOUT, "Connection timed out")
+
+    def recorded(self, jobid: int, eventlog: bool = False) -> list[tuple[str, float]]:
+        """The (name, timestamp) of a job's recorded events; an eventlog has no `annotations`."""
+        return [
+            (r["name"], r["timestamp"])
+            for r in self.records
+            if r["id"] == jobid and not (eventlog and r["name"] == "annotations")
+        ]
+
+
+class Future:
+    def __init__(self, value: Any = None, error: OSError | None = None) -> None:
+        self.value, self.error = value, error
+
+    def get(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+    get_id = get
+
+
+class Watcher:
+    def __init__(self, fd: int, callback: Any) -> None:
+        self.fd, self.callback, self.active = fd, callback, False
+
+    def start(self) -> Watcher:
+        self.active = True
+        return self
+
+    def stop(self) -> Watcher:
+        self.active = False
+        return self
+
+
+class Handle:
+    """A handle on the instance, with a reactor that runs watch callbacks and fd watchers."""
+
+    def __init__(self, instance: Instance) -> None:
+        self.instance = instance
+        self.watches: list[EventWatch] = []
+        self.fd_watchers: list[Watcher] = []
+        self.stopped = False
+
+    def attr_get(self, name: str) -> str:
+        return {"version": "0.88.0", "size": str(self.instance.size)}[name]
+
+    def rpc(self, topic: str, payload: Any = None, nodeid: int = 0, flags: int = 0) -> Future:
+        instance = self.instance
+        targets = set(_decode(payload["targets"])) if payload else set()
+        if topic == "resource.status":
+            drain = {
+                str(rank): {"timestamp": 1.0, "reason": r} for rank, r in instance.drained.items()
+            }
+            online = f"0-{instance.size - 1}"
+            return Future({"online": online, "offline": "", "exclude": "", "drain": drain})
+        if topic == "resource.drain":
+            if targets & instance.drained.keys():
+                return Future(error=FileExistsError(errno.EEXIST, "rank already drained"))
+            instance.drained.update(dict.fromkeys(targets, payload.get("reason", "")))
+            return Future({})
+        if topic == "resource.undrain":
+            for rank in targets:
+                del instance.drained[rank]
+            return Future({})
+        return Future(error=OSError(errno.ENOSYS, "Function not implemented"))
+
+    def fd_watcher_create(self, fd: int, callback: Any, events: int = 1, args: Any = None):
+        watcher = Watcher(fd, callback)
+        self.fd_watchers.append(watcher)
+        return watcher
+
+    def reactor_stop(self) -> None:
+        self.stopped = True
+
+    def reactor_run(self) -> int:
+        self.stopped = False
+        while not self.stopped:
+            ready = [watch for watch in self.watches if watch.ready()]
+            for watch in ready:
+                watch.callback(watch, *watch.args)
+                if self.stopped:
+                    return 0
+            if ready:
+                continue
+            fds = [w.fd for w in self.fd_watchers if w.active]
+            readable = select.select(fds, [], [], 0.01)[0]
+            for watcher in self.fd_watchers:
+                if watcher.active and watcher.fd in readable:
+                    watcher.callback(self, watcher, watcher.fd, 1, None)
+        return 0
+
+
+class JournalConsumer:
+    """Recorded journal: live from the start, or (full) the sorted backlog, sentinel, then live."""
+
+    def __init__(self, handle: Handle, full: bool = True, since: float = 0.0, **kwargs: Any):
+        self.instance = handle.instance
+        self.full = full
+        self.include_sentinel = kwargs.get("include_sentinel", False)
+        self.stopped = False
+        self.pos = 0
+
+    def start(self) -> JournalConsumer:
+        instance = self.instance
+        self.break_at = instance.break_after if not instance.consumers else None
+        instance.consumers.append((self.full, self.include_sentinel))
+        self.items: list[dict[str, Any]] = list(instance.records)
+        if self.full:
+            cut = instance.sentinel_at if instance.sentinel_at is not None else instance.break_after
+            past = [r for r in instance.records[:cut] if r["name"] != "annotations"]
+            past.sort(key=lambda r: r["timestamp"])
+            self.items = past + [SENTINEL] * self.include_sentinel + instance.records[cut:]
+        return self
+
+    def poll(self, timeout: float = -1.0) -> Event | None:
+        if self.instance.refuse_journal:
+            raise PermissionError(errno.EPERM, "Request requires owner credentials")
+        if self.pos == self.break_at:
+            raise ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
+        if self.pos >= len(self.items):
+            if self.stopped:
+                return None
+            with self.instance.cond:
+                self.instance.cond.wait(None if timeout < 0 else timeout)
+            raise TimeoutError(errno.ETIMEDOUT, "Connection timed out")
+        item = self.items[self.pos]
+        if item is not SENTINEL:
+            self.instance.wait_posted(item, timeout)
+        self.pos += 1
+        return Event(item) if item is not SENTINEL else Event({})
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+class EventWatch:
+    """`event_watch_async`: one job's eventlog (no `annotations`), then the end of the stream."""
+
+    def __init__(self, handle: Handle, jobid: int) -> None:
+        self.handle = handle
+        self.instance = handle.instance
+        self.items = [r for r in self.instance.records if r["id"] == jobid]
+        self.items = [r for r in self.items if r["name"] != "annotations"]
+        self.pos = 0
+        self.args: tuple[Any, ...] = ()
+
+    def then(self, callback: Any, *args: Any) -> EventWatch:
+        self.callback, self.args = callback, args
+        self.handle.watches.append(self)
+        return self
+
+    def ready(self) -> bool:
+        with self.instance.cond:
+            return self.pos >= len(self.items) or self.instance.posted(self.items[self.pos])
+
+    def get_event(self) -> Event | None:
+        if self.pos >= len(self.items):
+            self.cancel()
+            return None
+        self.pos += 1
+        return Event(self.items[self.pos - 1])
+
+    def cancel(self) -> None:
+        if self in self.handle.watches:
+            self.handle.watches.remove(self)
+
+
+def submit_async(handle: Handle, jobspec: str) -> Future:
+    instance = handle.instance
+    if instance.refuse_submit:
+        return Future(error=OSError(errno.EINVAL, instance.refuse_submit))
+    with instance.cond:
+        jobid = next(i for i in instance.ids if i not in instance.submitted)
+        instance.submitted.add(jobid)
+        instance.jobspecs[jobid] = json.loads(jobspec)
+        instance.cond.notify_all()
+    return Future(jobid)
+
+
+def cancel_async(handle: Handle, jobid: int, reason: str | None = None) -> Future:
+    instance = handle.instance
+    with instance.cond:
+        if jobid not in instance.submitted:
+            return Future(error=FileNotFoundError(errno.ENOENT, "unknown job id"))
+        instance.cancels.append((jobid, reason))
+        instance.cond.notify_all()
+    return Future()
+
+
+def install(monkeypatch: Any, instance: Instance) -> None:
+    """Put fake `flux`, `flux.job` and `flux.constants` modules where `import flux` finds them."""
+
+    def open_handle(uri: str | None = None) -> Handle:
+        if instance.unreachable:
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory")
+        return Handle(instance)
+
+    flux = types.ModuleType("flux")
+    job = types.ModuleType("flux.job")
+    constants = types.ModuleType("flux.constants")
+    flux.Flux = open_handle
+    job.submit_async = submit_async
+    job.cancel_async = cancel_async
+    job.JournalConsumer = JournalConsumer
+    job.event_watch_async = EventWatch
+    constants.FLUX_POLLIN = 1
+    flux.job, flux.constants = job, constants
+    for name, module in (("flux", flux), ("flux.job", job), ("flux.constants", constants)):
+        monkeypatch.setitem(sys.modules, name, module)
+
+
+def _decode(text: str) -> list[int]:
+    ranks: list[int] = []
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        ranks.extend(range(int(first), int(last or first) + 1))
+    return ranks
