@@ -1,0 +1,185 @@
+"""The Flux member on a real Flux instance: run with `flux` on PATH and flux-python importable.
+
+A test instance of two brokers is started for the module (`flux start --test-size=2`) and stopped
+after it, so the tests need no instance of their own and leave nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import sys
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ensemble_core.errors import MemberError
+from ensemble_core.events import AttemptRecord, JobEvent, Outcome
+from ensemble_core.members.flux import FluxMember, import_flux
+from ensemble_core.spec import JobSpec
+
+pytestmark = [
+    pytest.mark.flux,
+    pytest.mark.skipif(shutil.which("flux") is None, reason="flux is not on PATH"),
+]
+
+_PRINT_URI = "import os, sys; print(os.environ['FLUX_URI'], flush=True); sys.stdin.read()"
+
+
+@pytest.fixture(scope="module")
+def flux_uri() -> Iterator[str]:
+    """The URI of a fresh 2-broker instance that lives while its `flux start` reads stdin."""
+    try:
+        import_flux()
+    except MemberError as error:
+        pytest.skip(str(error))
+    flux = shutil.which("flux")
+    assert flux is not None
+    command = [flux, "start", "--test-size=2", sys.executable, "-c", _PRINT_URI]
+    with subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as proc:
+        assert proc.stdout is not None and proc.stdin is not None
+        uri = proc.stdout.readline().strip()
+        if not uri:
+            pytest.skip(f"`flux start --test-size=2` did not start (exit {proc.wait()})")
+        try:
+            yield uri
+        finally:
+            proc.stdin.close()
+            proc.wait(60)
+
+
+class Session:
+    """A FluxMember on the instance and the events it emitted, per job."""
+
+    def __init__(self, uri: str) -> None:
+        self.member = FluxMember(flux_uri=uri)
+        self.events: dict[int, list[JobEvent]] = defaultdict(list)
+
+    def emit(self, event: JobEvent) -> None:
+        self.events[event.jobid].append(event)
+
+    def record(self, jobid: int) -> AttemptRecord:
+        attempt = AttemptRecord()
+        for event in self.events[jobid]:
+            attempt.observe(event)
+        return attempt
+
+    async def until_clean(self, jobids: list[int]) -> None:
+        async with asyncio.timeout(120):
+            while not all(any(e.name == "clean" for e in self.events[j]) for j in jobids):
+                await asyncio.sleep(0.05)
+
+
+def test_outcomes_of_real_jobs(flux_uri: str) -> None:
+    async def scenario() -> tuple[Session, list[int]]:
+        session = Session(flux_uri)
+        await session.member.start(session.emit)
+        try:
+            specs = [
+                JobSpec(command=["true"]),
+                JobSpec(command=["false"]),
+                JobSpec(command=["sh", "-c", "exit 3"]),
+                JobSpec(command=["sleep", "30"], walltime=1),
+                JobSpec(command=["sleep", "30"]),
+                JobSpec(command=["hostname"], nodes=2, tasks=2),
+                JobSpec(command=["true"], nodes=8, tasks=8),
+            ]
+            ids = list(await asyncio.gather(*(session.member.submit(s) for s in specs)))
+            async with asyncio.timeout(60):
+                while not any(e.name == "start" for e in session.events[ids[4]]):
+                    await asyncio.sleep(0.05)
+            await session.member.cancel(ids[4])
+            await session.until_clean(ids)
+        finally:
+            await session.member.close()
+        return session, ids
+
+    session, ids = asyncio.run(scenario())
+    outcomes = [session.record(jobid).outcome for jobid in ids]
+    assert outcomes == [
+        Outcome.SUCCESS,
+        Outcome.FAILED,
+        Outcome.FAILED,
+        Outcome.TIMEOUT,
+        Outcome.CANCELLED,
+        Outcome.SUCCESS,
+        Outcome.UNSATISFIABLE,
+    ]
+    assert [session.record(jobid).exit_code for jobid in ids[:3]] == [0, 1, 3]
+    assert "cancelled by the ensemble" in session.record(ids[4]).reason
+    names = [event.name for event in session.events[ids[0]]]
+    assert names[0] == "submit" and names[-1] == "clean" and "start" in names
+
+
+def test_output_path_and_environment_reach_the_job(flux_uri: str, tmp_path: Path) -> None:
+    async def scenario() -> tuple[Session, int]:
+        session = Session(flux_uri)
+        await session.member.start(session.emit)
+        try:
+            spec = JobSpec(
+                command=["sh", "-c", 'echo "$ENSEMBLE_GREETING from $(pwd)"'],
+                environment={"ENSEMBLE_GREETING": "hello"},
+                cwd=str(tmp_path),
+                stdout="out.txt",
+            )
+            jobid = await session.member.submit(spec)
+            await session.until_clean([jobid])
+        finally:
+            await session.member.close()
+        return session, jobid
+
+    session, jobid = asyncio.run(scenario())
+    assert session.record(jobid).outcome is Outcome.SUCCESS
+    assert session.member.log_paths(jobid) == [str(tmp_path / "out.txt")]
+    assert (tmp_path / "out.txt").read_text().strip() == f"hello from {tmp_path}"
+
+
+def test_shrink_then_grow_drains_and_undrains_rank_1(flux_uri: str) -> None:
+    async def scenario() -> list[str]:
+        member = FluxMember(flux_uri=flux_uri)
+        await member.start(lambda event: None)
+        try:
+            said = [await member.shrink(1)]
+            said.append(member.describe()["drained_by_member"])
+            said.append(await member.shrink(1))
+            said.append(await member.grow(2))
+            said.append(await member.grow(1))
+        finally:
+            await member.close()
+        return said
+
+    said = asyncio.run(scenario())
+    assert said[0].startswith("flux member drained ranks 1")
+    assert said[1] == "1"
+    assert said[2].startswith("flux member cannot shrink")
+    assert said[3].startswith("flux member undrained ranks 1")
+    assert said[4].startswith("flux member cannot grow")
+
+
+def test_describe_names_the_flux_version(flux_uri: str) -> None:
+    async def scenario() -> dict:
+        member = FluxMember(flux_uri=flux_uri)
+        await member.start(lambda event: None)
+        await member.close()
+        return member.describe()
+
+    info = asyncio.run(scenario())
+    assert info["uri"] == flux_uri
+    assert info["events"] == "job journal"
+    assert info["flux_version"][0].isdigit()
+    assert int(info["size"]) == 2
+
+
+def test_no_instance_at_uri_is_a_clear_error(tmp_path: Path) -> None:
+    try:
+        import_flux()
+    except MemberError as error:
+        pytest.skip(str(error))
+    member = FluxMember(flux_uri=f"local://{tmp_path}/nothing")
+    with pytest.raises(MemberError, match="cannot connect to a Flux instance at local://"):
+        asyncio.run(member.start(lambda event: None))
