@@ -1,0 +1,157 @@
+"""The Executor: Snakemake jobs go into the ensemble, outcomes come back from its event stream.
+
+Status checks read the outcome each job handle already holds; the core resolves handles from the
+member's events, so a check round costs no call to the queue. An outcome also wakes the status
+thread at once instead of leaving it to sleep out a polling interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import AsyncGenerator
+
+from snakemake_interface_common.exceptions import ApiError, WorkflowError
+from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
+from snakemake_interface_executor_plugins.executors.remote import RemoteExecutor
+from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
+from snakemake_interface_executor_plugins.logging import LoggerExecutorInterface
+from snakemake_interface_executor_plugins.workflow import WorkflowExecutorInterface
+
+from ensemble_core.api import open_ensemble
+from ensemble_core.ensemble import Ensemble, JobHandle
+from ensemble_core.errors import EnsembleError
+from ensemble_core.report import summary_table
+from snakemake_executor_plugin_ensemble.jobspec import job_spec
+from snakemake_executor_plugin_ensemble.settings import LOG_DIR, member_settings
+
+#: The longest the status thread sleeps between rounds; an outcome wakes it sooner.
+STATUS_INTERVAL = 0.5
+
+
+class Wakeup:
+    """Lets the ensemble's thread cut short the status thread's sleep when an outcome arrives."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending = False
+        self._waiter: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
+
+    def notify(self, _handle: JobHandle | None = None) -> None:
+        with self._lock:
+            self._pending = True
+            if self._waiter is not None:
+                loop, event = self._waiter
+                loop.call_soon_threadsafe(event.set)
+
+    async def wait(self, timeout: float) -> None:
+        """Return after `timeout` seconds, or as soon as an outcome arrived since the last wait."""
+        event = asyncio.Event()
+        with self._lock:
+            if self._pending:
+                self._pending = False
+                return
+            self._waiter = (asyncio.get_running_loop(), event)
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            pass
+        finally:
+            with self._lock:
+                self._waiter = None
+                self._pending = False
+
+
+class Executor(RemoteExecutor):
+    """`snakemake --executor ensemble`: each job a JobSpec, the rules applied by the core."""
+
+    def __init__(self, workflow: WorkflowExecutorInterface, logger: LoggerExecutorInterface):
+        # RemoteExecutor.__init__ starts the status thread before __post_init__ runs: what that
+        # thread touches has to exist first.
+        self._wakeup = Wakeup()
+        self._ensemble: Ensemble | None = None
+        self._handles: dict[int, JobHandle] = {}
+        self._closed = False
+        super().__init__(workflow, logger)
+
+    def __post_init__(self) -> None:
+        settings = self.workflow.executor_settings
+        self._member = settings.member
+        try:
+            self._ensemble = open_ensemble(
+                settings.member, settings.rules, member_settings(settings)
+            )
+        except (EnsembleError, WorkflowError) as error:
+            self.wait = False  # let the status thread end
+            raise ApiError(f"ensemble executor: {error}") from None
+
+    @property
+    def next_seconds_between_status_checks(self) -> float:
+        return STATUS_INTERVAL
+
+    @next_seconds_between_status_checks.setter
+    def next_seconds_between_status_checks(self, value: float | None) -> None:
+        """Ignored: a check round only reads handles, so it runs as often as outcomes arrive."""
+
+    async def sleep(self) -> None:
+        await self._wakeup.wait(STATUS_INTERVAL)
+
+    def run_job(self, job: JobExecutorInterface) -> None:
+        assert self._ensemble is not None
+        log_file = os.path.abspath(job.logfile_suggestion(LOG_DIR))
+        try:
+            spec = job_spec(job, self.format_job_exec(job), self.workflow.workdir_init, log_file)
+        except ValueError as error:
+            self.report_job_error(SubmittedJobInfo(job), msg=f"not submitted: {error}. ")
+            return
+        handle = self._ensemble.submit(spec)
+        self._handles[handle.key] = handle
+        handle.add_done_callback(self._wakeup.notify)
+        self.logger.info(
+            f"Submitted {'group job' if job.is_group() else 'job'} {job.jobid} as ensemble job "
+            f"{handle.key} ({self._member} member; log: {log_file})."
+        )
+        self.report_job_submission(
+            SubmittedJobInfo(job, external_jobid=str(handle.key), aux={"handle": handle})
+        )
+
+    async def check_active_jobs(
+        self, active_jobs: list[SubmittedJobInfo]
+    ) -> AsyncGenerator[SubmittedJobInfo, None]:
+        for job_info in active_jobs:
+            handle: JobHandle = job_info.aux["handle"]
+            if not handle.done():
+                yield job_info
+                continue
+            self._handles.pop(handle.key, None)
+            if handle.outcome is not None and handle.outcome.ok:
+                self.report_job_success(job_info)
+            else:
+                self.report_job_error(
+                    job_info, msg=self._failure(handle), aux_logs=handle.log_paths
+                )
+
+    def _failure(self, handle: JobHandle) -> str:
+        """Why the job failed, with the member's job id and how many attempts the rules made."""
+        where = [f"{self._member} job {handle.member_id}"] if handle.member_id is not None else []
+        if len(handle.attempts) > 1:
+            where.append(f"after {len(handle.attempts)} attempts")
+        return f"ensemble: {handle.reason}" + (f" ({', '.join(where)})" if where else "") + ". "
+
+    def cancel_jobs(self, active_jobs: list[SubmittedJobInfo]) -> None:
+        """Cancel every job this executor started, not only those Snakemake passes."""
+        if self._ensemble is None:
+            return
+        for handle in list(self._handles.values()):
+            if not handle.done():
+                self._ensemble.cancel(handle)
+
+    def shutdown(self) -> None:
+        """Stop the status thread, close the ensemble (ending what still runs), print a summary."""
+        super().shutdown()
+        if self._ensemble is None or self._closed:
+            return
+        self._closed = True
+        self._ensemble.close()
+        self.logger.info("Ensemble summary:\n" + summary_table(self._ensemble.snapshot()))

@@ -1,0 +1,53 @@
+"""A Snakemake job as a JobSpec: the spawned `snakemake` command and the job's resources."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
+
+from ensemble_core.spec import JobSpec
+
+#: Rank 0 runs the job; the other ranks only hold their share of the allocation until it ends,
+#: as a batch script runs once on the first node of a Slurm or Flux allocation.
+RANK_ZERO_ONLY = 'if [ "${{FLUX_TASK_RANK:-0}}" = 0 ]; then {command}; fi'
+
+
+def job_spec(job: JobExecutorInterface, command: str, cwd: str, log_file: str) -> JobSpec:
+    """Translate one Snakemake job (or group job); raises ValueError for impossible resources."""
+    resources = job.resources
+    tasks = _positive(resources, "tasks") or 1
+    cores = _positive(resources, "cpus_per_task") or _positive(resources, "_cores") or 1
+    gpus = _positive(resources, "gpu") or _positive(resources, "gpus") or 0
+    runtime = _positive(resources, "runtime")
+    if tasks > 1:
+        command = RANK_ZERO_ONLY.format(command=command)
+    return JobSpec(
+        command=["/bin/sh", "-c", command],
+        group=job.name,
+        name=f"{job.name}.{job.jobid}",
+        nodes=_positive(resources, "nodes"),
+        tasks=tasks,
+        cores_per_task=cores,
+        gpus_per_task=math.ceil(gpus / tasks),
+        memory_mb=_positive(resources, "mem_mb"),
+        disk_mb=_positive(resources, "disk_mb"),
+        walltime=runtime * 60 if runtime else None,
+        cwd=cwd,
+        stdout=log_file,
+        attributes={
+            "snakemake_jobid": str(job.jobid),
+            "snakemake_attempt": job.attempt,
+            "snakemake_rules": sorted(job.rules),
+        },
+    )
+
+
+def _positive(resources: Mapping[str, Any], name: str) -> int | None:
+    """A numeric resource, or None where Snakemake leaves it unset, zero or symbolic."""
+    value = resources.get(name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        return None
+    return math.ceil(value)
