@@ -158,7 +158,10 @@ class Ensemble:
             self._thread.join(CLOSE_WAIT_SECONDS)
 
     def snapshot(self) -> dict[str, Any]:
-        """Counts per group and the actions so far (safe to read from any thread)."""
+        """Counts per group and the actions so far (safe to read from any thread, also after
+        `close()`, when the counts include the jobs it cancelled)."""
+        if not self._thread.is_alive():
+            return self._snapshot_now()
         return self._call(self._snapshot()).result(5)
 
     # Loop internals ---------------------------------------------------------------------------
@@ -191,6 +194,9 @@ class Ensemble:
         self._check_idle()
 
     async def _snapshot(self) -> dict[str, Any]:
+        return self._snapshot_now()
+
+    def _snapshot_now(self) -> dict[str, Any]:
         return {"groups": self.metrics.summary(), "actions": list(self.actions)}
 
     def _begin(self, handle: JobHandle) -> None:
