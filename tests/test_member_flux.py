@@ -171,6 +171,7 @@ def test_broken_stream_resumes_from_the_backlog_without_loss_or_double_count(
         done = run(instance, [spec] * 4)
     assert instance.consumers == [(False, False), (True, True)]
     assert any("broke" in r.getMessage() for r in caplog.records)
+    assert done.member.describe()["reconnects"] == 1
     for jobid in done.ids:
         assert done.delivered(jobid) == instance.recorded(jobid)
         assert done.record(jobid).outcome is Outcome.SUCCESS

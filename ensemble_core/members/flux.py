@@ -192,6 +192,8 @@ class FluxMember(Member):
         info: dict[str, Any] = {"member": self.name, "uri": self._uri(), **self._info}
         if self._stream is not None:
             info["events"] = self._stream.mode
+            if self._stream.reconnects:
+                info["reconnects"] = self._stream.reconnects
         if self._drained:
             info["drained_by_member"] = encode_idset(self._drained)
         return info
@@ -342,7 +344,8 @@ class FluxMember(Member):
 
     def _deliver_threadsafe(self, batch: list[JobEvent]) -> None:
         assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._deliver, batch)
+        with contextlib.suppress(RuntimeError):  # the loop closed without closing the member
+            self._loop.call_soon_threadsafe(self._deliver, batch)
 
     def _deliver(self, batch: list[JobEvent]) -> None:
         for event in batch:

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from ensemble_core.errors import MemberError
 from ensemble_core.events import JobEvent
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,8 @@ class EventStream:
                         "not read it, so each job's eventlog is followed instead (a watch per job)",
                         exc.strerror or exc,
                     )
-                    self._watching = True
+                    with self._lock:
+                        self._watching = True
                     continue
                 log.warning(
                     "the Flux event stream broke (%s); reconnecting in %.1f s and replaying",
@@ -132,9 +134,14 @@ class EventStream:
                     self._reconnect_delay,
                 )
                 self._closing.wait(self._reconnect_delay)
+            except MemberError as exc:
+                log.warning("%s; trying again in %.1f s", exc, self._reconnect_delay)
+                self._closing.wait(self._reconnect_delay)
             except Exception:
                 log.exception("the Flux event stream failed; reconnecting")
                 self._closing.wait(self._reconnect_delay)
+            if self._closing.is_set():
+                break
             handle = None
             full = True
             self.reconnects += 1
