@@ -1,0 +1,269 @@
+"""EnsembleExecutor: every Parsl app call becomes an ensemble job running the lean worker.
+
+The executor only translates: a call becomes a JobSpec whose command is `python -m
+parsl_ensemble.worker IN OUT`, and the Future resolves when the ensemble core reports the job's
+final outcome from the member's event stream. Rules (retry-oom, ...) act inside the core, so a
+task resubmitted with more memory is still one Parsl try.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import functools
+import itertools
+import os
+import sys
+import threading
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pydantic
+from parsl.errors import ConfigurationError
+from parsl.executors.base import ParslExecutor
+from parsl.executors.errors import ExecutorError, InvalidResourceSpecification
+from parsl.monitoring.radios.base import RadioConfig
+from parsl.monitoring.radios.filesystem import FilesystemRadio
+from parsl.serialize.errors import SerializationError
+from parsl.utils import RepresentationMixin
+
+from ensemble_core.api import open_ensemble
+from ensemble_core.ensemble import Ensemble, JobHandle
+from ensemble_core.errors import EnsembleError
+from ensemble_core.events import Outcome
+from ensemble_core.spec import JobSpec
+from parsl_ensemble import calls
+from parsl_ensemble.errors import EnsembleTaskError
+from parsl_ensemble.resources import FIELDS, KEYS, job_fields
+
+LOG_TAIL_LINES = 5
+
+
+class TaskFuture(cf.Future):
+    """A task's Future; cancelling it cancels the job."""
+
+    def __init__(self, cancel_job: Callable[[], None]) -> None:
+        super().__init__()
+        self._cancel_job = cancel_job
+
+    def cancel(self) -> bool:
+        cancelled = super().cancel()
+        if cancelled:
+            self._cancel_job()
+        return cancelled
+
+
+@dataclass(slots=True)
+class _Task:
+    id: int
+    name: str
+    future: TaskFuture
+    base: Path
+    claimed: bool = False
+
+    @property
+    def in_path(self) -> Path:
+        return self.base.with_suffix(".in")
+
+    @property
+    def out_path(self) -> Path:
+        return self.base.with_suffix(".out")
+
+    @property
+    def log_path(self) -> Path:
+        return self.base.with_suffix(".log")
+
+
+class EnsembleExecutor(ParslExecutor, RepresentationMixin):
+    """Run Parsl apps as jobs of an ensemble: local processes, Flux or Kubernetes, with rules.
+
+    Parameters
+    ----------
+    label: the executor's label in the Parsl config.
+    member: the queue: "local" (default), "flux" or "kubernetes".
+    rules: rule sets by name ("retry-oom") or path, as for `ensemble run --rules`.
+    member_settings: keyword arguments of the member (e.g. `{"cores": 4}` for local).
+    working_dir: where task files and job output go; default `<run_dir>/<label>`.
+        The worker needs it, the app's cwd and this Python on a file system it shares.
+    storage_access: Parsl staging providers (default: Parsl's).
+    remote_monitoring_radio: how tasks report to Parsl monitoring (default: the file system).
+    """
+
+    def __init__(
+        self,
+        label: str = "ensemble",
+        member: str = "local",
+        rules: Iterable[str] = (),
+        member_settings: dict[str, Any] | None = None,
+        working_dir: str | None = None,
+        storage_access: list[Any] | None = None,
+        remote_monitoring_radio: RadioConfig | None = None,
+    ) -> None:
+        super().__init__()
+        self.label = label
+        self.member = member
+        self.rules = rules
+        self.member_settings = member_settings
+        self.working_dir = working_dir
+        self.storage_access = storage_access
+        self.remote_monitoring_radio = remote_monitoring_radio or FilesystemRadio()
+        self.ensemble: Ensemble | None = None
+        self._tasks: dict[int, _Task] = {}
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._closed = False
+        self._warned: set[str] = set()
+        self._made_dir: Path | None = None
+        self._results = cf.ThreadPoolExecutor(1, thread_name_prefix=f"{label}-results")
+
+    @property
+    def outstanding(self) -> int:
+        """Tasks submitted whose Future is not resolved yet."""
+        return len(self._tasks)
+
+    def start(self) -> None:
+        """Open the ensemble; a bad member or rules file fails `parsl.load` with one clear line."""
+        try:
+            self.ensemble = open_ensemble(self.member, self.rules, self.member_settings)
+        except EnsembleError as error:
+            raise ConfigurationError(f"EnsembleExecutor '{self.label}': {error}") from error
+
+    def submit(
+        self,
+        func: Callable[..., Any],
+        resource_specification: dict[str, Any] | None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> TaskFuture:
+        """Write the call to a file and submit a job running the worker on it."""
+        name = getattr(func, "__name__", "task")
+        try:
+            data = calls.pack(func, args, kwargs)
+        except Exception as error:
+            raise SerializationError(name) from error
+        task_id = next(self._ids)
+        base = self._directory() / f"task-{task_id}"
+        spec = self._spec(resource_specification, name, task_id, base)
+        with self._lock:
+            if self._closed or self.ensemble is None:
+                raise ExecutorError(self, "not running: start() it first, or it was shut down")
+            base.with_suffix(".in").write_bytes(data)
+            handle = self.ensemble.submit(spec)
+            task = _Task(
+                task_id, name, TaskFuture(functools.partial(self.ensemble.cancel, handle)), base
+            )
+            self._tasks[task_id] = task
+        task.future.parsl_executor_task_id = task_id  # type: ignore[attr-defined]
+        done = functools.partial(self._job_done, task)
+        handle.add_done_callback(done)
+        if handle.done():  # it may have ended while the callback was being added
+            done(handle)
+        return task.future
+
+    def shutdown(self) -> None:
+        """Cancel the jobs still running (their Futures fail as cancelled); stop the ensemble."""
+        with self._lock:
+            self._closed = True
+        if self.ensemble is not None:
+            self.ensemble.close()
+        self._results.shutdown(wait=True)
+        for task in list(self._tasks.values()):  # jobs a stuck member never ended
+            self._fail(task, "cancelled", "the executor shut down", [], 1)
+        super().shutdown()
+
+    # Internals ---------------------------------------------------------------------------------
+
+    def _spec(
+        self, resource_specification: dict[str, Any] | None, name: str, task_id: int, base: Path
+    ) -> JobSpec:
+        """The task's job: the worker on its files, with the resources the keys ask for."""
+        fields, unknown = job_fields(resource_specification)
+        for key in unknown:
+            if key not in self._warned:
+                self._warned.add(key)
+                warnings.warn(
+                    f"EnsembleExecutor '{self.label}' ignores resource_specification key "
+                    f"'{key}'; it knows {', '.join(KEYS)}",
+                    stacklevel=3,
+                )
+        fields.setdefault("group", name)
+        worker = [sys.executable, "-P", "-m", "parsl_ensemble.worker"]
+        try:
+            return JobSpec(
+                command=[*worker, str(base.with_suffix(".in")), str(base.with_suffix(".out"))],
+                name=f"{self.label}-{task_id}",
+                cwd=os.getcwd(),
+                stdout=str(base.with_suffix(".log")),
+                **fields,
+            )
+        except pydantic.ValidationError as error:
+            found = [
+                (FIELDS.get(str(e["loc"][0]), str(e["loc"][0])), e["msg"]) for e in error.errors()
+            ]
+            problems = "; ".join(f"{key}: {message}" for key, message in found)
+            raise InvalidResourceSpecification({key for key, _ in found}, problems) from None
+
+    def _directory(self) -> Path:
+        directory = Path(self.working_dir or Path(self.run_dir) / self.label).absolute()
+        if directory != self._made_dir:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._made_dir = directory
+        return directory
+
+    def _job_done(self, task: _Task, handle: JobHandle) -> None:
+        """On the controller's thread: hand the Future's resolution to the results thread."""
+        with self._lock:
+            if task.claimed:
+                return
+            task.claimed = True
+        self._results.submit(self._resolve, task, handle)
+
+    def _resolve(self, task: _Task, handle: JobHandle) -> None:
+        """Read the worker's output and resolve the Future (off the controller's thread)."""
+        attempts = len(handle.attempts)
+        if handle.outcome is not Outcome.SUCCESS:
+            reason = handle.reason + _tail(task.log_path)
+            self._fail(task, str(handle.outcome), reason, handle.log_paths, attempts)
+            return
+        try:
+            ok, value = calls.outcome(task.out_path.read_bytes())
+        except FileNotFoundError:
+            reason = f"the worker wrote no result{_tail(task.log_path)}"
+            self._fail(task, "failed", reason, handle.log_paths, attempts)
+            return
+        except Exception as error:
+            error.add_note(f"while reading the result of task {task.id} ({task.name})")
+            ok, value = False, error
+        self._set(task, ok, value)
+
+    def _fail(self, task: _Task, outcome: str, reason: str, logs: list[str], attempts: int) -> None:
+        logs = [path for path in logs if os.path.exists(path) and os.path.getsize(path)]
+        label = f"task {task.id} ({task.name})"
+        self._set(task, False, EnsembleTaskError(label, outcome, reason, logs, attempts))
+
+    def _set(self, task: _Task, ok: bool, value: Any) -> None:
+        """Resolve the Future; remove the task's files but a job output that holds something."""
+        try:
+            if ok:
+                task.future.set_result(value)
+            else:
+                task.future.set_exception(value)
+        except cf.InvalidStateError:
+            pass  # the Future was cancelled
+        finally:
+            self._tasks.pop(task.id, None)
+            task.in_path.unlink(missing_ok=True)
+            task.out_path.unlink(missing_ok=True)
+            if task.log_path.exists() and not task.log_path.stat().st_size:
+                task.log_path.unlink()
+
+
+def _tail(path: Path) -> str:
+    """The end of the job's output: why a worker died is usually written there."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+    except OSError:
+        return ""
+    return "".join(f"\n  | {line}" for line in lines)

@@ -1,0 +1,87 @@
+"""The lean worker: run one Parsl task inside an ensemble job.
+
+`python -m parsl_ensemble.worker IN OUT` reads `(sys.path, payload)` from IN, where the payload is
+`dill.dumps((func, args, kwargs), recurse=True)`, calls the function and writes
+`("ok", value)` or `("error", exception)` to OUT, the exception with its traceback (tblib).
+
+It imports neither parsl nor the executor: `import parsl` costs 0.7-1.7 s, more than most tasks
+take, and the executor sends functions by value so that unpickling them needs no parsl either.
+In a job of several tasks every rank runs the function and rank 0 writes the result, as Parsl's
+FluxExecutor does.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import traceback
+from typing import Any
+
+
+class RemoteError(Exception):
+    """Stands in for a task's exception that cannot be pickled: its type, text and traceback."""
+
+    def __init__(self, type_name: str, text: str, remote_traceback: str) -> None:
+        super().__init__(type_name, text, remote_traceback)
+        self.type_name, self.text, self.remote_traceback = type_name, text, remote_traceback
+
+    def __str__(self) -> str:
+        return f"{self.type_name}: {self.text}\nremote traceback:\n{self.remote_traceback}"
+
+
+def run(in_path: str) -> tuple[str, Any]:
+    """Load the call and make it: ("ok", value) or ("error", exception)."""
+    with open(in_path, "rb") as stream:
+        path, payload = pickle.load(stream)
+    sys.path[:0] = [entry for entry in path if entry not in sys.path]
+    import dill
+
+    try:
+        func, args, kwargs = dill.loads(payload)
+        return "ok", func(*args, **kwargs)
+    except Exception as error:
+        # Drop this frame: the traceback a user reads starts in their own code.
+        return "error", error.with_traceback(error.__traceback__.tb_next)
+
+
+def dumps(outcome: tuple[str, Any]) -> bytes:
+    """Pickle the outcome; what cannot travel is replaced by an error saying so."""
+    import dill
+
+    kind, value = outcome
+    if kind == "error":
+        from tblib import pickling_support
+
+        pickling_support.install(value)
+        try:
+            return dill.dumps(outcome, recurse=True)
+        except Exception:
+            text = "".join(traceback.format_exception(value))
+            return dill.dumps(("error", RemoteError(type(value).__name__, str(value), text)))
+    try:
+        return dill.dumps(outcome, recurse=True)
+    except Exception as error:
+        unpicklable = TypeError(f"the task's result ({type(value).__name__}) cannot be pickled")
+        unpicklable.__cause__ = error
+        return dumps(("error", unpicklable))
+
+
+def main(argv: list[str]) -> int:
+    in_path, out_path = argv[1:3]
+    outcome = run(in_path)
+    if os.environ.get("FLUX_TASK_RANK", "0") != "0":
+        return 0
+    data = dumps(outcome)
+    partial = f"{out_path}.part"
+    with open(partial, "wb") as stream:
+        stream.write(data)
+    os.replace(partial, out_path)
+    return 0
+
+
+if __name__ == "__main__":
+    # Run as the importable module, not as __main__: RemoteError must unpickle by reference.
+    from parsl_ensemble.worker import main as module_main
+
+    sys.exit(module_main(sys.argv))
