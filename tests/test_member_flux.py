@@ -342,3 +342,21 @@ def test_unreachable_uri_is_named(basic, monkeypatch):
     member = FluxMember(flux_uri="local:///nowhere/local")
     with pytest.raises(MemberError, match="at local:///nowhere/local: No such file or directory"):
         asyncio.run(member.start(lambda event: None))
+
+
+def test_the_controller_gets_every_outcome_through_the_flux_member(basic):
+    from ensemble_core.api import open_ensemble
+
+    instance = basic()
+    ensemble = open_ensemble("flux", member_settings={"flux_uri": "local:///fake/local"})
+    try:
+        handles = [ensemble.submit(spec) for spec in BASIC.values()]
+        while not handles[4].member_id:
+            assert not handles[4].wait(0.01)
+        ensemble.cancel(handles[4])
+        outcomes = [handle.wait(60) for handle in handles]
+    finally:
+        ensemble.close()
+    assert outcomes == [outcome for outcome, _code in EXPECTED.values()]
+    assert [instance.kinds[handle.member_id] for handle in handles] == list(BASIC)
+    assert [handles[1].exit_code, handles[2].exit_code] == [1, 3]
