@@ -22,7 +22,7 @@ from ensemble_core.errors import EnsembleError
 from ensemble_core.events import AttemptRecord, JobEvent, Outcome
 from ensemble_core.members.base import Member
 from ensemble_core.metrics import Metrics
-from ensemble_core.rules.engine import Firing, LimitReached, RuleEngine
+from ensemble_core.rules.engine import Firing, RuleEngine
 from ensemble_core.rules.schema import Action, EnsembleFile
 from ensemble_core.spec import JobSpec
 
@@ -259,15 +259,12 @@ class Ensemble:
         record.observe(event)
         name = event.name
         group = attempt.spec.group
-        try:
-            if name == "start":
-                self._started(group, record)
-            elif name == "clean":
-                self._attempt_ended(handle, attempt)
-            if name in self.engine.job_event_names:
-                self._perform_all(self.engine.job_event(name, group, handle.key))
-        except LimitReached as limit:
-            self._stop(str(limit), "limit")
+        if name == "start":
+            self._started(group, record)
+        elif name == "clean":
+            self._attempt_ended(handle, attempt)
+        if name in self.engine.job_event_names:
+            self._perform_all(self.engine.job_event(name, group, handle.key))
 
     def _started(self, group: str, record: AttemptRecord) -> None:
         metrics = self.metrics
@@ -328,6 +325,8 @@ class Ensemble:
     def _perform_all(self, firings: list[Firing]) -> None:
         for firing in firings:
             self._perform(firing)
+        if self.engine.exhausted:
+            self._stop(self.engine.exhausted, "limit")
 
     def _perform(self, firing: Firing, action: Action | None = None) -> None:
         action = action or firing.rule.action
@@ -416,10 +415,7 @@ class Ensemble:
                 if record.submit_time is not None and record.start_time is None:
                     self.metrics.record(attempt.spec.group, "pending", now - record.submit_time)
             self._update_gauges(now)
-            try:
-                self._perform_all(self.engine.all_metrics(self.metrics.value))
-            except LimitReached as limit:
-                self._stop(str(limit), "limit")
+            self._perform_all(self.engine.all_metrics(self.metrics.value))
 
     async def _intervals(self) -> None:
         while not self._stopping:
@@ -427,10 +423,7 @@ class Ensemble:
             if delay is None:
                 return
             await asyncio.sleep(delay)
-            try:
-                self._perform_all(self.engine.due_intervals())
-            except LimitReached as limit:
-                self._stop(str(limit), "limit")
+            self._perform_all(self.engine.due_intervals())
             self._check_idle()
 
     def _update_gauges(self, now: float) -> None:
@@ -467,7 +460,7 @@ class Ensemble:
         self._check_idle()
 
     async def _close(self) -> None:
-        self._stop(self.stop_reason or "closed", self.exit)
+        self._stop(self.stop_reason, self.exit)
         deadline = time.monotonic() + CLOSE_WAIT_SECONDS
         while (self._active or self._in_flight) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)

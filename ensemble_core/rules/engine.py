@@ -19,10 +19,6 @@ from ensemble_core.rules.schema import OUTCOME_TRIGGERS, Limits, Rule
 ANY_GROUP = "*"
 
 
-class LimitReached(Exception):
-    """The rule set performed more actions than `limits.max_actions` allows."""
-
-
 @dataclass(slots=True)
 class Firing:
     """One rule that fired, with the job (if any) that made it fire."""
@@ -64,6 +60,8 @@ class RuleEngine:
         self.limits = limits
         self.clock = clock
         self.performed = 0
+        #: Why the rules stopped firing (the global limit), or "" while they may fire.
+        self.exhausted = ""
         self._states = [
             _State(
                 rule,
@@ -162,6 +160,13 @@ class RuleEngine:
     def _perform(self, state: _State, job: Hashable) -> bool:
         """ensemble-python's repetitions and backoff, plus cooldown and the global limit."""
         action = state.rule.action
+        if self.performed >= self.limits.max_actions:
+            self.exhausted = (
+                f"the rules performed {self.performed} actions, the limit "
+                f"(rule {self._states.index(state)}, {action.name}, would have been next); if "
+                "that is intended, raise limits.max_actions, otherwise a rule is feeding itself"
+            )
+            return False
         now = self.clock()
         last = state.last_performed
         if action.cooldown and last is not None and now - last < action.cooldown:
@@ -182,10 +187,4 @@ class RuleEngine:
             state.repetitions_left -= 1
         state.last_performed = now
         self.performed += 1
-        if self.performed > self.limits.max_actions:
-            raise LimitReached(
-                f"the rules performed more than {self.limits.max_actions} actions "
-                f"(last: rule {self._states.index(state)}, {action.name}); if that is intended, "
-                "raise limits.max_actions, otherwise a rule is feeding itself"
-            )
         return True
