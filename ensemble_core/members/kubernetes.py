@@ -1,0 +1,319 @@
+"""The Kubernetes member: each JobSpec a `batch/v1` Job, their life read from two watches.
+
+One watch over the ensemble's Pods and one over its Jobs (one label selector for all jobs, not one
+watch per job) run in threads of their own and hand what they see to the loop thread, where the
+tracker turns it into RFC 21 events. Cancel deletes the Job and its Pod. grow/shrink resize a Flux
+Operator MiniCluster named in the settings. The official `kubernetes` client is imported only when
+the member starts, so the core runs without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import secrets
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ensemble_core.errors import MemberError
+from ensemble_core.members.base import EmitEvent, Member
+from ensemble_core.members.kubernetes_api import (
+    MINICLUSTER,
+    api_error,
+    connect,
+    import_kubernetes,
+    minicluster_ref,
+    resize_target,
+)
+from ensemble_core.members.kubernetes_tracker import JobTracker
+from ensemble_core.members.kubernetes_watch import ResourceWatch, list_objects
+from ensemble_core.spec import JobSpec
+from ensemble_core.translate.kubernetes import (
+    CONTAINER,
+    DEFAULT_TTL_SECONDS,
+    ENSEMBLE_LABEL,
+    dns_label,
+    label_value,
+    to_kubernetes,
+)
+
+log = logging.getLogger(__name__)
+
+#: How long `close` waits for each watch thread to notice it should stop.
+_JOIN_SECONDS = 5.0
+
+
+class KubernetesMember(Member):
+    """Jobs on a Kubernetes cluster, in one namespace, watched through one label selector."""
+
+    name = "kubernetes"
+
+    def __init__(
+        self,
+        *,
+        image: str | None = None,
+        namespace: str | None = None,
+        kubeconfig: str | None = None,
+        context: str | None = None,
+        minicluster: str | None = None,
+        log_dir: str = "ensemble-logs",
+        ttl_seconds: int = DEFAULT_TTL_SECONDS,
+        ensemble_id: str | None = None,
+        watch_seconds: int = 300,
+    ) -> None:
+        if not image:
+            raise MemberError(
+                "the kubernetes member needs the container image its jobs run in. "
+                "Set image: NAME under member: in the ensemble file, or pass --image NAME"
+            )
+        self.image = image
+        self.namespace = namespace
+        self.kubeconfig = kubeconfig
+        self.context = context
+        self.minicluster = minicluster
+        self.log_dir = Path(log_dir)
+        self.ttl_seconds = int(ttl_seconds)
+        self.ensemble_id = dns_label(ensemble_id or f"ensemble-{secrets.token_hex(4)}", 40)
+        self.watch_seconds = int(watch_seconds)
+        self.selector = f"{ENSEMBLE_LABEL}={label_value(self.ensemble_id)}"
+        self._counter = itertools.count(1)
+        self._logs: dict[str, str] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._watches: list[ResourceWatch] = []
+        self._threads: list[threading.Thread] = []
+
+    # -- the Member protocol ---------------------------------------------------------------
+
+    async def start(self, emit: EmitEvent) -> None:
+        k8s = import_kubernetes()
+        self._loop = asyncio.get_running_loop()
+        api_client, configured = await asyncio.to_thread(
+            connect, k8s, self.kubeconfig, self.context
+        )
+        self.namespace = self.namespace or configured or "default"
+        self._core = k8s.client.CoreV1Api(api_client)
+        self._batch = k8s.client.BatchV1Api(api_client)
+        self._custom = k8s.client.CustomObjectsApi(api_client)
+        self._tracker = JobTracker(emit, self._ended)
+        calls = {"pods": self._core.list_namespaced_pod, "jobs": self._batch.list_namespaced_job}
+        for kind, call in calls.items():
+            watch = ResourceWatch(
+                kind,
+                call,
+                self.namespace,
+                self.selector,
+                self._deliverer(kind),
+                k8s.watch.Watch(),
+                watch_seconds=self.watch_seconds,
+            )
+            try:
+                await asyncio.to_thread(watch.list)
+            except Exception as error:
+                raise api_error(error, f"list and watch {kind}", self.namespace) from None
+            self._watches.append(watch)
+        if self.minicluster:
+            await self._read_minicluster()
+        for watch in self._watches:
+            thread = threading.Thread(
+                target=watch.run, name=f"kubernetes-{watch.kind}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    async def submit(self, spec: JobSpec) -> str:
+        name = f"{self.ensemble_id}-{next(self._counter)}"
+        job = to_kubernetes(
+            spec,
+            image=self.image,
+            namespace=self.namespace,
+            ensemble_id=self.ensemble_id,
+            ttl_seconds=self.ttl_seconds,
+            name=name,
+        ).document
+        self._tracker.expect(name)
+        try:
+            await asyncio.to_thread(self._batch.create_namespaced_job, self.namespace, job)
+        except Exception as error:
+            self._tracker.forget(name)
+            if getattr(error, "status", None) == 409:
+                raise MemberError(
+                    f"a Job named {name} already exists in namespace '{self.namespace}'. "
+                    "Choose another ensemble_id, or delete the old Jobs: "
+                    f"kubectl delete jobs -n {self.namespace} -l {self.selector}"
+                ) from None
+            raise api_error(error, "create Jobs", self.namespace) from None
+        self._tracker.submitted(name)
+        return name
+
+    async def cancel(self, jobid: Any) -> None:
+        if not self._tracker.begin_cancel(jobid):
+            return
+        try:
+            await asyncio.to_thread(
+                self._batch.delete_namespaced_job,
+                jobid,
+                self.namespace,
+                propagation_policy="Background",
+            )
+        except Exception as error:
+            if getattr(error, "status", None) != 404:
+                self._tracker.abort_cancel(jobid)
+                raise api_error(error, f"delete the Job {jobid}", self.namespace) from None
+        self._tracker.end_cancel(jobid)
+
+    async def grow(self, value: int) -> str:
+        return await self._resize(value)
+
+    async def shrink(self, value: int) -> str:
+        return await self._resize(-value)
+
+    def describe(self) -> dict[str, Any]:
+        described = {
+            "member": self.name,
+            "namespace": self.namespace,
+            "image": self.image,
+            "selector": self.selector,
+        }
+        if self.minicluster:
+            described["minicluster"] = self.minicluster
+        return described
+
+    def log_paths(self, jobid: Any) -> list[str]:
+        path = self._logs.get(jobid)
+        return [path] if path else []
+
+    async def close(self) -> None:
+        for watch in self._watches:
+            watch.stop()
+        for thread in self._threads:
+            await asyncio.to_thread(thread.join, _JOIN_SECONDS)
+        for task in list(self._tasks):
+            task.cancel()
+
+    # -- watches to tracker ----------------------------------------------------------------
+
+    def _deliverer(self, kind: str) -> Callable[[str, Any], None]:
+        """What a watch thread calls: the observation is handled on the loop thread."""
+
+        def deliver(event_type: str, payload: Any) -> None:
+            self._loop.call_soon_threadsafe(self._observe, kind, event_type, payload)
+
+        return deliver
+
+    def _observe(self, kind: str, event_type: str, payload: Any) -> None:
+        if event_type == "SYNC":
+            for name in self._tracker.sync(kind, payload):
+                self._spawn(self._confirm_gone(name))
+        else:
+            self._tracker.observe(kind, payload, deleted=event_type == "DELETED")
+
+    def _ended(self, name: str) -> None:
+        self._spawn(self._finish(name))
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = self._loop.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _finish(self, name: str) -> None:
+        """A job is over: read its Pod if its end was not seen, keep a failed Pod's log, clean."""
+        try:
+            if not self._tracker.pod_known(name):
+                pods, _ = await asyncio.to_thread(
+                    list_objects, self._core.list_namespaced_pod, self.namespace, f"job-name={name}"
+                )
+                for pod in pods:
+                    self._tracker.observe("pods", pod)
+            pod = self._tracker.failed_pod(name)
+            if pod is not None:
+                await self._save_log(name, pod)
+        except Exception as error:
+            log.warning("kubernetes: could not read the end of %s: %s", name, error)
+        finally:
+            self._tracker.clean(name)
+
+    async def _confirm_gone(self, name: str) -> None:
+        """A re-list lacked this Job: read it, and treat it as deleted if it is not found."""
+        try:
+            job = await asyncio.to_thread(
+                self._batch.read_namespaced_job, name, self.namespace, _preload_content=False
+            )
+        except Exception as error:
+            if getattr(error, "status", None) == 404:
+                self._tracker.gone(name)
+            else:
+                log.warning("kubernetes: could not read the Job %s: %s", name, error)
+            return
+        self._tracker.observe("jobs", _json(job))
+
+    async def _save_log(self, name: str, pod: str) -> None:
+        try:
+            text = await asyncio.to_thread(
+                self._core.read_namespaced_pod_log, pod, self.namespace, container=CONTAINER
+            )
+        except Exception as error:
+            log.warning("kubernetes: no log for %s (Pod %s): %s", name, pod, error)
+            return
+        path = self.log_dir / f"{name}.log"
+        await asyncio.to_thread(_write, path, text)
+        self._logs[name] = str(path)
+
+    # -- MiniCluster ----------------------------------------------------------------------
+
+    async def _read_minicluster(self) -> dict[str, Any]:
+        namespace, name = minicluster_ref(self.minicluster or "", self.namespace or "default")
+        try:
+            return await asyncio.to_thread(
+                self._custom.get_namespaced_custom_object,
+                MINICLUSTER["group"],
+                MINICLUSTER["version"],
+                namespace,
+                MINICLUSTER["plural"],
+                name,
+            )
+        except Exception as error:
+            if getattr(error, "status", None) == 404:
+                raise MemberError(
+                    f"MiniCluster '{name}' not found in namespace '{namespace}'. Fix the "
+                    f"minicluster setting (kubectl get miniclusters -n {namespace} lists them), "
+                    "and check that the Flux Operator is installed"
+                ) from None
+            raise api_error(error, "read MiniClusters", namespace) from None
+
+    async def _resize(self, change: int) -> str:
+        if not self.minicluster:
+            return "kubernetes member has no minicluster setting: nothing to resize"
+        namespace, name = minicluster_ref(self.minicluster, self.namespace or "default")
+        current, target, low, high = resize_target(await self._read_minicluster(), change)
+        where = f"MiniCluster {namespace}/{name}"
+        if target == current:
+            return f"{where} stays at size {current} (min {low}, max {high})"
+        try:
+            await asyncio.to_thread(
+                self._custom.patch_namespaced_custom_object,
+                MINICLUSTER["group"],
+                MINICLUSTER["version"],
+                namespace,
+                MINICLUSTER["plural"],
+                name,
+                {"spec": {"size": target}},
+            )
+        except Exception as error:
+            raise api_error(error, "patch MiniClusters", namespace) from None
+        return f"{where} size {current} -> {target} (min {low}, max {high})"
+
+
+def _json(response: Any) -> dict[str, Any]:
+    try:
+        return json.loads(response.data)
+    finally:
+        response.release_conn()
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)

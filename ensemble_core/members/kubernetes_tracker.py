@@ -1,0 +1,266 @@
+"""Pods and Jobs as the watches see them, turned into each job's RFC 21 events, each at most once.
+
+A Kubernetes job is a `batch/v1` Job with one Pod (backoffLimit 0). The Pod tells the job's life:
+Pending (depend, priority), scheduled (alloc), its container running (start) and terminated
+(finish, an `oom` exception for OOMKilled, a `timeout` one for the Pod's DeadlineExceeded). The Job
+tells when it is over (its Complete or Failed condition, or its deletion), and is also where a
+Job-level DeadlineExceeded shows. The two watches are separate streams, so the Job may report the
+end before the Pod's last state arrives: the member then reads the Pod before the job is cleaned.
+
+Everything here runs on the controller's loop thread; it does no I/O.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ensemble_core.events import JobEvent
+from ensemble_core.members.base import EmitEvent
+from ensemble_core.translate.kubernetes import CONTAINER
+
+#: Exception types for the reasons a Pod fails as a whole (its containers aside).
+POD_FAILURES = {"DeadlineExceeded": "timeout", "Evicted": "evicted"}
+_DONE_PHASES = ("Succeeded", "Failed")
+
+
+def wait_status(terminated: dict[str, Any]) -> int:
+    """A terminated container's end as a wait status, like Flux's `finish` status."""
+    signal = terminated.get("signal") or 0
+    if signal:
+        return signal & 0x7F
+    return (terminated.get("exitCode") or 0) << 8 & 0xFF00
+
+
+def job_name_of(pod: dict[str, Any]) -> str | None:
+    """The name of the Job that owns a Pod."""
+    metadata = pod.get("metadata") or {}
+    labels = metadata.get("labels") or {}
+    name = labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
+    if name:
+        return name
+    for owner in metadata.get("ownerReferences") or ():
+        if owner.get("kind") == "Job":
+            return owner.get("name")
+    return None
+
+
+def _container_state(pod: dict[str, Any]) -> dict[str, Any]:
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    for status in statuses:
+        if status.get("name") == CONTAINER:
+            return status.get("state") or {}
+    return (statuses[0].get("state") or {}) if statuses else {}
+
+
+def _scheduled(pod: dict[str, Any]) -> bool:
+    if (pod.get("spec") or {}).get("nodeName"):
+        return True
+    conditions = (pod.get("status") or {}).get("conditions") or ()
+    return any(c.get("type") == "PodScheduled" and c.get("status") == "True" for c in conditions)
+
+
+def _memory_limit(pod: dict[str, Any]) -> str | None:
+    for container in (pod.get("spec") or {}).get("containers") or ():
+        if container.get("name") == CONTAINER:
+            return ((container.get("resources") or {}).get("limits") or {}).get("memory")
+    return None
+
+
+@dataclass
+class _Job:
+    emitted: set[str] = field(default_factory=set)
+    submitted: bool = False
+    held: list[tuple[str, dict[str, Any], bool]] = field(default_factory=list)
+    pod: str | None = None
+    pod_final: bool = False
+    job_final: bool = False
+    ending: bool = False
+    cancelling: bool = False
+    failed: bool = False
+
+
+class JobTracker:
+    """The state of each job this member submitted, fed by observations of Pods and Jobs.
+
+    `on_ended(name)` is called once when a job is over; the member then (maybe) reads its Pod and
+    its log, and calls `clean(name)`. Observations of a job whose create call has not returned are
+    held and replayed after `submitted`, so that `submit` is always its first event.
+    """
+
+    def __init__(
+        self,
+        emit: EmitEvent,
+        on_ended: Callable[[str], None],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._emit = emit
+        self._on_ended = on_ended
+        self._clock = clock
+        self._jobs: dict[str, _Job] = {}
+
+    # -- submission and cancellation, by the member ------------------------------------------
+
+    def expect(self, name: str) -> None:
+        """A Job of this name is about to be created."""
+        self._jobs[name] = _Job()
+
+    def forget(self, name: str) -> None:
+        """Its create call failed: there is no such job."""
+        self._jobs.pop(name, None)
+
+    def submitted(self, name: str) -> None:
+        """The create call returned: `submit`, `validate`, then what the watches saw meanwhile."""
+        job = self._jobs.get(name)
+        if job is None or job.submitted:
+            return
+        job.submitted = True
+        self._once(name, job, "submit")
+        self._once(name, job, "validate")
+        held, job.held = job.held, []
+        for kind, obj, deleted in held:
+            self.observe(kind, obj, deleted)
+
+    def begin_cancel(self, name: str) -> bool:
+        """Whether a cancel should go ahead (the job is known and not over); if so, what the
+        watches see of the job from now on is its deletion, and is ignored."""
+        job = self._jobs.get(name)
+        if job is None or job.ending:
+            return False
+        job.ending = job.cancelling = True
+        return True
+
+    def abort_cancel(self, name: str) -> None:
+        """The delete call failed: the job goes on, and may have ended meanwhile."""
+        job = self._jobs.get(name)
+        if job is not None:
+            job.ending = job.cancelling = False
+            self._check(name, job)
+
+    def end_cancel(self, name: str) -> None:
+        """The Job is deleted: the `cancel` exception, then the job is clean."""
+        job = self._jobs.get(name)
+        if job is not None:
+            self._exception(name, job, "cancel", "cancelled by the ensemble")
+            self.clean(name)
+
+    # -- what the watches see ------------------------------------------------------------------
+
+    def observe(self, kind: str, obj: dict[str, Any], deleted: bool = False) -> None:
+        """One Pod or Job ("pods" or "jobs"), as added, modified or deleted."""
+        name = job_name_of(obj) if kind == "pods" else (obj.get("metadata") or {}).get("name")
+        job = self._jobs.get(name) if name else None
+        if job is None or job.cancelling:
+            return
+        if not job.submitted:
+            job.held.append((kind, obj, deleted))
+            return
+        if kind == "pods":
+            self._pod(name, job, obj, deleted)
+        else:
+            self._job(name, job, obj, deleted)
+        self._check(name, job)
+
+    def sync(self, kind: str, objects: list[dict[str, Any]]) -> list[str]:
+        """A full list after a (re)list: observe each; return submitted Jobs the list lacks."""
+        for obj in objects:
+            self.observe(kind, obj)
+        if kind != "jobs":
+            return []
+        listed = {(obj.get("metadata") or {}).get("name") for obj in objects}
+        return [
+            n for n, j in self._jobs.items() if j.submitted and not j.ending and n not in listed
+        ]
+
+    def gone(self, name: str) -> None:
+        """A Job the list lacked is confirmed deleted: as if its DELETED event had been seen."""
+        job = self._jobs.get(name)
+        if job is not None and job.submitted:
+            self._job(name, job, {}, deleted=True)
+            self._check(name, job)
+
+    # -- the end, by the member ----------------------------------------------------------------
+
+    def pod_known(self, name: str) -> bool:
+        """Whether the job's Pod was seen to its end (else the member reads it before cleaning)."""
+        job = self._jobs.get(name)
+        return job is None or job.pod_final
+
+    def failed_pod(self, name: str) -> str | None:
+        """The Pod whose log to keep: that of a job which failed (not one cancelled)."""
+        job = self._jobs.get(name)
+        if job is None or job.pod is None:
+            return None
+        return job.pod if job.failed or "finish" not in job.emitted else None
+
+    def clean(self, name: str) -> None:
+        """The job's last events; after them it is forgotten and later sightings are ignored."""
+        job = self._jobs.pop(name, None)
+        if job is None:
+            return
+        if "alloc" in job.emitted:
+            self._once(name, job, "release")
+            self._once(name, job, "free")
+        self._once(name, job, "clean")
+
+    # -- the mapping ---------------------------------------------------------------------------
+
+    def _pod(self, name: str, job: _Job, pod: dict[str, Any], deleted: bool) -> None:
+        job.pod = (pod.get("metadata") or {}).get("name") or job.pod
+        status = pod.get("status") or {}
+        self._once(name, job, "depend")
+        self._once(name, job, "priority")
+        state = _container_state(pod)
+        terminated = state.get("terminated")
+        if _scheduled(pod) or "running" in state or terminated:
+            self._once(name, job, "alloc")
+        if "running" in state or (terminated and terminated.get("startedAt")):
+            self._once(name, job, "start")
+        reason = status.get("reason")
+        if status.get("phase") == "Failed" and reason:
+            note = f"{reason}: {status.get('message') or 'the Pod failed'}"
+            self._exception(name, job, POD_FAILURES.get(reason, "pod-failure"), note)
+        if terminated:
+            if terminated.get("reason") == "OOMKilled":
+                limit = _memory_limit(pod)
+                note = f"OOMKilled (memory limit {limit})" if limit else "OOMKilled"
+                self._exception(name, job, "oom", note)
+            status_code = wait_status(terminated)
+            job.failed = job.failed or status_code != 0
+            self._once(name, job, "finish", {"status": status_code})
+        if deleted or status.get("phase") in _DONE_PHASES:
+            job.pod_final = True
+
+    def _job(self, name: str, job: _Job, obj: dict[str, Any], deleted: bool) -> None:
+        conditions = (obj.get("status") or {}).get("conditions") or ()
+        true = {c.get("type"): c for c in conditions if c.get("status") == "True"}
+        failed = true.get("Failed")
+        if failed and failed.get("reason") == "DeadlineExceeded":
+            note = f"DeadlineExceeded: {failed.get('message') or 'the Job ran out of time'}"
+            self._exception(name, job, "timeout", note)
+        if "Complete" in true or failed:
+            job.job_final = True
+        elif deleted:
+            job.job_final = True
+            if not job.pod_final:
+                self._exception(name, job, "cancel", "the Job was deleted outside the ensemble")
+
+    def _check(self, name: str, job: _Job) -> None:
+        if job.job_final and not job.ending:
+            job.ending = True
+            self._on_ended(name)
+
+    def _exception(self, name: str, job: _Job, kind: str, note: str) -> None:
+        if "exception" not in job.emitted:
+            job.failed = True
+        self._once(name, job, "exception", {"type": kind, "severity": 0, "note": note})
+
+    def _once(
+        self, name: str, job: _Job, event: str, context: dict[str, Any] | None = None
+    ) -> None:
+        if event in job.emitted:
+            return
+        job.emitted.add(event)
+        self._emit(JobEvent(name, event, self._clock(), context or {}))
