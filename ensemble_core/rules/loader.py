@@ -96,16 +96,19 @@ def load_rules(paths_or_names: list[str]) -> EnsembleFile:
 
 def _describe(error: ValidationError, node: yaml.Node | None, source: str) -> str:
     """The first problem as `file:line: place: message`."""
-    first = error.errors()[0]
+    errors = error.errors()
+    first = min(errors, key=lambda e: e["type"] != "extra_forbidden")
     location = [part for part in first["loc"] if not str(part).startswith("function-")]
     line = _line_of(node, location)
     place = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in location).lstrip(".")
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = f"unknown key '{location[-1]}'; check its spelling (see `ensemble schema`)"
+    elif first["type"] == "missing":
+        message = f"missing key '{location[-1]}'; add it (see `ensemble schema`)"
     elif first["type"] == "literal_error":
         message = f"{message} (got {first['input']!r})"
-    extra = f" (and {len(error.errors()) - 1} more)" if len(error.errors()) > 1 else ""
+    extra = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"{source}:{line}: {place or 'top level'}: {message}{extra}"
 
 
