@@ -3,6 +3,7 @@
 from collections import defaultdict
 
 from conftest import read_journal
+
 from ensemble_core.events import AttemptRecord, JobEvent, Outcome, exit_code
 
 EXPECTED = {

@@ -3,9 +3,9 @@
 import json
 
 import pytest
+from conftest import FIXTURES
 from pydantic import ValidationError
 
-from conftest import FIXTURES
 from ensemble_core.spec import JobSpec
 from ensemble_core.translate.flux import from_flux, to_flux
 
