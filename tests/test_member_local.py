@@ -6,6 +6,7 @@ import asyncio
 import os
 import time
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 
@@ -63,15 +64,15 @@ def test_success_and_failure_speak_flux(log_dir):
     assert outcome_of(events[ids[0]]).outcome is Outcome.SUCCESS
     failed = outcome_of(events[ids[1]])
     assert (failed.outcome, failed.exit_code) == (Outcome.FAILED, 3)
-    assert open(member.log_paths(ids[0])[-1]).read() == "hi\n"
+    assert Path(member.log_paths(ids[0])[-1]).read_text() == "hi\n"
 
 
 def test_missing_command_fails_with_127_and_says_why(log_dir):
     member = LocalMember(log_dir=log_dir)
     ids, events = run_jobs(member, [JobSpec(command=["no-such-command-xyz"])])
     assert outcome_of(events[ids[0]]).exit_code == 127
-    stderr = [p for p in member.log_paths(ids[0]) if p.endswith(".err")][0]
-    assert "no-such-command-xyz" in open(stderr).read()
+    stderr = next(p for p in member.log_paths(ids[0]) if p.endswith(".err"))
+    assert "no-such-command-xyz" in Path(stderr).read_text()
 
 
 def test_walltime_is_enforced_as_timeout(log_dir):
@@ -174,8 +175,8 @@ def test_multinode_job_needs_that_many_nodes(log_dir):
 def test_tasks_run_as_ranked_processes(log_dir):
     member = LocalMember(cores=4, log_dir=log_dir)
     command = ["sh", "-c", 'echo "rank $FLUX_TASK_RANK of $FLUX_JOB_SIZE"']
-    ids, _ = run_jobs(member, [JobSpec(command=command, tasks=3, stdout=f"{log_dir}/t.out")])
-    lines = sorted(open(f"{log_dir}/t.out").read().splitlines())
+    run_jobs(member, [JobSpec(command=command, tasks=3, stdout=f"{log_dir}/t.out")])
+    lines = sorted(Path(f"{log_dir}/t.out").read_text().splitlines())
     assert lines == ["rank 0 of 3", "rank 1 of 3", "rank 2 of 3"]
 
 
