@@ -3,7 +3,8 @@
 Everything above the HTTP call is the real client: its parameter validation, URL building,
 deserialization, `kubernetes.watch.Watch` (which raises ApiException(410) on an ERROR event when a
 timeout is set). Each watch request gets the next scripted stream of JSON lines for its resource;
-a stream may first wait for a named happening ("create-job", "delete-job", "list-pods-2", ...),
+a stream may first wait for a named happening ("create-job", "create-<name>", "delete-job",
+"list-pods-2", ...),
 and a request with no script left gets an idle stream that ends when the watch is stopped. When the
 n-th watch of a resource has sent its lines, "watch-<resource>-<n>-done" happens.
 """
@@ -175,6 +176,7 @@ class FakeCluster:
             created = dict(body)
             created["metadata"] = {**body["metadata"], "uid": "uid-1", "resourceVersion": "1000"}
             self.happen("create-job")
+            self.happen(f"create-{body['metadata']['name']}")
             return FakeResponse(201, created)
         if resource == "job" and method == "DELETE":
             self.happen("delete-job")

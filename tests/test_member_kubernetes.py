@@ -17,10 +17,11 @@ from kubernetes.client import ApiClient
 from kubernetes_fake import FakeCluster, fixture_lines
 
 from ensemble_core.errors import MemberError
-from ensemble_core.events import AttemptRecord, Outcome
+from ensemble_core.events import AttemptRecord, Outcome, exit_code
 from ensemble_core.members import create_member
 from ensemble_core.members.kubernetes import KubernetesMember
 from ensemble_core.members.kubernetes_api import import_kubernetes, resize_target
+from ensemble_core.members.kubernetes_tracker import JobTracker, wait_status
 from ensemble_core.spec import JobSpec
 from ensemble_core.translate.kubernetes import to_kubernetes
 
@@ -427,3 +428,75 @@ def test_namespace_comes_from_the_kubeconfig_context(tmp_path, cluster, kubeconf
     state = run(member(tmp_path, context="science"), scenario)
     assert state.member.namespace == "science"
     assert state.member.describe()["namespace"] == "science"
+
+
+# -- through the controller ----------------------------------------------------------------------
+
+
+def renamed(name: str, job: str) -> list[str]:
+    return [line.replace(JOB, job) for line in fixture_lines(name)]
+
+
+def test_controller_resubmits_an_oom_job_with_more_memory(tmp_path, cluster, kubeconfig):
+    from ensemble_core.api import open_ensemble
+
+    cluster.add_watch("pods", fixture_lines("oom.pods.jsonl"), wait_for=f"create-{JOB}")
+    cluster.add_watch("pods", renamed("success.pods.jsonl", "ens-test-2"), "create-ens-test-2")
+    cluster.add_watch("jobs", fixture_lines("oom.jobs.jsonl"), wait_for="watch-pods-1-done")
+    cluster.add_watch("jobs", renamed("success.jobs.jsonl", "ens-test-2"), "watch-pods-2-done")
+    settings = {"image": "busybox:1.36", "ensemble_id": "ens-test", "log_dir": str(tmp_path)}
+    ensemble = open_ensemble("kubernetes", ["retry-oom"], settings)
+    try:
+        handle = ensemble.submit(SPEC)
+        assert handle.wait(20) is Outcome.SUCCESS
+    finally:
+        ensemble.close()
+    assert [attempt.member_id for attempt in handle.attempts] == [JOB, "ens-test-2"]
+    limits = [
+        job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
+        for job in cluster.requests("POST", "jobs")
+    ]
+    assert limits == ["64Mi", "128Mi"]
+
+
+def test_controller_reports_the_saved_log_of_a_failed_job(tmp_path, cluster, kubeconfig):
+    from ensemble_core.api import open_ensemble
+
+    play(cluster, "failed")
+    cluster.logs[POD] = "sh: exit 3\n"
+    settings = {"image": "busybox:1.36", "ensemble_id": "ens-test", "log_dir": str(tmp_path)}
+    ensemble = open_ensemble("kubernetes", [], settings)
+    try:
+        handle = ensemble.submit(SPEC)
+        assert handle.wait(20) is Outcome.FAILED
+    finally:
+        ensemble.close()
+    assert handle.exit_code == 3
+    assert handle.log_paths == [str(tmp_path / f"{JOB}.log")]
+    assert (tmp_path / f"{JOB}.log").read_text() == "sh: exit 3\n"
+
+
+# -- the tracker alone -------------------------------------------------------------------------
+
+
+def test_what_the_watches_see_before_create_returns_waits_for_submit():
+    emitted, ended = [], []
+    tracker = JobTracker(emitted.append, ended.append, clock=lambda: 1.0)
+    pods = fixture_lines("success.pods.jsonl")
+    tracker.expect(JOB)
+    tracker.observe("pods", obj(pods[0]))
+    tracker.observe("pods", obj(pods[3]))
+    assert emitted == []
+    tracker.submitted(JOB)
+    assert [e.name for e in emitted] == NORMAL[:-1]
+    tracker.observe("pods", obj(pods[3]))
+    tracker.observe("jobs", {"metadata": {"name": "someone-else"}})
+    assert len(emitted) == len(NORMAL) - 1
+    assert ended == []
+
+
+def test_wait_status_of_a_terminated_container():
+    assert wait_status({"exitCode": 0}) == 0
+    assert wait_status({"exitCode": 3}) == 3 << 8
+    assert wait_status({"exitCode": 137, "signal": 9}) == 9
+    assert exit_code(wait_status({"exitCode": 137})) == 137
