@@ -35,7 +35,7 @@ apiVersion: v1
 kind: Config
 clusters:
 - name: test
-  cluster: {server: "https://127.0.0.1:6443", insecure-skip-tls-verify: true}
+  cluster: {server: "https://127.0.0.1:9", insecure-skip-tls-verify: true}
 users:
 - name: test
   user: {token: test-token}
@@ -398,6 +398,13 @@ def test_forbidden_namespace(tmp_path, cluster, kubeconfig):
         f"forbidden to list and watch pods in namespace 'restricted' ({message})"
     )
     assert "kubectl apply -n restricted -f examples/kubernetes/rbac.yaml" in text
+
+
+def test_unreachable_api_server(tmp_path, kubeconfig):
+    with pytest.raises(
+        MemberError, match="cannot reach the Kubernetes API server to list and watch"
+    ):
+        start(member(tmp_path))
 
 
 def test_unknown_minicluster(tmp_path, cluster, kubeconfig):

@@ -107,7 +107,7 @@ def api_message(error: BaseException) -> str:
             return json.loads(body).get("message") or str(body)
         except (ValueError, AttributeError):
             return str(body)
-    return getattr(error, "reason", None) or str(error)
+    return str(getattr(error, "reason", None) or error)
 
 
 def api_error(error: BaseException, action: str, namespace: str) -> MemberError:
