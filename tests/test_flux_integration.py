@@ -183,3 +183,20 @@ def test_no_instance_at_uri_is_a_clear_error(tmp_path: Path) -> None:
     member = FluxMember(flux_uri=f"local://{tmp_path}/nothing")
     with pytest.raises(MemberError, match="cannot connect to a Flux instance at local://"):
         asyncio.run(member.start(lambda event: None))
+
+
+def test_controller_on_the_flux_member(flux_uri: str) -> None:
+    from ensemble_core.api import open_ensemble
+
+    ensemble = open_ensemble("flux", member_settings={"flux_uri": flux_uri})
+    try:
+        handles = [
+            ensemble.submit(JobSpec(command=["true"], group="ok")),
+            ensemble.submit(JobSpec(command=["false"], group="bad")),
+            ensemble.submit(JobSpec(command=["sleep", "30"], walltime=1, group="slow")),
+        ]
+        outcomes = [handle.wait(120) for handle in handles]
+    finally:
+        ensemble.close()
+    assert outcomes == [Outcome.SUCCESS, Outcome.FAILED, Outcome.TIMEOUT]
+    assert handles[1].exit_code == 1
