@@ -272,7 +272,7 @@ class Ensemble:
         metrics.count(group, "running")
         if record.submit_time is not None and record.start_time is not None:
             metrics.record(group, "pending", record.start_time - record.submit_time)
-        self._perform_all(self.engine.metrics_changed((group,), metrics.value))
+        self._perform_all(self.engine.metrics_changed(group, metrics.value))
 
     def _attempt_ended(self, handle: JobHandle, attempt: Attempt) -> None:
         del self._by_member_id[attempt.member_id]
@@ -298,7 +298,7 @@ class Ensemble:
         if not retried:
             self._active.pop(handle.key, None)
             handle._resolve(outcome, record.reason, self.member.log_paths(attempt.member_id))
-        self._perform_all(self.engine.metrics_changed((group,), metrics.value))
+        self._perform_all(self.engine.metrics_changed(group, metrics.value))
         self._check_idle()
 
     def _resubmits(self, firing: Firing, handle: JobHandle) -> bool:

@@ -174,10 +174,10 @@ def test_metric_rules_fire_on_their_group_when_true():
         Clock(),
     )
     metrics.count("sleep", "success")
-    assert engine.metrics_changed(["sleep"], metrics.value) == []
+    assert engine.metrics_changed("sleep", metrics.value) == []
     metrics.count("sleep", "success")
-    assert engine.metrics_changed(["other"], metrics.value) == []
-    assert len(engine.metrics_changed(["sleep"], metrics.value)) == 1
+    assert engine.metrics_changed("other", metrics.value) == []
+    assert len(engine.metrics_changed("sleep", metrics.value)) == 1
 
 
 def test_global_limit_stops_firing_and_says_why():

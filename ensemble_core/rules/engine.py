@@ -70,17 +70,20 @@ class RuleEngine:
             )
             for rule in rules
         ]
-        self._by_trigger: defaultdict[str, list[int]] = defaultdict(list)
+        #: trigger key -> group filter (None: any group) -> rule indexes
+        self._by_trigger: defaultdict[str, defaultdict[str | None, list[int]]] = defaultdict(
+            lambda: defaultdict(list)
+        )
         self._metrics_by_group: defaultdict[str, list[int]] = defaultdict(list)
         for index, rule in enumerate(rules):
             key = rule.key
             if key in OUTCOME_TRIGGERS:
                 for outcome in OUTCOME_TRIGGERS[key]:
-                    self._by_trigger[f"outcome:{outcome}"].append(index)
+                    self._by_trigger[f"outcome:{outcome}"][rule.job_group].append(index)
             elif key == "metric":
                 self._metrics_by_group[metric_group(rule.name or "")].append(index)
             else:
-                self._by_trigger[key].append(index)
+                self._by_trigger[key][rule.job_group].append(index)
         self.job_event_names = frozenset(
             key.removeprefix("job-") for key in self._by_trigger if key.startswith("job-")
         )
@@ -89,25 +92,25 @@ class RuleEngine:
 
     def start(self) -> list[Firing]:
         now = self.clock()
-        for index in self._by_trigger.get("interval", ()):
+        for index in self._rules_on("interval", None):
             self._states[index].next_due = now + (self.rules[index].every or 0)
-        return self._fire(self._by_trigger.get("start", ()), None, None)
+        return self._fire(self._rules_on("start", None), None, None)
 
     def job_event(self, event_name: str, group: str, job: Hashable) -> list[Firing]:
         """Rules on `job-<event_name>` for a job of `group`."""
-        return self._fire(self._by_trigger.get(f"job-{event_name}", ()), group, job)
+        return self._fire(self._rules_on(f"job-{event_name}", group), group, job)
 
     def job_outcome(self, outcome: str, group: str, job: Hashable) -> list[Firing]:
         """Rules on the derived outcome triggers (job-success, job-oom, ...)."""
-        return self._fire(self._by_trigger.get(f"outcome:{outcome}", ()), group, job)
+        return self._fire(self._rules_on(f"outcome:{outcome}", group), group, job)
 
-    def metrics_changed(self, groups: Iterable[str], value: Callable[[str], float | None]):
-        """Metric rules about these groups (and queue-wide ones) whose `when` holds now."""
-        indexes: list[int] = []
-        for group in groups:
-            indexes.extend(self._metrics_by_group.get(group, ()))
-        indexes.extend(self._metrics_by_group.get(ANY_GROUP, ()))
-        return self._fire_metrics(sorted(set(indexes)), value)
+    def metrics_changed(self, group: str, value: Callable[[str], float | None]) -> list[Firing]:
+        """Metric rules about this group (and queue-wide ones) whose `when` holds now."""
+        own = self._metrics_by_group.get(group, [])
+        queue = self._metrics_by_group.get(ANY_GROUP, [])
+        if not own and not queue:
+            return []
+        return self._fire_metrics(sorted(own + queue) if own and queue else own or queue, value)
 
     def all_metrics(self, value: Callable[[str], float | None]) -> list[Firing]:
         """Every metric rule (on a heartbeat)."""
@@ -117,7 +120,7 @@ class RuleEngine:
     def due_intervals(self) -> list[Firing]:
         now = self.clock()
         due = []
-        for index in self._by_trigger.get("interval", ()):
+        for index in self._rules_on("interval", None):
             state = self._states[index]
             if now >= state.next_due:
                 state.next_due = now + (state.rule.every or 0)
@@ -128,10 +131,19 @@ class RuleEngine:
         """Seconds until the next interval rule with repetitions left is due."""
         pending = [
             self._states[i].next_due
-            for i in self._by_trigger.get("interval", ())
+            for i in self._rules_on("interval", None)
             if self._states[i].repetitions_left > 0
         ]
         return max(0.0, min(pending) - self.clock()) if pending else None
+
+    def _rules_on(self, key: str, group: str | None) -> list[int]:
+        """Indexes of the rules on `key` for jobs of `group`, in file order."""
+        by_group = self._by_trigger.get(key)
+        if by_group is None:
+            return []
+        anyone = by_group.get(None, [])
+        own = by_group.get(group, []) if group is not None else []
+        return sorted(anyone + own) if anyone and own else anyone or own
 
     # Limits ---------------------------------------------------------------------------------
 
@@ -139,6 +151,8 @@ class RuleEngine:
         ready = []
         for index in indexes:
             state = self._states[index]
+            if state.repetitions_left <= 0:
+                continue
             current = value(state.rule.name or "")
             if current is None:
                 continue
@@ -150,9 +164,6 @@ class RuleEngine:
         firings = []
         for index in indexes:
             state = self._states[index]
-            wanted = state.rule.job_group
-            if wanted is not None and wanted != group:
-                continue
             if self._perform(state, job):
                 firings.append(Firing(index, state.rule, group, job))
         return firings
