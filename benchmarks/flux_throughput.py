@@ -6,10 +6,12 @@ one's `clean` event arrives:
 - bare: flux-python alone, `submit_async` for every job, then one `JournalConsumer`;
 - member: the `FluxMember` driven directly on an asyncio loop;
 - controller: `open_ensemble("flux")`, what `ensemble run --member flux` and the adapters use;
-- cli: `ensemble run FILE --member flux` as a subprocess (start-up included), when the CLI exists.
+- processes: the bare loop as a Python process of its own, and `ensemble run FILE --member flux`
+  (when the CLI is installed), both timed from outside, start-up and shutdown included.
 
-The ways alternate within each round, on the same instance, so drift hits them alike. The instance
-is the one FLUX_URI names, else a fresh `flux start --test-size=2`. Without flux, or without an
+The ways take turns on the same instance, each round starting with the next one, so that drift
+(the instance's growing job history, other load on the machine) hits them alike. The instance is
+the one FLUX_URI names, else a fresh `flux start --test-size=2`. Without flux, or without an
 importable flux-python, it prints why and exits 0.
 
     python -m benchmarks.flux_throughput [--jobs 300] [--rounds 3]
@@ -36,6 +38,7 @@ from ensemble_core.events import JobEvent
 from ensemble_core.members.flux import FluxMember, import_flux
 from ensemble_core.spec import JobSpec
 
+BASES = {False: "bare flux-python", True: "bare flux-python (process)"}
 _PRINT_URI = "import os, sys; print(os.environ['FLUX_URI'], flush=True); sys.stdin.read()"
 
 
@@ -148,6 +151,14 @@ def cli(uri: str, jobs: int) -> float:
     return elapsed
 
 
+def bare_process(uri: str, jobs: int) -> float:
+    """Seconds for the bare loop run as a process of its own, start-up included."""
+    command = [sys.executable, __file__, "--bare-once", "--jobs", str(jobs)]
+    began = time.perf_counter()
+    subprocess.run(command, env={**os.environ, "FLUX_URI": uri}, check=True)
+    return time.perf_counter() - began
+
+
 def ensemble_script() -> str:
     """The `ensemble` command of this environment ("" when the CLI is not installed)."""
     beside = Path(sys.executable).with_name("ensemble")
@@ -158,11 +169,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--bare-once", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
         flux = import_flux()
     except MemberError as error:
         print(f"flux benchmark skipped: {error}")
+        return 0
+    if args.bare_once:
+        bare(flux, os.environ["FLUX_URI"], args.jobs)
         return 0
     with instance() as uri:
         if uri is None:
@@ -174,18 +189,22 @@ def main(argv: list[str] | None = None) -> int:
             "FluxMember": lambda: member(uri, args.jobs),
             "controller": lambda: controller(uri, args.jobs),
         }
+        ways["bare flux-python (process)"] = lambda: bare_process(uri, args.jobs)
         if ensemble_script():
             ways["ensemble run (process)"] = lambda: cli(uri, args.jobs)
         rates: dict[str, list[float]] = {name: [] for name in ways}
-        for _ in range(args.rounds):
-            for name, way in ways.items():
-                rates[name].append(args.jobs / way())
+        names = list(ways)
+        for round_ in range(args.rounds):
+            shift = round_ % len(names)
+            for name in names[shift:] + names[:shift]:
+                rates[name].append(args.jobs / ways[name]())
     print(f"Flux {version}, {args.jobs} true jobs, {args.rounds} rounds, {os.cpu_count()} cores")
-    base = statistics.median(rates["bare flux-python"])
+    print("jobs/s: median (each round); ratio to the bare loop run the same way")
     for name, values in rates.items():
+        base = statistics.median(rates[BASES[name.endswith("(process)")]])
         median = statistics.median(values)
         each = ", ".join(f"{value:.1f}" for value in values)
-        print(f"{name:24} {median:7.1f} jobs/s (median; rounds {each})  {median / base:6.1%}")
+        print(f"{name:28} {median:6.1f} ({each})  {median / base:6.1%}")
     return 0
 
 

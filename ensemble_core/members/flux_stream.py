@@ -47,7 +47,7 @@ class EventStream:
         deliver: Deliver,
         *,
         reconnect_delay: float = 1.0,
-        wakeup: float = 0.2,
+        wakeup: float = 0.05,
         batch_size: int = 512,
     ) -> None:
         self._flux = flux
