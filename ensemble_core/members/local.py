@@ -85,6 +85,7 @@ class _Job:
     stderr: Path
     shares: list[_Share] = field(default_factory=list)
     pids: dict[int, int] = field(default_factory=dict)  # pid -> pidfd (or -1)
+    groups: list[int] = field(default_factory=list)  # its tasks' process groups, kept after exit
     statuses: list[int] = field(default_factory=list)
     timer: asyncio.TimerHandle | None = None
     ending: bool = False
@@ -297,6 +298,7 @@ class LocalMember(Member):
                     job.statuses.append(127 << 8)
                     continue
                 process.returncode = 0  # reaped through its pidfd below, not by Popen
+                job.groups.append(process.pid)
                 self._watch_exit(job, process.pid)
         self._event(job.jobid, "start")
         if not job.pids:
@@ -341,6 +343,8 @@ class LocalMember(Member):
             self._finish(job)
 
     def _finish(self, job: _Job) -> None:
+        # What a task left running in its process group (a shell's children) ends with the job.
+        self._signal(job, signal.SIGKILL)
         if job.timer is not None:
             job.timer.cancel()
         status = next((s for s in job.statuses if s), 0)
@@ -359,12 +363,16 @@ class LocalMember(Member):
         self._event(job.jobid, "exception", {"type": kind, "severity": 0, "note": note})
         self._signal(job, signal.SIGTERM)
         assert self._loop is not None
-        self._loop.call_later(self.grace_seconds, self._signal, job, signal.SIGKILL)
+        self._loop.call_later(self.grace_seconds, self._kill_if_running, job)
+
+    def _kill_if_running(self, job: _Job) -> None:
+        if job.jobid in self._running:
+            self._signal(job, signal.SIGKILL)
 
     def _signal(self, job: _Job, signum: int) -> None:
-        for pid in list(job.pids):
+        for group in job.groups:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signum)
+                os.killpg(group, signum)
 
     async def _watch_memory(self) -> None:
         """Sample the resident memory of jobs with a memory limit; end those over it as oom."""
