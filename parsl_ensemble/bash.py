@@ -13,6 +13,8 @@ import sys
 from collections.abc import Callable
 from typing import IO, Any
 
+from parsl_ensemble.files import File
+
 
 class BashAppError(Exception):
     """A parsl.app.errors exception to raise on the submit side: its class name and arguments."""
@@ -81,17 +83,24 @@ def _open_std_stream(name: str, spec: Any) -> IO[str] | None:
     """Open stdout/stderr as parsl does: a path (append), a (path, mode) tuple or a File."""
     if spec is None:
         return None
-    files = sys.modules.get("parsl.data_provider.files")  # loaded if the task got a File
-    if files is not None and isinstance(spec, files.File):
+    parsl_files = sys.modules.get("parsl.data_provider.files")  # loaded if a File subclass came
+    if isinstance(spec, File) or (parsl_files is not None and isinstance(spec, parsl_files.File)):
         fname, mode = os.fspath(spec), "w"
-    elif isinstance(spec, tuple):
-        if len(spec) != 2:
-            raise BashAppError(
-                "BadStdStreamFile", f"std descriptor {name} has incorrect tuple length {len(spec)}"
-            )
+    elif isinstance(spec, str | os.PathLike):
+        fname, mode = os.fspath(spec), "a+"
+    elif (
+        isinstance(spec, tuple)
+        and len(spec) == 2
+        and isinstance(spec[0], str | os.PathLike)
+        and isinstance(spec[1], str)
+    ):
         fname, mode = os.fspath(spec[0]), spec[1]
     else:
-        fname, mode = os.fspath(spec), "a+"
+        # Invalid: parsl's own check raises the error parsl users expect (typeguard's); its
+        # import is slow, but only a task that fails anyway pays it.
+        from parsl.utils import get_std_fname_mode
+
+        fname, mode = get_std_fname_mode(name, spec)
     if isinstance(fname, bytes):
         fname = fname.decode()
     try:

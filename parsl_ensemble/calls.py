@@ -5,12 +5,13 @@ bash apps) and `remote_side_bash_executor` (bash apps). Both import parsl when t
 call is unwrapped here: the worker runs the app's function (or the lean bash runner) and sends
 exceptions back with their traceback; the Future gets them as Parsl's executors give them.
 Functions go by value (`dill`, `recurse=True`), so that unpickling the app defined in a module
-that imports parsl does not import that module.
+that imports parsl does not import that module; parsl Files go as their lean twin.
 """
 
 from __future__ import annotations
 
 import functools
+import io
 import pickle
 import sys
 from collections.abc import Callable
@@ -19,7 +20,9 @@ from typing import Any
 import dill
 import parsl.app.errors
 from parsl.app.bash import remote_side_bash_executor
+from parsl.data_provider.files import File as ParslFile
 
+from parsl_ensemble import files
 from parsl_ensemble.bash import BashAppError, run_bash_app
 
 _WRAP_ERROR_CODE = parsl.app.errors.wrap_error(len).__code__
@@ -35,10 +38,20 @@ def unwrap(func: Callable[..., Any]) -> Callable[..., Any]:
     return inner
 
 
+class _Pickler(dill.Pickler):
+    """dill, with parsl Files sent as `parsl_ensemble.files.File` (no parsl import to load)."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is ParslFile:
+            return files.File, (obj.url, obj.local_path)
+        return NotImplemented
+
+
 def pack(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
     """The worker's input: this process's import path and the call, functions by value."""
-    payload = dill.dumps((unwrap(func), args, kwargs), recurse=True)
-    return pickle.dumps((list(sys.path), payload))
+    buffer = io.BytesIO()
+    _Pickler(buffer, recurse=True).dump((unwrap(func), args, kwargs))
+    return pickle.dumps((list(sys.path), buffer.getvalue()))
 
 
 def outcome(data: bytes) -> tuple[bool, Any]:

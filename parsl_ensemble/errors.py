@@ -22,4 +22,6 @@ class EnsembleTaskError(AppException):
     def __str__(self) -> str:
         tries = f" after {self.attempts} attempts" if self.attempts > 1 else ""
         logs = f"; job output: {', '.join(self.log_paths)}" if self.log_paths else ""
-        return f"{self.task} ended as {self.outcome}{tries}: {self.reason}{logs}"
+        reason = self.reason  # the core's reasons mostly begin with the outcome already
+        ended = "" if reason.startswith(self.outcome) else f" ended as {self.outcome}"
+        return f"{self.task}{ended}{tries}: {reason}{logs}"
