@@ -7,6 +7,7 @@ after it, so the tests need no instance of their own and leave nothing behind.
 from __future__ import annotations
 
 import asyncio
+import errno
 import shutil
 import subprocess
 import sys
@@ -200,3 +201,47 @@ def test_controller_on_the_flux_member(flux_uri: str) -> None:
         ensemble.close()
     assert outcomes == [Outcome.SUCCESS, Outcome.FAILED, Outcome.TIMEOUT]
     assert handles[1].exit_code == 1
+
+
+def test_guest_fallback_follows_each_job_on_a_real_instance(
+    flux_uri: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The journal refused as a system instance refuses a guest; the eventlog watches are real."""
+    import flux.job
+
+    class Refused(flux.job.JournalConsumer):
+        def poll(self, timeout: float = -1.0) -> None:
+            raise PermissionError(errno.EPERM, "Request requires owner credentials")
+
+    monkeypatch.setattr(flux.job, "JournalConsumer", Refused)
+
+    async def scenario() -> tuple[Session, list[int]]:
+        session = Session(flux_uri)
+        await session.member.start(session.emit)
+        try:
+            specs = [
+                JobSpec(command=["true"]),
+                JobSpec(command=["sh", "-c", "exit 3"]),
+                JobSpec(command=["sleep", "30"], walltime=1),
+                JobSpec(command=["sleep", "30"]),
+            ]
+            ids = list(await asyncio.gather(*(session.member.submit(s) for s in specs)))
+            async with asyncio.timeout(60):
+                while not any(e.name == "start" for e in session.events[ids[3]]):
+                    await asyncio.sleep(0.05)
+            await session.member.cancel(ids[3])
+            await session.until_clean(ids)
+        finally:
+            await session.member.close()
+        return session, ids
+
+    with caplog.at_level("WARNING"):
+        session, ids = asyncio.run(scenario())
+    outcomes = [session.record(jobid).outcome for jobid in ids]
+    assert outcomes == [Outcome.SUCCESS, Outcome.FAILED, Outcome.TIMEOUT, Outcome.CANCELLED]
+    assert session.record(ids[1]).exit_code == 3
+    assert session.member.describe()["events"] == "per-job eventlog watch"
+    assert sum("journal is refused" in r.getMessage() for r in caplog.records) == 1
+    for jobid in ids:
+        keys = [(e.name, e.timestamp) for e in session.events[jobid]]
+        assert len(keys) == len(set(keys))
