@@ -101,7 +101,13 @@ class Executor(RemoteExecutor):
         assert self._ensemble is not None
         log_file = os.path.abspath(job.logfile_suggestion(LOG_DIR))
         try:
-            spec = job_spec(job, self.format_job_exec(job), self.workflow.workdir_init, log_file)
+            spec = job_spec(
+                job,
+                self.format_job_exec(job),
+                self.workflow.workdir_init,
+                log_file,
+                self.workflow.executor_settings.memory_overhead_mb,
+            )
         except ValueError as error:
             self.report_job_error(SubmittedJobInfo(job), msg=f"not submitted: {error}. ")
             return

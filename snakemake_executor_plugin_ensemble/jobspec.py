@@ -15,9 +15,19 @@ from ensemble_core.spec import JobSpec
 RANK_ZERO_ONLY = 'if [ "${{FLUX_TASK_RANK:-0}}" = 0 ]; then {command}; fi'
 
 
-def job_spec(job: JobExecutorInterface, command: str, cwd: str, log_file: str) -> JobSpec:
-    """Translate one Snakemake job (or group job); raises ValueError for impossible resources."""
+def job_spec(
+    job: JobExecutorInterface,
+    command: str,
+    cwd: str,
+    log_file: str,
+    memory_overhead_mb: int = 0,
+) -> JobSpec:
+    """Translate one Snakemake job (or group job); raises ValueError for impossible resources.
+
+    `memory_overhead_mb` is added to mem_mb for the spawned Snakemake that runs the job.
+    """
     resources = job.resources
+    memory = _positive(resources, "mem_mb")
     tasks = _positive(resources, "tasks") or 1
     cores = _positive(resources, "cpus_per_task") or _positive(resources, "_cores") or 1
     gpus = _positive(resources, "gpu") or _positive(resources, "gpus") or 0
@@ -32,7 +42,7 @@ def job_spec(job: JobExecutorInterface, command: str, cwd: str, log_file: str) -
         tasks=tasks,
         cores_per_task=cores,
         gpus_per_task=math.ceil(gpus / tasks),
-        memory_mb=_positive(resources, "mem_mb"),
+        memory_mb=memory + memory_overhead_mb if memory else None,
         disk_mb=_positive(resources, "disk_mb"),
         walltime=runtime * 60 if runtime else None,
         cwd=cwd,

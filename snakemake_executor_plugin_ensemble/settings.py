@@ -12,7 +12,7 @@ from snakemake_interface_executor_plugins.settings import ExecutorSettingsBase
 
 from ensemble_core.members import MEMBERS
 
-#: Where the local member puts the logs of jobs that name no output file.
+#: Where the jobs' logs go (the plugin names one file per job; the local member's log_dir).
 LOG_DIR = ".snakemake/ensemble_logs"
 
 #: Which member each member-specific flag belongs to (the flag name is the member's setting).
@@ -54,6 +54,16 @@ class ExecutorSettings(ExecutorSettingsBase):
             "Takes several values: --ensemble-rules retry-oom my-rules.yaml.",
             "nargs": "+",
             "metavar": "FILE_OR_NAME",
+        },
+    )
+    memory_overhead_mb: int = field(
+        default=200,
+        metadata={
+            "help": "MB added to each job's mem_mb for the Snakemake process that runs the job "
+            "inside its allocation (about 100 MB), which the member's memory limit counts too: "
+            "mem_mb stays what the rule's own command may use. 0 makes mem_mb the whole limit. "
+            "Default: 200.",
+            "metavar": "MB",
         },
     )
     cores: int | None = _optional(
