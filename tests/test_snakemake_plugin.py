@@ -1,0 +1,301 @@
+"""`snakemake --executor ensemble` as users run it: translation, rules, retries, bad input, Ctrl-C.
+
+The workflows run as `snakemake` subprocesses in temporary directories. Memory figures leave room
+for the spawned Snakemake inside each job (about 100 MB) and the plugin's default overhead (200 MB)
+added to mem_mb.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from snakemake_interface_common.exceptions import WorkflowError
+
+from snakemake_executor_plugin_ensemble.jobspec import job_spec
+from snakemake_executor_plugin_ensemble.settings import LOG_DIR, ExecutorSettings, member_settings
+
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+#: A job that holds `MB` megabytes for two seconds (long enough for the member's memory watch).
+ALLOCATE = "python -c 'import time; b = bytes(range(256)) * ({mb} * 4096); time.sleep(2)'"
+
+
+@dataclass
+class FakeJob:
+    """What `job_spec` reads of a Snakemake job."""
+
+    name: str
+    jobid: Any
+    resources: Mapping[str, Any]
+    attempt: int = 1
+    rules: list[str] = field(default_factory=list)
+
+
+def run_snakemake(workdir: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [SNAKEMAKE, "--executor", "ensemble", "-j", "4", *args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def write_snakefile(workdir: Path, text: str) -> None:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "Snakefile").write_text(textwrap.dedent(text))
+
+
+# Translation ----------------------------------------------------------------------------------
+
+
+def test_job_resources_become_a_jobspec() -> None:
+    job = FakeJob(
+        "align",
+        7,
+        {"_cores": 4, "mem_mb": 1000, "disk_mb": 2000, "runtime": 10, "gpu": 1, "tmpdir": "/tmp"},
+        attempt=2,
+        rules=["align"],
+    )
+    spec = job_spec(job, "python -m snakemake --target-jobs 'align:'", "/work", "/logs/a.log", 200)
+    assert spec.command == ["/bin/sh", "-c", "python -m snakemake --target-jobs 'align:'"]
+    assert (spec.group, spec.name) == ("align", "align.7")
+    assert (spec.tasks, spec.cores_per_task, spec.gpus_per_task, spec.nodes) == (1, 4, 1, None)
+    assert (spec.memory_mb, spec.disk_mb, spec.walltime) == (1200, 2000, 600)
+    assert (spec.cwd, spec.stdout, spec.stderr) == ("/work", "/logs/a.log", None)
+    assert spec.attributes == {
+        "snakemake_jobid": "7",
+        "snakemake_attempt": 2,
+        "snakemake_rules": ["align"],
+    }
+
+
+def test_unset_and_symbolic_resources_are_left_to_the_member() -> None:
+    job = FakeJob("plot", 1, {"_cores": 1, "mem_mb": "<TBD>", "runtime": 0, "gpu": 0})
+    spec = job_spec(job, "true", "/work", "/logs/p.log", 200)
+    assert (spec.memory_mb, spec.walltime, spec.gpus_per_task, spec.disk_mb) == (
+        None,
+        None,
+        0,
+        None,
+    )
+
+
+def test_tasks_and_nodes_reserve_an_allocation_that_runs_the_job_once() -> None:
+    job = FakeJob(
+        "mpi", 2, {"_cores": 1, "nodes": 2, "tasks": 8, "cpus_per_task": 2, "gpu": 4}, rules=["mpi"]
+    )
+    spec = job_spec(job, "snakemake-job", "/work", "/logs/m.log")
+    assert (spec.nodes, spec.tasks, spec.cores_per_task, spec.gpus_per_task) == (2, 8, 2, 1)
+    shell = spec.command[2]
+    assert shell.startswith('if [ "${FLUX_TASK_RANK:-0}" = 0 ]; then snakemake-job;')
+
+
+def test_group_jobs_are_one_jobspec_under_the_group_name() -> None:
+    job = FakeJob("foo_a_b", "f95de4a1", {"_cores": 2, "mem_mb": 5}, rules=["b", "a"])
+    spec = job_spec(job, "snakemake-group-job", "/work", "/logs/g.log", 200)
+    assert (spec.group, spec.cores_per_task, spec.memory_mb) == ("foo_a_b", 2, 205)
+    assert spec.attributes["snakemake_rules"] == ["a", "b"]
+
+
+def test_member_settings_take_only_the_chosen_members_flags() -> None:
+    assert member_settings(ExecutorSettings(cores=2, memory_mb=4000)) == {
+        "log_dir": LOG_DIR,
+        "cores": 2,
+        "memory_mb": 4000,
+    }
+    assert member_settings(ExecutorSettings(member="flux", flux_uri="local:///x")) == {
+        "flux_uri": "local:///x"
+    }
+    with pytest.raises(WorkflowError, match="--ensemble-cores is a setting of the local member"):
+        member_settings(ExecutorSettings(member="flux", cores=2))
+
+
+def test_help_lists_the_ensemble_flags() -> None:
+    help_text = subprocess.run([SNAKEMAKE, "--help"], capture_output=True, text=True).stdout
+    for flag in (
+        "--ensemble-member {local,flux,kubernetes}",
+        "--ensemble-rules FILE_OR_NAME [FILE_OR_NAME ...]",
+        "--ensemble-cores N",
+        "--ensemble-memory-mb MB",
+        "--ensemble-max-nodes N",
+        "--ensemble-flux-uri URI",
+        "--ensemble-namespace NAME",
+    ):
+        assert flag in help_text
+
+
+# Workflows ------------------------------------------------------------------------------------
+
+
+def test_retry_oom_rules_save_a_job_over_its_memory(tmp_path: Path) -> None:
+    write_snakefile(
+        tmp_path,
+        f"""
+        rule all:
+            input: expand("out/{{i}}.txt", i=range(2))
+
+        rule grow:
+            output: "out/{{i}}.txt"
+            resources: mem_mb=200
+            shell: "{ALLOCATE.format(mb=400)} && echo {{wildcards.i}} > {{output}}"
+        """,
+    )
+    result = run_snakemake(tmp_path, "--ensemble-rules", "retry-oom")
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(tmp_path / "out")) == ["0.txt", "1.txt"]
+    assert "Error in rule" not in result.stderr
+    summary = result.stderr[result.stderr.index("Ensemble summary:") :]
+    header, _, row = summary.splitlines()[1:4]
+    counts = dict(zip(header.split(), row.split(), strict=False))
+    assert counts["group"] == "grow"
+    assert (counts["success"], counts["oom"], counts["resubmitted"]) == ("2", "2", "2")
+    assert "attempt 2: memory_mb 800" in summary
+
+
+def test_snakemake_retries_reevaluate_attempt_based_resources(tmp_path: Path) -> None:
+    write_snakefile(
+        tmp_path,
+        f"""
+        rule all:
+            input: "a.txt"
+
+        rule a:
+            output: "a.txt"
+            resources: mem_mb=lambda wildcards, attempt: 200 if attempt == 1 else 1000
+            shell: "{ALLOCATE.format(mb=400)} && touch {{output}}"
+        """,
+    )
+    result = run_snakemake(tmp_path, "--retries", "1")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "a.txt").exists()
+    # Attempt 1 failed for memory, reported with its reason, log and external id; attempt 2 ran
+    # as a new logical job with the re-evaluated mem_mb.
+    assert "ensemble: oom: memory use" in result.stderr
+    assert "exceeded the limit of 400 MB (local job 1)" in result.stderr
+    assert "external_jobid: 1" in result.stderr
+    assert f"log: {tmp_path}/{LOG_DIR}/a.log" in result.stderr
+    assert "mem_mb=1000" in result.stderr
+
+
+def test_a_failing_job_reports_its_exit_code(tmp_path: Path) -> None:
+    write_snakefile(
+        tmp_path,
+        """
+        rule fail:
+            output: "never.txt"
+            shell: "echo about to fail >&2; exit 3"
+        """,
+    )
+    result = run_snakemake(tmp_path)
+    assert result.returncode != 0
+    assert "ensemble: failed with exit code 1 (local job 1)." in result.stderr
+    assert "about to fail" in (tmp_path / LOG_DIR / "fail.log").read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--ensemble-member", "slurm"], "argument --ensemble-member: invalid choice: 'slurm'"),
+        (["--ensemble-rules", "bad.yaml"], "Error: ensemble executor: bad.yaml:3: rules[0]"),
+        (
+            ["--ensemble-rules", "no-such-rules"],
+            "Error: ensemble executor: no-such-rules: no such file, and no shared rule set",
+        ),
+        (
+            ["--ensemble-member", "flux"],
+            "Error: ensemble executor: flux",
+        ),
+    ],
+    ids=["unknown-member", "invalid-rules", "unknown-rules", "flux-without-flux"],
+)
+def test_bad_input_is_one_clear_line_before_any_job(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    if "flux" in args and shutil.which("flux"):
+        pytest.skip("Flux is installed here: the flux member would start")
+    write_snakefile(
+        tmp_path,
+        """
+        rule a:
+            output: "a.txt"
+            shell: "touch {output}"
+        """,
+    )
+    (tmp_path / "bad.yaml").write_text(
+        "rules:\n  - trigger: job-oom\n    action: {name: resubmitt}\n"
+    )
+    result = run_snakemake(tmp_path, *args)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if message in line]
+    assert len(errors) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert 'File "' not in result.stderr
+    assert "Submitted" not in result.stderr
+    assert not (tmp_path / "a.txt").exists()
+
+
+def test_sigint_cancels_every_job_and_leaves_no_process(tmp_path: Path) -> None:
+    marker = f"{time.time_ns() % 10**6 + 10**6}.5"  # `sleep 1234567.5`: unique to this test
+    write_snakefile(
+        tmp_path,
+        f"""
+        rule all:
+            input: expand("out/{{i}}.txt", i=range(2))
+
+        rule wait:
+            output: "out/{{i}}.txt"
+            shell: "sleep {marker} && touch {{output}}"
+        """,
+    )
+    snakemake = subprocess.Popen(
+        [SNAKEMAKE, "--executor", "ensemble", "-j", "4"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        # A shell's background job ignores SIGINT; make sure Snakemake gets the default handler.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while sum(c.startswith("sleep ") for c in processes_with(marker)) < 2:
+            assert time.monotonic() < deadline, "the jobs never started"
+            assert snakemake.poll() is None, snakemake.stderr.read() if snakemake.stderr else ""
+            time.sleep(0.1)
+        snakemake.send_signal(signal.SIGINT)
+        _, stderr = snakemake.communicate(timeout=30)
+    finally:
+        if snakemake.poll() is None:
+            snakemake.kill()
+    assert snakemake.returncode != 0
+    assert "Terminating processes on user request" in stderr
+    assert processes_with(marker) == []
+    assert processes_with(str(tmp_path)) == []
+    assert "cancelled" in stderr[stderr.index("Ensemble summary:") :]
+
+
+def processes_with(text: str) -> list[str]:
+    """Command lines of the processes that contain `text` (not counting this test's own)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            command = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if text in command:
+            found.append(command)
+    return found
