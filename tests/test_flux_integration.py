@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
+import re
 import shutil
 import subprocess
 import sys
@@ -245,3 +247,80 @@ def test_guest_fallback_follows_each_job_on_a_real_instance(
     for jobid in ids:
         keys = [(e.name, e.timestamp) for e in session.events[jobid]]
         assert len(keys) == len(set(keys))
+
+
+EXAMPLES = Path(__file__).parent.parent / "examples" / "ensembles"
+BIN = Path(sys.executable).parent
+
+
+@pytest.mark.parametrize("name", ["hello-world.yaml", "retry-timeout.yaml"])
+def test_ensemble_run_on_flux_keeps_the_examples_promise(
+    flux_uri: str, tmp_path: Path, name: str
+) -> None:
+    path = EXAMPLES / name
+    match = re.search(r"^# expect: (\{.*\})$", path.read_text(), re.MULTILINE)
+    assert match, f"{name} has no '# expect:' comment"
+    expected = json.loads(match.group(1))
+    command = [str(BIN / "ensemble"), "run", str(path), "--member", "flux", "--json"]
+    command += ["--flux-uri", flux_uri]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["exit"] == expected["exit"]
+    for group, counts in expected["groups"].items():
+        for key, value in counts.items():
+            assert report["groups"][group].get(key, 0) == value, (group, key, report["groups"])
+
+
+def test_snakemake_on_flux(flux_uri: str, tmp_path: Path) -> None:
+    (tmp_path / "Snakefile").write_text(
+        "rule all:\n"
+        "    input: 'b.txt'\n"
+        "rule a:\n"
+        "    output: 'a.txt'\n"
+        "    shell: 'echo a > {output}'\n"
+        "rule b:\n"
+        "    input: 'a.txt'\n"
+        "    output: 'b.txt'\n"
+        "    shell: 'cat {input} > {output} && echo b >> {output}'\n"
+    )
+    command = [str(BIN / "snakemake"), "--executor", "ensemble", "--jobs", "2"]
+    command += ["--ensemble-member", "flux", "--ensemble-flux-uri", flux_uri]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "b.txt").read_text() == "a\nb\n"
+
+
+def test_parsl_on_flux(flux_uri: str, tmp_path: Path) -> None:
+    parsl = pytest.importorskip("parsl")
+    from parsl.app.errors import BashExitFailure
+    from parsl.config import Config
+
+    from parsl_ensemble import EnsembleExecutor
+
+    executor = EnsembleExecutor(
+        label="flux",
+        member="flux",
+        member_settings={"flux_uri": flux_uri},
+        working_dir=str(tmp_path / "work"),
+    )
+    dfk = parsl.load(Config(executors=[executor], run_dir=str(tmp_path / "runinfo")))
+    try:
+
+        @parsl.python_app
+        def square(x: int) -> int:
+            return x * x
+
+        @parsl.bash_app
+        def exit_three() -> str:
+            return "exit 3"
+
+        squares = [square(i) for i in range(4)]
+        failing = exit_three()
+        assert [future.result(timeout=300) for future in squares] == [0, 1, 4, 9]
+        with pytest.raises(BashExitFailure) as caught:
+            failing.result(timeout=300)
+        assert caught.value.exitcode == 3
+    finally:
+        dfk.cleanup()
+        parsl.clear()

@@ -219,6 +219,17 @@ def test_describe_and_log_paths(basic):
     asyncio.run(scenario())
 
 
+def test_output_directories_are_made_before_submission(basic, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    spec = JobSpec(command=["true"], stdout="logs/a/out.log", stderr="logs/b/err.log")
+    done = run(basic(), [spec, *list(BASIC.values())[1:]], cancel=(4,))
+    assert done.member.log_paths(done.ids[0]) == [
+        str(tmp_path / "logs/a/out.log"),
+        str(tmp_path / "logs/b/err.log"),
+    ]
+    assert (tmp_path / "logs/a").is_dir() and (tmp_path / "logs/b").is_dir()
+
+
 def test_refused_submission_is_a_clear_member_error(basic):
     instance = basic()
     instance.refuse_submit = "unsatisfiable request: node count 8 > 2"

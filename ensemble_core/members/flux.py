@@ -161,12 +161,16 @@ class FluxMember(Member):
         if self._loop is None:
             raise MemberError("the Flux member is not started. Call start() before submit()")
         jobspec = json.dumps(self.jobspec(spec))
+        paths = self._paths(spec)
+        for path in paths:  # Flux's job shell opens output files but makes no directory
+            with contextlib.suppress(OSError):
+                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         waiter: asyncio.Future[int] = self._loop.create_future()
         self._in_flight += 1
         self._outbox.append((jobspec, waiter))
         self._commands.submit(self._send_outbox)
         jobid = await waiter
-        self._outputs[jobid] = self._paths(spec)
+        self._outputs[jobid] = paths
         return jobid
 
     def jobspec(self, spec: JobSpec) -> dict[str, Any]:
@@ -377,7 +381,7 @@ class FluxMember(Member):
 
     @staticmethod
     def _paths(spec: JobSpec) -> list[str]:
-        paths = [path for path in (spec.stdout, spec.stderr) if path]
-        if spec.cwd:
-            paths = [os.path.join(spec.cwd, path) for path in paths]
+        """The job's output files, absolute: relative ones are taken from the job's directory."""
+        base = spec.cwd or os.getcwd()
+        paths = [os.path.join(base, path) for path in (spec.stdout, spec.stderr) if path]
         return list(dict.fromkeys(paths))
