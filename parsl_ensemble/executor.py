@@ -15,7 +15,7 @@ import os
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,6 +89,9 @@ class EnsembleExecutor(ParslExecutor, RepresentationMixin):
         The worker needs it, the app's cwd and this Python on a file system it shares.
     storage_access: Parsl staging providers (default: Parsl's).
     remote_monitoring_radio: how tasks report to Parsl monitoring (default: the file system).
+    worker_command: the argv that runs the worker, before its two file arguments; default this
+        Python, `-P -m parsl_ensemble.worker`. Set it where jobs see Python elsewhere (a
+        container, another path on the compute nodes).
     """
 
     def __init__(
@@ -100,6 +103,7 @@ class EnsembleExecutor(ParslExecutor, RepresentationMixin):
         working_dir: str | None = None,
         storage_access: list[Any] | None = None,
         remote_monitoring_radio: RadioConfig | None = None,
+        worker_command: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         self.label = label
@@ -109,6 +113,12 @@ class EnsembleExecutor(ParslExecutor, RepresentationMixin):
         self.working_dir = working_dir
         self.storage_access = storage_access
         self.remote_monitoring_radio = remote_monitoring_radio or FilesystemRadio()
+        self.worker_command = worker_command or [
+            sys.executable,
+            "-P",
+            "-m",
+            "parsl_ensemble.worker",
+        ]
         self.ensemble: Ensemble | None = None
         self._tasks: dict[int, _Task] = {}
         self._ids = itertools.count(1)
@@ -189,10 +199,10 @@ class EnsembleExecutor(ParslExecutor, RepresentationMixin):
                     stacklevel=3,
                 )
         fields.setdefault("group", name)
-        worker = [sys.executable, "-P", "-m", "parsl_ensemble.worker"]
+        files = [str(base.with_suffix(".in")), str(base.with_suffix(".out"))]
         try:
             return JobSpec(
-                command=[*worker, str(base.with_suffix(".in")), str(base.with_suffix(".out"))],
+                command=[*self.worker_command, *files],
                 name=f"{self.label}-{task_id}",
                 cwd=os.getcwd(),
                 stdout=str(base.with_suffix(".log")),
