@@ -16,6 +16,9 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: venv
+	@echo "== ensemble run examples/ensembles/retry-oom.yaml (a standalone ensemble)"
+	$(BIN)/ensemble run examples/ensembles/retry-oom.yaml --log-dir .ensemble-demo-logs
+	@echo "== snakemake --executor ensemble --ensemble-rules retry-oom (examples/snakemake)"
 	$(MAKE) -C examples/snakemake demo
 
 test: venv
