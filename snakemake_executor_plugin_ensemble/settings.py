@@ -25,6 +25,8 @@ MEMBER_OF_SETTING = {
     "namespace": "kubernetes",
     "image": "kubernetes",
     "kubeconfig": "kubernetes",
+    "context": "kubernetes",
+    "minicluster": "kubernetes",
 }
 
 
@@ -92,6 +94,15 @@ class ExecutorSettings(ExecutorSettingsBase):
         str,
         "FILE",
         "kubernetes member: the kubeconfig file (default: in-cluster config, then ~/.kube/config).",
+    )
+
+    context: str | None = _optional(
+        str, "NAME", "kubernetes member: the kubeconfig context (default: its current one)."
+    )
+    minicluster: str | None = _optional(
+        str,
+        "NAME",
+        "kubernetes member: the Flux Operator MiniCluster that grow and shrink rules resize.",
     )
 
 
