@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import pickle
 import sys
-import traceback
 from typing import Any
 
 
@@ -56,6 +55,8 @@ def dumps(outcome: tuple[str, Any]) -> bytes:
         return _pickle(outcome)
     except Exception as error:
         if kind == "error":
+            import traceback
+
             text = "".join(traceback.format_exception(value))
             return _pickle(("error", RemoteError(type(value).__name__, str(value), text)))
         unpicklable = TypeError(f"the task's result ({type(value).__name__}) cannot be pickled")

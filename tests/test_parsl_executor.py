@@ -20,6 +20,7 @@ from parsl.utils import RepresentationMixin
 
 from parsl_ensemble import EnsembleExecutor
 from parsl_ensemble.errors import EnsembleTaskError
+from parsl_ensemble.worker import RemoteError
 
 
 @pytest.fixture
@@ -238,17 +239,26 @@ def test_parsl_retries_rerun_a_failed_app(load, tmp_path):
     assert marker.read_text() == "xxx"
 
 
-def test_unpicklable_argument_and_result(load):
+def test_unpicklable_argument_result_and_exception(load):
     load()
 
     @python_app
     def generator():
         return (i for i in range(3))
 
+    @python_app
+    def raise_unpicklable():
+        error = ValueError("carries a generator")
+        error.generator = (i for i in range(3))
+        raise error
+
     with pytest.raises(SerializationError):
         add(i for i in range(3)).result()
     with pytest.raises(TypeError, match="cannot be pickled"):
         generator().result()
+    with pytest.raises(RemoteError, match="ValueError: carries a generator") as raised:
+        raise_unpicklable().result()
+    assert "raise_unpicklable" in raised.value.remote_traceback
 
 
 @pytest.mark.parametrize(
