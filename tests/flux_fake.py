@@ -69,6 +69,7 @@ class Instance:
         self.unreachable = False
         self.size = size
         self.drained: dict[int, str] = {}
+        self.refuse_drain: OSError | None = None
         self.cond = threading.Condition()
 
     def posted(self, record: dict[str, Any]) -> bool:
@@ -141,6 +142,8 @@ class Handle:
             }
             online = f"0-{instance.size - 1}"
             return Future({"online": online, "offline": "", "exclude": "", "drain": drain})
+        if topic in ("resource.drain", "resource.undrain") and instance.refuse_drain:
+            return Future(error=instance.refuse_drain)
         if topic == "resource.drain":
             if targets & instance.drained.keys():
                 return Future(error=FileExistsError(errno.EEXIST, "rank already drained"))

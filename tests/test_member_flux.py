@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import importlib.abc
 import logging
 import sys
@@ -284,6 +285,29 @@ def test_shrink_drains_highest_ranks_and_grow_undrains_only_its_own(basic):
     assert said[4] == "flux member undrained ranks 2-3 (asked for 5; it had drained only those)"
     assert said[5].startswith("flux member cannot grow")
     assert instance.drained == {4: "admin: bad memory"}
+
+
+def test_grow_leaves_a_rank_someone_else_drained_again(basic):
+    instance = basic(size=3)
+
+    async def scenario() -> list[str]:
+        member = FluxMember()
+        await member.start(lambda event: None)
+        said = [await member.shrink(1)]
+        instance.drained[2] = "admin: bad disk"  # an administrator took rank 2 over
+        said.append(await member.grow(1))
+        instance.refuse_drain = PermissionError(errno.EPERM, "Operation not permitted")
+        said.append(await member.shrink(1))
+        said.append(await member.shrink(0))
+        await member.close()
+        return said
+
+    said = asyncio.run(scenario())
+    assert said[0] == "flux member drained ranks 2: running jobs finish, no new ones start"
+    assert said[1].startswith("flux member cannot grow: no rank it drained is still drained by it")
+    assert said[2] == "flux member could not shrink: Operation not permitted"
+    assert said[3] == "flux member: nothing to shrink (asked for fewer than 1 node)"
+    assert instance.drained == {2: "admin: bad disk"}
 
 
 def test_idsets_round_trip():

@@ -140,6 +140,7 @@ class FluxMember(Member):
         self._drained: list[int] = []
         self._info: dict[str, Any] = {}
         self._closed = False
+        self._drain_reason = f"ensemble shrink (pid {os.getpid()})"
 
     async def start(self, emit: EmitEvent) -> None:
         self._flux = import_flux()
@@ -187,10 +188,10 @@ class FluxMember(Member):
         await self._in_commands(self._cancel, int(jobid))
 
     async def grow(self, value: int) -> str:
-        return await self._in_commands(self._undrain, value)
+        return await self._in_commands(self._resize, self._undrain, value)
 
     async def shrink(self, value: int) -> str:
-        return await self._in_commands(self._drain, value)
+        return await self._in_commands(self._resize, self._drain, value)
 
     def describe(self) -> dict[str, Any]:
         info: dict[str, Any] = {"member": self.name, "uri": self._uri(), **self._info}
@@ -271,27 +272,36 @@ class FluxMember(Member):
             self._reopen_if_disconnected(exc)
             raise MemberError(f"Flux could not cancel job {jobid}: {exc.strerror or exc}") from None
 
-    def _ranks(self) -> tuple[set[int], set[int]]:
-        """(online ranks, ranks drained or excluded) as the resource module reports them now."""
+    def _ranks(self) -> tuple[set[int], set[int], set[int]]:
+        """(online ranks, ranks drained or excluded, ranks drained by this member) as the resource
+        module reports them now; a drain is ours if it carries our reason."""
         status = self._handle.rpc("resource.status", nodeid=0).get()
         unavailable = decode_idset(status.get("exclude") or "")
-        for ranks in status.get("drain") or {}:
+        ours: set[int] = set()
+        for ranks, entry in (status.get("drain") or {}).items():
             unavailable |= decode_idset(ranks)
-        return decode_idset(status.get("online") or ""), unavailable
+            if (entry or {}).get("reason") == self._drain_reason:
+                ours |= decode_idset(ranks)
+        return decode_idset(status.get("online") or ""), unavailable, ours
+
+    def _resize(self, action: Any, count: int) -> str:
+        """Run a drain or undrain; a refusal by Flux becomes the sentence the summary shows."""
+        try:
+            return action(count)
+        except OSError as exc:
+            verb = "shrink" if action == self._drain else "grow"
+            return f"flux member could not {verb}: {exc.strerror or exc}"
 
     def _drain(self, count: int) -> str:
         if count < 1:
             return "flux member: nothing to shrink (asked for fewer than 1 node)"
-        online, unavailable = self._ranks()
+        online, unavailable, _ours = self._ranks()
         candidates = sorted(online - unavailable - {0}, reverse=True)[:count]
         if not candidates:
             return "flux member cannot shrink: every online rank but 0 is drained or excluded"
         targets = encode_idset(candidates)
-        payload = {"targets": targets, "reason": "ensemble shrink"}
-        try:
-            self._handle.rpc("resource.drain", payload, nodeid=0).get()
-        except OSError as exc:
-            return f"flux member could not drain ranks {targets}: {exc.strerror or exc}"
+        payload = {"targets": targets, "reason": self._drain_reason}
+        self._handle.rpc("resource.drain", payload, nodeid=0).get()
         self._drained.extend(candidates)
         short = "" if len(candidates) == count else f" (asked for {count}; rank 0 is never drained)"
         return f"flux member drained ranks {targets}{short}: running jobs finish, no new ones start"
@@ -299,19 +309,16 @@ class FluxMember(Member):
     def _undrain(self, count: int) -> str:
         if count < 1:
             return "flux member: nothing to grow (asked for fewer than 1 node)"
-        _online, unavailable = self._ranks()
-        self._drained = [rank for rank in self._drained if rank in unavailable]
+        _online, _unavailable, ours = self._ranks()
+        self._drained = [rank for rank in self._drained if rank in ours]
         if not self._drained:
             return (
-                "flux member cannot grow: it drained no rank that is still drained, and a running "
-                "Flux instance cannot add brokers"
+                "flux member cannot grow: no rank it drained is still drained by it, and a "
+                "running Flux instance cannot add brokers"
             )
         chosen = self._drained[-count:]
         targets = encode_idset(chosen)
-        try:
-            self._handle.rpc("resource.undrain", {"targets": targets}, nodeid=0).get()
-        except OSError as exc:
-            return f"flux member could not undrain ranks {targets}: {exc.strerror or exc}"
+        self._handle.rpc("resource.undrain", {"targets": targets}, nodeid=0).get()
         self._drained = self._drained[: len(self._drained) - len(chosen)]
         short = "" if len(chosen) == count else f" (asked for {count}; it had drained only those)"
         return f"flux member undrained ranks {targets}{short}"
