@@ -287,6 +287,22 @@ def test_shrink_drains_highest_ranks_and_grow_undrains_only_its_own(basic):
     assert instance.drained == {4: "admin: bad memory"}
 
 
+@pytest.mark.parametrize("undrain_on_close", [True, False])
+def test_close_gives_back_what_shrink_took_unless_told_not_to(basic, undrain_on_close):
+    instance = basic(size=4)
+    instance.drained[3] = "admin"
+
+    async def scenario() -> str:
+        member = FluxMember(undrain_on_close=undrain_on_close)
+        await member.start(lambda event: None)
+        said = await member.shrink(2)
+        await member.close()
+        return said
+
+    assert asyncio.run(scenario()).startswith("flux member drained ranks 1-2")
+    assert set(instance.drained) == ({3} if undrain_on_close else {1, 2, 3})
+
+
 def test_grow_leaves_a_rank_someone_else_drained_again(basic):
     instance = basic(size=3)
 

@@ -118,8 +118,10 @@ class FluxMember(Member):
         batch_size: int = 512,
         cancel_reason: str = "cancelled by the ensemble",
         inherit_environment: bool = True,
+        undrain_on_close: bool = True,
     ) -> None:
         self.flux_uri = flux_uri
+        self.undrain_on_close = undrain_on_close
         self.inherit_environment = inherit_environment
         self.reconnect_delay = reconnect_delay
         self.batch_size = batch_size
@@ -212,6 +214,9 @@ class FluxMember(Member):
         self._closed = True
         if self._stream is not None:
             await asyncio.to_thread(self._stream.stop)
+        if self._drained and self.undrain_on_close:
+            said = await self._in_commands(self._resize, self._undrain, len(self._drained))
+            log.info("closing: %s", said)
         await asyncio.to_thread(self._commands.shutdown, True)
         self._handle = None
 
