@@ -178,11 +178,12 @@ class EventStream:
     def _follow_jobs(self, handle: Any) -> None:
         """Guest mode: one `event_watch_async` per active job, driven by this thread's reactor."""
         watches: dict[int, Any] = {}
+        ended: set[int] = set()  # eventlogs that ended before the member forgot their job
         failure: list[BaseException] = []
 
         def add_new() -> None:
             with self._lock:
-                new = self._active - watches.keys()
+                new = self._active - watches.keys() - ended
             for jobid in sorted(new):
                 future = self._flux.job.event_watch_async(handle, jobid)
                 watches[jobid] = future
@@ -209,6 +210,7 @@ class EventStream:
                 return
             if event is None:
                 watches.pop(jobid, None)
+                ended.add(jobid)
             else:
                 self._deliver([to_job_event(jobid, event)])
 
