@@ -176,12 +176,14 @@ class EnsembleExecutor(ParslExecutor, RepresentationMixin):
         """Cancel the jobs still running (their Futures fail as cancelled); stop the ensemble."""
         with self._lock:
             self._closed = True
-        if self.ensemble is not None:
-            self.ensemble.close()
-        self._results.shutdown(wait=True)
-        for task in list(self._tasks.values()):  # jobs a stuck member never ended
-            self._fail(task, "cancelled", "the executor shut down", [], 1)
-        super().shutdown()
+        try:
+            if self.ensemble is not None:
+                self.ensemble.close()
+        finally:
+            self._results.shutdown(wait=True)
+            for task in list(self._tasks.values()):  # jobs a stuck member never ended
+                self._fail(task, "cancelled", "the executor shut down", [], 1)
+            super().shutdown()
 
     # Internals ---------------------------------------------------------------------------------
 
