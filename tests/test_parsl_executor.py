@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import traceback
 import warnings
@@ -304,3 +305,13 @@ def test_every_init_argument_is_an_attribute(monkeypatch):
     monkeypatch.setattr(RepresentationMixin, "_validate_repr", True)
     text = repr(EnsembleExecutor(label="x", rules=["retry-oom"]))
     assert text.startswith("EnsembleExecutor(") and "retry-oom" in text
+
+
+def test_the_example_shows_retry_oom_saving_a_task(tmp_path):
+    example = Path(__file__).parents[1] / "examples" / "parsl" / "retry_oom.py"
+    done = subprocess.run(
+        [sys.executable, str(example)], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "held (MB): [20, 40, 60, 80, 200]" in done.stdout
+    assert "128 MB: oom -> 256 MB: success" in done.stdout
