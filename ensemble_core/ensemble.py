@@ -50,6 +50,7 @@ class JobHandle:
         self.outcome: Outcome | None = None
         self.reason = ""
         self.log_paths: list[str] = []
+        self.cancel_requested = False
         self._done = threading.Event()
         self._callbacks: list[Callable[[JobHandle], None]] = []
 
@@ -239,7 +240,7 @@ class Ensemble:
             self._on_event(event)
         if not self._in_flight:
             self._orphans.clear()
-        if self._stopping and member_id in self._by_member_id:
+        if (self._stopping or handle.cancel_requested) and member_id in self._by_member_id:
             await self.member.cancel(member_id)
 
     def _end_without_running(self, handle: JobHandle, outcome: Outcome, reason: str) -> None:
@@ -304,7 +305,7 @@ class Ensemble:
     def _resubmits(self, firing: Firing, handle: JobHandle) -> bool:
         """Perform a resubmit firing for the job that just ended; True if it was resubmitted."""
         action = firing.rule.action
-        if action.name != "resubmit" or self._stopping:
+        if action.name != "resubmit" or self._stopping or handle.cancel_requested:
             return False
         try:
             spec = handle.spec.scaled(action.changes)
@@ -399,6 +400,8 @@ class Ensemble:
         log.info("rule %d %s: %s", firing.index, entry["action"], detail)
 
     async def _cancel(self, handle: JobHandle) -> None:
+        """Cancel now, or as soon as the member has the job (its submission may be in flight)."""
+        handle.cancel_requested = True
         member_id = handle.member_id
         if member_id is not None and member_id in self._by_member_id:
             await self.member.cancel(member_id)

@@ -203,3 +203,36 @@ def test_job_limit_stops_the_ensemble(log_dir, max_jobs):
         assert ensemble.snapshot()["groups"]["a"]["submitted"] == max_jobs
     finally:
         ensemble.close()
+
+
+class SlowSubmitMember(EarlyMember):
+    """Takes a while to hand back a job's id, as a remote queue does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cancelled: list[int] = []
+
+    async def submit(self, spec):
+        await asyncio.sleep(0.3)
+        jobid = next(self.ids)
+        self.emit(JobEvent(jobid, "submit", time.time(), {}))
+        return jobid
+
+    async def cancel(self, jobid):
+        self.cancelled.append(jobid)
+        note = {"type": "cancel", "severity": 0, "note": "cancelled"}
+        self.emit(JobEvent(jobid, "exception", time.time(), note))
+        self.emit(JobEvent(jobid, "clean", time.time(), {}))
+
+
+def test_cancel_during_submission_reaches_the_member_once_it_has_the_job():
+    member = SlowSubmitMember()
+    ensemble = Ensemble(member)
+    ensemble.start()
+    try:
+        handle = ensemble.submit(JobSpec(command=["x"]))
+        ensemble.cancel(handle)
+        assert handle.wait(5) is Outcome.CANCELLED
+        assert member.cancelled == [100]
+    finally:
+        ensemble.close()

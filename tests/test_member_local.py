@@ -112,7 +112,7 @@ def test_more_than_the_member_can_ever_give_is_unsatisfiable_at_once(log_dir):
         assert "start" not in names and names[-1] == "clean"
         record = outcome_of(events[jobid])
         assert record.outcome is Outcome.UNSATISFIABLE
-        assert "raise --cores/--max-nodes" in record.reason
+        assert "give the local member more cores" in record.reason
 
 
 def test_single_core_jobs_run_side_by_side_up_to_capacity(log_dir):

@@ -254,7 +254,7 @@ class LocalMember(Member):
             f"{spec.cores_per_task} core(s), {spec.gpus_per_task} gpu(s) per task, "
             f"{spec.memory_mb or 0} MB; the local member has at most {self.max_nodes} node(s) of "
             f"{self.cores} cores, {self.gpus} gpus, {self.memory_mb} MB "
-            "(raise --cores/--max-nodes or ask for less)"
+            "(give the local member more cores, memory, gpus or max_nodes, or ask for less)"
         )
 
     def _schedule(self) -> None:
