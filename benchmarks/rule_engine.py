@@ -81,7 +81,6 @@ def main() -> dict[str, float]:
             handle = JobHandle(repeat * 1000 + index, JobSpec(command=["true"], group=group))
             attempt: Attempt = handle.attempts[0]
             attempt.member_id = (repeat, jobid)
-            ensemble.handles[handle.key] = handle
             ensemble._active[handle.key] = handle
             ensemble._by_member_id[attempt.member_id] = (handle, attempt)
     started = time.perf_counter()

@@ -51,6 +51,7 @@ class JobHandle:
         self.reason = ""
         self.log_paths: list[str] = []
         self.cancel_requested = False
+        self._lock = threading.Lock()
         self._done = threading.Event()
         self._callbacks: list[Callable[[JobHandle], None]] = []
 
@@ -74,21 +75,24 @@ class JobHandle:
         return self.outcome
 
     def add_done_callback(self, callback: Callable[[JobHandle], None]) -> None:
-        """Call `callback(handle)` on the controller's thread once the outcome is final."""
-        if self.done():
-            callback(self)
-        else:
-            self._callbacks.append(callback)
+        """Call `callback(handle)` once the outcome is final: at once if it is, else on the
+        controller's thread when it becomes final."""
+        with self._lock:
+            if not self._done.is_set():
+                self._callbacks.append(callback)
+                return
+        callback(self)
 
     def _resolve(self, outcome: Outcome, reason: str, log_paths: list[str]) -> None:
-        self.outcome, self.reason, self.log_paths = outcome, reason, log_paths
-        self._done.set()
-        for callback in self._callbacks:
+        with self._lock:
+            self.outcome, self.reason, self.log_paths = outcome, reason, log_paths
+            self._done.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
             try:
                 callback(self)
             except Exception:
                 log.exception("a done callback of job %s failed", self.key)
-        self._callbacks.clear()
 
 
 class Ensemble:
@@ -108,6 +112,7 @@ class Ensemble:
         self.engine = RuleEngine(self.config.rules, self.config.limits)
         self.templates = {group.name: group for group in self.config.jobs}
         self.actions: list[dict[str, Any]] = []
+        #: Every logical job with its attempts, for summaries and front doors.
         self.handles: dict[int, JobHandle] = {}
         self.exit = "completed"
         self.stop_reason = ""
@@ -117,7 +122,7 @@ class Ensemble:
         self._by_member_id: dict[Any, tuple[JobHandle, Attempt]] = {}
         self._orphans: dict[Any, list[JobEvent]] = {}
         self._in_flight = 0
-        self._submitted_jobs = 0
+        self._rule_jobs = 0
         self._stopping = False
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, name="ensemble", daemon=True)
@@ -133,6 +138,8 @@ class Ensemble:
 
     def submit(self, spec: JobSpec) -> JobHandle:
         """Submit a logical job; its outcome arrives from the member's event stream."""
+        if self._loop.is_closed() or not self._thread.is_alive():
+            raise EnsembleError("the ensemble is closed: no more jobs can be submitted")
         handle = JobHandle(next(self._keys), spec)
         self._loop.call_soon_threadsafe(self._begin, handle)
         return handle
@@ -200,24 +207,26 @@ class Ensemble:
     def _snapshot_now(self) -> dict[str, Any]:
         return {"groups": self.metrics.summary(), "actions": list(self.actions)}
 
-    def _begin(self, handle: JobHandle) -> None:
+    def _begin(self, handle: JobHandle, by_rule: bool = False) -> None:
         self.handles[handle.key] = handle
         self._active[handle.key] = handle
         if self._stopping:
             self._end_without_running(handle, Outcome.CANCELLED, "cancelled: the ensemble ended")
             return
-        self._submit_attempt(handle, handle.attempts[-1])
+        self._submit_attempt(handle, handle.attempts[-1], by_rule)
 
-    def _submit_attempt(self, handle: JobHandle, attempt: Attempt) -> None:
-        if self._submitted_jobs >= self.config.limits.max_jobs:
-            self._end_without_running(handle, Outcome.CANCELLED, "cancelled: job limit reached")
-            self._stop(
-                f"the ensemble submitted {self._submitted_jobs} jobs, the limit "
-                "(raise limits.max_jobs if that is intended)",
-                "limit",
-            )
-            return
-        self._submitted_jobs += 1
+    def _submit_attempt(self, handle: JobHandle, attempt: Attempt, by_rule: bool) -> None:
+        """Hand an attempt to the member; jobs that rules submit count against max_jobs."""
+        if by_rule:
+            if self._rule_jobs >= self.config.limits.max_jobs:
+                self._end_without_running(handle, Outcome.CANCELLED, "cancelled: job limit")
+                self._stop(
+                    f"the rules submitted {self._rule_jobs} jobs, the limit (raise "
+                    "limits.max_jobs if that is intended, otherwise a rule is feeding itself)",
+                    "limit",
+                )
+                return
+            self._rule_jobs += 1
         self._in_flight += 1
         group = attempt.spec.group
         self.metrics.count(group, "submitted")
@@ -265,7 +274,7 @@ class Ensemble:
         elif name == "clean":
             self._attempt_ended(handle, attempt)
         if name in self.engine.job_event_names:
-            self._perform_all(self.engine.job_event(name, group, handle.key))
+            self._perform_all(self.engine.job_event(name, group, handle))
 
     def _started(self, group: str, record: AttemptRecord) -> None:
         metrics = self.metrics
@@ -291,7 +300,7 @@ class Ensemble:
         metrics.count(group, outcome.value)
         if not outcome.ok and outcome is not Outcome.CANCELLED and outcome is not Outcome.FAILED:
             metrics.count(group, "failed")
-        firings = self.engine.job_outcome(outcome.value, group, handle.key)
+        firings = self.engine.job_outcome(outcome.value, group, handle)
         retried = any(self._resubmits(f, handle) for f in firings)
         for firing in firings:
             if firing.rule.action.name != "resubmit":
@@ -318,7 +327,7 @@ class Ensemble:
         changes = ", ".join(f"{k} {getattr(spec, k)}" for k in action.changes) or "unchanged"
         self._record(firing, f"attempt {spec.attempt}: {changes}", job=handle.key)
         self.metrics.count(spec.group, "resubmitted")
-        self._submit_attempt(handle, attempt)
+        self._submit_attempt(handle, attempt, by_rule=True)
         return True
 
     # Actions ----------------------------------------------------------------------------------
@@ -339,13 +348,13 @@ class Ensemble:
                 return
             count = action.value or template.count
             for _ in range(count):
-                self._begin(JobHandle(next(self._keys), template.spec()))
+                self._begin(JobHandle(next(self._keys), template.spec()), by_rule=True)
             self._record(firing, f"{count} x {template.name}", action=action)
         elif name == "cancel":
             targets = [
                 h
                 for h in self._active.values()
-                if (h.spec.group == action.label if action.label else h.key == firing.job)
+                if (h.spec.group == action.label if action.label else h is firing.job)
             ]
             for target in targets:
                 self._spawn(self._cancel(target))
@@ -375,9 +384,7 @@ class Ensemble:
         except (ImportError, AttributeError) as error:
             self._record(firing, f"cannot load {action.function}: {error}", action=action)
             return
-        result = function(
-            rule=firing.rule, group=firing.group, job=self.handles.get(firing.job), ensemble=self
-        )
+        result = function(rule=firing.rule, group=firing.group, job=firing.job, ensemble=self)
         self._record(firing, f"called {action.function}", action=action)
         if isinstance(result, dict):
             self._perform(firing, Action.model_validate(result))

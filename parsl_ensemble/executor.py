@@ -61,7 +61,6 @@ class _Task:
     name: str
     future: TaskFuture
     base: Path
-    claimed: bool = False
 
     @property
     def in_path(self) -> Path:
@@ -166,10 +165,7 @@ class EnsembleExecutor(ParslExecutor, RepresentationMixin):
             )
             self._tasks[task_id] = task
         task.future.parsl_executor_task_id = task_id  # type: ignore[attr-defined]
-        done = functools.partial(self._job_done, task)
-        handle.add_done_callback(done)
-        if handle.done():  # it may have ended while the callback was being added
-            done(handle)
+        handle.add_done_callback(functools.partial(self._job_done, task))
         return task.future
 
     def shutdown(self) -> None:
@@ -226,10 +222,6 @@ class EnsembleExecutor(ParslExecutor, RepresentationMixin):
 
     def _job_done(self, task: _Task, handle: JobHandle) -> None:
         """On the controller's thread: hand the Future's resolution to the results thread."""
-        with self._lock:
-            if task.claimed:
-                return
-            task.claimed = True
         self._results.submit(self._resolve, task, handle)
 
     def _resolve(self, task: _Task, handle: JobHandle) -> None:

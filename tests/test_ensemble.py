@@ -10,6 +10,7 @@ import custom_actions
 import pytest
 
 from ensemble_core.ensemble import Ensemble
+from ensemble_core.errors import EnsembleError
 from ensemble_core.events import JobEvent, Outcome
 from ensemble_core.members.base import Member
 from ensemble_core.members.local import LocalMember
@@ -234,5 +235,31 @@ def test_cancel_during_submission_reaches_the_member_once_it_has_the_job():
         ensemble.cancel(handle)
         assert handle.wait(5) is Outcome.CANCELLED
         assert member.cancelled == [100]
+    finally:
+        ensemble.close()
+
+
+def test_front_door_jobs_do_not_count_against_the_rules_job_limit(log_dir):
+    ensemble = ensemble_for("limits: {max_jobs: 1}\nrules: []\n", log_dir, cores=4)
+    ensemble.start()
+    try:
+        handles = [ensemble.submit(JobSpec(command=["true"])) for _ in range(3)]
+        assert [h.wait(10) for h in handles] == [Outcome.SUCCESS] * 3
+        assert ensemble.exit == "completed"
+    finally:
+        ensemble.close()
+    with pytest.raises(EnsembleError, match="closed"):
+        ensemble.submit(JobSpec(command=["true"]))
+
+
+def test_a_callback_added_after_the_end_runs_at_once(log_dir):
+    ensemble = ensemble_for("rules: []\n", log_dir)
+    ensemble.start()
+    try:
+        handle = ensemble.submit(JobSpec(command=["true"]))
+        handle.wait(10)
+        seen = []
+        handle.add_done_callback(lambda h: seen.append(h.outcome))
+        assert seen == [Outcome.SUCCESS]
     finally:
         ensemble.close()

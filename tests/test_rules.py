@@ -215,6 +215,14 @@ def test_examples_validate(path):
     assert load(str(path)).rules
 
 
+def test_merged_rule_files_keep_every_limit_and_heartbeat_they_set(tmp_path):
+    first = tmp_path / "limits.yaml"
+    first.write_text("limits: {max_jobs: 50000}\nrules: []\n")
+    merged = load_rules([str(first), "grow-on-backlog"])
+    assert merged.limits.max_jobs == 50000 and merged.limits.max_actions == 1000
+    assert merged.heartbeat == 5
+
+
 def test_shared_rules_load_by_name():
     assert library_names() == ["grow-on-backlog", "retry-oom", "retry-timeout"]
     merged = load_rules(["retry-oom", "retry-timeout"])

@@ -91,7 +91,16 @@ def load_rules(paths_or_names: list[str]) -> EnsembleFile:
         return EnsembleFile()
     rules: list[Rule] = [rule for file in files for rule in file.rules]
     jobs = [job for file in files for job in file.jobs]
-    return files[0].model_copy(update={"rules": rules, "jobs": jobs})
+    merged = files[0].model_copy(update={"rules": rules, "jobs": jobs})
+    for section in ("limits", "logging"):
+        setting = {
+            key: value
+            for file in files
+            for key, value in getattr(file, section)
+            if key in getattr(file, section).model_fields_set
+        }
+        setattr(merged, section, getattr(merged, section).model_copy(update=setting))
+    return merged
 
 
 def _describe(error: ValidationError, node: yaml.Node | None, source: str) -> str:
