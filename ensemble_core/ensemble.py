@@ -347,8 +347,9 @@ class Ensemble:
                 self._record(firing, f"no job group '{action.label}' to submit", action=action)
                 return
             count = action.value or template.count
+            spec = template.spec()
             for _ in range(count):
-                self._begin(JobHandle(next(self._keys), template.spec()), by_rule=True)
+                self._begin(JobHandle(next(self._keys), spec), by_rule=True)
             self._record(firing, f"{count} x {template.name}", action=action)
         elif name == "cancel":
             targets = [

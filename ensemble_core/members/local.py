@@ -163,6 +163,7 @@ class LocalMember(Member):
         self._emit: EmitEvent = lambda event: None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._memory_watch: asyncio.Task[None] | None = None
+        self._made_dirs: set[Path] = set()
 
     def _new_node(self) -> _Node:
         return _Node(self.cores, self.memory_mb, self.gpus)
@@ -173,6 +174,7 @@ class LocalMember(Member):
         self._emit = emit
         self._loop = asyncio.get_running_loop()
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._made_dirs.add(self.log_dir)
 
     async def submit(self, spec: JobSpec) -> int:
         jobid = next(self._ids)
@@ -278,8 +280,9 @@ class LocalMember(Member):
         environment.update(
             ENSEMBLE_JOB_ID=str(job.jobid), ENSEMBLE_GROUP=spec.group, FLUX_JOB_SIZE=str(spec.tasks)
         )
-        job.stdout.parent.mkdir(parents=True, exist_ok=True)
-        job.stderr.parent.mkdir(parents=True, exist_ok=True)
+        for directory in {job.stdout.parent, job.stderr.parent} - self._made_dirs:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._made_dirs.add(directory)
         with open(job.stdout, "ab") as out, open(job.stderr, "ab") as err:
             for rank in range(spec.tasks):
                 environment["FLUX_TASK_RANK"] = str(rank)
