@@ -122,10 +122,7 @@ def _run(args: argparse.Namespace) -> int:
     if config.logging.debug:
         logging.getLogger().setLevel(logging.INFO)
     member_name = args.member or config.member.get("name", "local")
-    try:
-        member = create_member(member_name, **_member_settings(args, config, member_name))
-    except TypeError as error:
-        raise EnsembleError(f"member '{member_name}': {error}") from None
+    member = create_member(member_name, **_member_settings(args, config, member_name))
     ensemble = Ensemble(member, config, allow_custom=args.allow_custom)
     interrupted = _watch_signals()
     try:

@@ -196,6 +196,8 @@ def test_bad_settings_and_unknown_member():
         LocalMember(cores=-1)
     with pytest.raises(MemberError, match="unknown member 'slurmz': choose one of local"):
         create_member("slurmz")
+    with pytest.raises(MemberError, match="the local member has no setting image: it takes cores"):
+        create_member("local", image="busybox")
 
 
 def test_no_process_is_left_after_close(log_dir):
