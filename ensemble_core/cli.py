@@ -142,9 +142,13 @@ def _run(args: argparse.Namespace) -> int:
         ensemble.close()
     exit_name = ensemble.exit
     if args.json:
-        print(json.dumps({**snapshot, "exit": exit_name, "reason": ensemble.stop_reason}))
+        report = {**snapshot, "exit": exit_name, "reason": ensemble.stop_reason}
+        print(json.dumps({**report, "member": member.describe()}))
     else:
         print(summary_table(snapshot))
+        described = member.describe()
+        settings = ", ".join(f"{k} {v}" for k, v in described.items() if k != "member")
+        print(f"member {described.get('member', member.name)}: {settings}")
         if ensemble.stop_reason:
             print(f"ended: {ensemble.stop_reason}")
     if exit_name in ("limit", "error"):

@@ -60,6 +60,7 @@ def test_summary_table_and_extra_rules_by_name(tmp_path):
     assert lines[0].split()[:4] == ["group", "submitted", "running", "success"]
     assert lines[2].split()[:4] == ["hungry", "2", "0", "1"]
     assert "resubmit [hungry]" in result.stdout
+    assert lines[-1].startswith("member local: nodes 1, max_nodes 1, cores_per_node ")
 
 
 BAD_INPUTS = {
