@@ -108,7 +108,7 @@ class Ensemble:
         self.member = member
         self.config = config or EnsembleFile()
         self.allow_custom = allow_custom
-        self.metrics = Metrics()
+        self.metrics = Metrics(oldest_pending=self._oldest_pending)
         self.engine = RuleEngine(self.config.rules, self.config.limits)
         self.templates = {group.name: group for group in self.config.jobs}
         self.actions: list[dict[str, Any]] = []
@@ -425,7 +425,6 @@ class Ensemble:
                 record = attempt.record
                 if record.submit_time is not None and record.start_time is None:
                     self.metrics.record(attempt.spec.group, "pending", now - record.submit_time)
-            self._update_gauges(now)
             self._perform_all(self.engine.all_metrics(self.metrics.value))
 
     async def _intervals(self) -> None:
@@ -437,20 +436,14 @@ class Ensemble:
             self._perform_all(self.engine.due_intervals())
             self._check_idle()
 
-    def _update_gauges(self, now: float) -> None:
+    def _oldest_pending(self) -> float:
+        """Seconds the longest-waiting job has waited (the `queue.oldest-pending` gauge)."""
         waiting = [
             a.record.submit_time
             for _, a in self._by_member_id.values()
             if a.record.start_time is None and a.record.submit_time is not None
         ]
-        running = sum(1 for _, a in self._by_member_id.values() if a.record.start_time)
-        self.metrics.gauges.update(
-            {
-                "pending": float(len(waiting)),
-                "running": float(running),
-                "oldest-pending": now - min(waiting) if waiting else 0.0,
-            }
-        )
+        return time.time() - min(waiting) if waiting else 0.0
 
     # Ending -----------------------------------------------------------------------------------
 

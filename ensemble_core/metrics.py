@@ -2,7 +2,8 @@
 
 `count.<group>.<key>` are plain counters (submitted, pending, running, finished, success, failed,
 and one per outcome). `<stat>.<group>-duration` and `<stat>.<group>-pending` are river statistics
-updated as jobs start and end. `queue.<gauge>` are gauges over all of the ensemble's jobs.
+updated as jobs start and end. `queue.<gauge>` are read when asked: `pending` and `running` add up
+the groups' counters, `oldest-pending` asks the controller.
 """
 
 from __future__ import annotations
@@ -53,9 +54,9 @@ class GroupMetrics:
 class Metrics:
     """All groups' metrics plus queue gauges, read by the rule engine by name."""
 
-    def __init__(self) -> None:
+    def __init__(self, oldest_pending: Callable[[], float] = lambda: 0.0) -> None:
         self.groups: defaultdict[str, GroupMetrics] = defaultdict(GroupMetrics)
-        self.gauges: dict[str, float] = {}
+        self._oldest_pending = oldest_pending
 
     def count(self, group: str, key: str, delta: int = 1) -> None:
         self.groups[group].counts[key] += delta
@@ -71,11 +72,19 @@ class Metrics:
             metrics = self.groups.get(group)
             return None if metrics is None else metrics.counts.get(key, 0)
         if kind == "queue":
-            return self.gauges.get(rest)
+            return self.gauge(rest)
         stat = STATISTIC_ALIASES.get(kind, kind)
         group, _, series = rest.rpartition("-")
         metrics = self.groups.get(group)
         return None if metrics is None else metrics.statistic(stat, series)
+
+    def gauge(self, name: str) -> float | None:
+        """A queue-wide gauge: pending, running or oldest-pending (seconds); None if unknown."""
+        if name == "oldest-pending":
+            return self._oldest_pending()
+        if name in ("pending", "running"):
+            return float(sum(group.counts.get(name, 0) for group in self.groups.values()))
+        return None
 
     def summary(self) -> dict[str, dict[str, Any]]:
         """Per group: every counter and, per series, every statistic (for tables and --json)."""

@@ -180,6 +180,18 @@ def test_metric_rules_fire_on_their_group_when_true():
     assert len(engine.metrics_changed("sleep", metrics.value)) == 1
 
 
+def test_queue_gauges_add_up_the_groups_and_ask_for_the_oldest_wait():
+    metrics = Metrics(oldest_pending=lambda: 42.0)
+    metrics.count("a", "pending", 2)
+    metrics.count("b", "pending")
+    metrics.count("b", "running")
+    assert metrics.value("queue.pending") == 3.0
+    assert metrics.value("queue.running") == 1.0
+    assert metrics.value("queue.oldest-pending") == 42.0
+    assert metrics.value("queue.nonsense") is None
+    assert metrics.value("mean.a-duration") is None
+
+
 def test_global_limit_stops_firing_and_says_why():
     engine = RuleEngine(
         rules({"trigger": "job-success", "action": {"name": "grow", "repetitions": 100}}),
