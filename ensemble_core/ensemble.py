@@ -120,6 +120,8 @@ class Ensemble:
         self._keys = itertools.count(1)
         self._active: dict[int, JobHandle] = {}
         self._by_member_id: dict[Any, tuple[JobHandle, Attempt]] = {}
+        #: Attempts submitted and not started, oldest first (events arrive in time order).
+        self._waiting: dict[Any, Attempt] = {}
         self._orphans: dict[Any, list[JobEvent]] = {}
         self._in_flight = 0
         self._rule_jobs = 0
@@ -269,7 +271,10 @@ class Ensemble:
         record.observe(event)
         name = event.name
         group = attempt.spec.group
-        if name == "start":
+        if name == "submit":
+            self._waiting[event.jobid] = attempt
+        elif name == "start":
+            self._waiting.pop(event.jobid, None)
             self._started(group, record)
         elif name == "clean":
             self._attempt_ended(handle, attempt)
@@ -286,6 +291,7 @@ class Ensemble:
 
     def _attempt_ended(self, handle: JobHandle, attempt: Attempt) -> None:
         del self._by_member_id[attempt.member_id]
+        self._waiting.pop(attempt.member_id, None)
         record = attempt.record
         outcome = record.outcome
         group = attempt.spec.group
@@ -421,10 +427,9 @@ class Ensemble:
         while not self._stopping:
             await asyncio.sleep(seconds)
             now = time.time()
-            for _, attempt in list(self._by_member_id.values()):
-                record = attempt.record
-                if record.submit_time is not None and record.start_time is None:
-                    self.metrics.record(attempt.spec.group, "pending", now - record.submit_time)
+            for attempt in self._waiting.values():
+                waited = now - (attempt.record.submit_time or now)
+                self.metrics.record(attempt.spec.group, "pending", waited)
             self._perform_all(self.engine.all_metrics(self.metrics.value))
 
     async def _intervals(self) -> None:
@@ -438,12 +443,10 @@ class Ensemble:
 
     def _oldest_pending(self) -> float:
         """Seconds the longest-waiting job has waited (the `queue.oldest-pending` gauge)."""
-        waiting = [
-            a.record.submit_time
-            for _, a in self._by_member_id.values()
-            if a.record.start_time is None and a.record.submit_time is not None
-        ]
-        return time.time() - min(waiting) if waiting else 0.0
+        oldest = next(iter(self._waiting.values()), None)
+        if oldest is None or oldest.record.submit_time is None:
+            return 0.0
+        return time.time() - oldest.record.submit_time
 
     # Ending -----------------------------------------------------------------------------------
 

@@ -263,3 +263,23 @@ def test_a_callback_added_after_the_end_runs_at_once(log_dir):
         assert seen == [Outcome.SUCCESS]
     finally:
         ensemble.close()
+
+
+def test_queue_rules_see_the_oldest_wait_without_a_heartbeat(log_dir):
+    text = (
+        "jobs:\n  - {name: w, command: sleep 1, count: 3}\n"
+        "rules:\n  - trigger: start\n    action: {name: submit, label: w}\n"
+        "  - trigger: metric\n    name: queue.oldest-pending\n    when: '> 0.5s'\n"
+        "    action: {name: grow}\n"
+    )
+    ensemble = ensemble_for(text, log_dir, cores=1, max_nodes=2)
+    ensemble.start()
+    try:
+        assert ensemble.wait(30)
+        grows = [a for a in ensemble.actions if a["action"] == "grow"]
+        assert [a["detail"] for a in grows] == ["grew by 1 node(s) to 2"]
+        assert 0.9 < grows[0]["time"] < 1.9  # when the first job ended, the others had waited 1 s
+        assert ensemble.metrics.value("queue.pending") == 0.0
+        assert ensemble.metrics.value("queue.oldest-pending") == 0.0
+    finally:
+        ensemble.close()
