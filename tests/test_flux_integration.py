@@ -78,31 +78,37 @@ class Session:
                 await asyncio.sleep(0.05)
 
 
-def test_outcomes_of_real_jobs(flux_uri: str) -> None:
+def run_and_cancel(uri: str, specs: list[JobSpec], cancel: int) -> tuple[Session, list[int]]:
+    """Submit `specs` to a fresh member, cancel `specs[cancel]` once it runs, wait for all."""
+
     async def scenario() -> tuple[Session, list[int]]:
-        session = Session(flux_uri)
+        session = Session(uri)
         await session.member.start(session.emit)
         try:
-            specs = [
-                JobSpec(command=["true"]),
-                JobSpec(command=["false"]),
-                JobSpec(command=["sh", "-c", "exit 3"]),
-                JobSpec(command=["sleep", "30"], walltime=1),
-                JobSpec(command=["sleep", "30"]),
-                JobSpec(command=["hostname"], nodes=2, tasks=2),
-                JobSpec(command=["true"], nodes=8, tasks=8),
-            ]
             ids = list(await asyncio.gather(*(session.member.submit(s) for s in specs)))
             async with asyncio.timeout(60):
-                while not any(e.name == "start" for e in session.events[ids[4]]):
+                while not any(e.name == "start" for e in session.events[ids[cancel]]):
                     await asyncio.sleep(0.05)
-            await session.member.cancel(ids[4])
+            await session.member.cancel(ids[cancel])
             await session.until_clean(ids)
         finally:
             await session.member.close()
         return session, ids
 
-    session, ids = asyncio.run(scenario())
+    return asyncio.run(scenario())
+
+
+def test_outcomes_of_real_jobs(flux_uri: str) -> None:
+    specs = [
+        JobSpec(command=["true"]),
+        JobSpec(command=["false"]),
+        JobSpec(command=["sh", "-c", "exit 3"]),
+        JobSpec(command=["sleep", "30"], walltime=1),
+        JobSpec(command=["sleep", "30"]),
+        JobSpec(command=["hostname"], nodes=2, tasks=2),
+        JobSpec(command=["true"], nodes=8, tasks=8),
+    ]
+    session, ids = run_and_cancel(flux_uri, specs, cancel=4)
     outcomes = [session.record(jobid).outcome for jobid in ids]
     assert outcomes == [
         Outcome.SUCCESS,
@@ -217,28 +223,14 @@ def test_guest_fallback_follows_each_job_on_a_real_instance(
 
     monkeypatch.setattr(flux.job, "JournalConsumer", Refused)
 
-    async def scenario() -> tuple[Session, list[int]]:
-        session = Session(flux_uri)
-        await session.member.start(session.emit)
-        try:
-            specs = [
-                JobSpec(command=["true"]),
-                JobSpec(command=["sh", "-c", "exit 3"]),
-                JobSpec(command=["sleep", "30"], walltime=1),
-                JobSpec(command=["sleep", "30"]),
-            ]
-            ids = list(await asyncio.gather(*(session.member.submit(s) for s in specs)))
-            async with asyncio.timeout(60):
-                while not any(e.name == "start" for e in session.events[ids[3]]):
-                    await asyncio.sleep(0.05)
-            await session.member.cancel(ids[3])
-            await session.until_clean(ids)
-        finally:
-            await session.member.close()
-        return session, ids
-
+    specs = [
+        JobSpec(command=["true"]),
+        JobSpec(command=["sh", "-c", "exit 3"]),
+        JobSpec(command=["sleep", "30"], walltime=1),
+        JobSpec(command=["sleep", "30"]),
+    ]
     with caplog.at_level("WARNING"):
-        session, ids = asyncio.run(scenario())
+        session, ids = run_and_cancel(flux_uri, specs, cancel=3)
     outcomes = [session.record(jobid).outcome for jobid in ids]
     assert outcomes == [Outcome.SUCCESS, Outcome.FAILED, Outcome.TIMEOUT, Outcome.CANCELLED]
     assert session.record(ids[1]).exit_code == 3
