@@ -502,6 +502,21 @@ def test_what_the_watches_see_before_create_returns_waits_for_submit():
     assert ended == []
 
 
+def test_a_list_that_ran_while_the_job_was_being_created_makes_the_member_check_it():
+    tracker = JobTracker(lambda event: None, lambda name: None, clock=lambda: 1.0)
+    tracker.expect(JOB)
+    assert tracker.sync("jobs", []) == []  # not created yet, as far as we know
+    assert tracker.submitted(JOB) is True  # so read it: it may have been created and deleted
+    assert tracker.sync("jobs", []) == []  # that read is in flight: no second one
+    tracker.confirmed(JOB)
+    assert tracker.sync("jobs", []) == [JOB]
+
+    tracker.expect("listed-meanwhile")
+    tracker.sync("jobs", [])
+    tracker.sync("jobs", [{"metadata": {"name": "listed-meanwhile"}}])
+    assert tracker.submitted("listed-meanwhile") is False
+
+
 def test_wait_status_of_a_terminated_container():
     assert wait_status({"exitCode": 0}) == 0
     assert wait_status({"exitCode": 3}) == 3 << 8

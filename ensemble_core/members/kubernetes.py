@@ -146,7 +146,8 @@ class KubernetesMember(Member):
                     f"kubectl delete jobs -n {self.namespace} -l {self.selector}"
                 ) from None
             raise api_error(error, "create Jobs", self.namespace) from None
-        self._tracker.submitted(name)
+        if self._tracker.submitted(name):
+            self._spawn(self._confirm_gone(name))
         return name
 
     async def cancel(self, jobid: Any) -> None:
@@ -243,11 +244,13 @@ class KubernetesMember(Member):
                 self._batch.read_namespaced_job, name, self.namespace, _preload_content=False
             )
         except Exception as error:
+            self._tracker.confirmed(name)
             if getattr(error, "status", None) == 404:
                 self._tracker.gone(name)
             else:
                 log.warning("kubernetes: could not read the Job %s: %s", name, error)
             return
+        self._tracker.confirmed(name)
         self._tracker.observe("jobs", _json(job))
 
     async def _save_log(self, name: str, pod: str) -> None:

@@ -80,6 +80,11 @@ class _Job:
     ending: bool = False
     cancelling: bool = False
     failed: bool = False
+    #: A list of Jobs ran, and lacked it, while its create call was in flight (it may have been
+    #: created before that list, then deleted): read it once the call returns.
+    listed_before_created: bool = False
+    #: A read of the Job (to tell whether a list that lacked it means it is gone) is in flight.
+    confirming: bool = False
 
 
 class JobTracker:
@@ -111,17 +116,22 @@ class JobTracker:
         """Its create call failed: there is no such job."""
         self._jobs.pop(name, None)
 
-    def submitted(self, name: str) -> None:
-        """The create call returned: `submit`, `validate`, then what the watches saw meanwhile."""
+    def submitted(self, name: str) -> bool:
+        """The create call returned: `submit`, `validate`, then what the watches saw meanwhile.
+        True if the member should read the Job to learn whether it still exists."""
         job = self._jobs.get(name)
         if job is None or job.submitted:
-            return
+            return False
         job.submitted = True
         self._once(name, job, "submit")
         self._once(name, job, "validate")
         held, job.held = job.held, []
         for kind, obj, deleted in held:
             self.observe(kind, obj, deleted)
+        if job.listed_before_created and not job.ending and not job.confirming:
+            job.confirming = True
+            return True
+        return False
 
     def begin_cancel(self, name: str) -> bool:
         """Whether a cancel should go ahead (the job is known and not over); if so, what the
@@ -170,9 +180,25 @@ class JobTracker:
         if kind != "jobs":
             return []
         listed = {(obj.get("metadata") or {}).get("name") for obj in objects}
-        return [
-            n for n, j in self._jobs.items() if j.submitted and not j.ending and n not in listed
-        ]
+        missing = []
+        for name, job in self._jobs.items():
+            if name in listed:
+                job.listed_before_created = False
+                continue
+            if job.ending or job.confirming:
+                continue
+            if job.submitted:
+                job.confirming = True
+                missing.append(name)
+            else:
+                job.listed_before_created = True
+        return missing
+
+    def confirmed(self, name: str) -> None:
+        """The read of a Job a list lacked has been answered (and observed, if it was found)."""
+        job = self._jobs.get(name)
+        if job is not None:
+            job.confirming = False
 
     def gone(self, name: str) -> None:
         """A Job the list lacked is confirmed deleted: as if its DELETED event had been seen."""
