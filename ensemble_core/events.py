@@ -122,11 +122,7 @@ class AttemptRecord:
         """The outcome once `clean` was seen: a fatal exception decides, else the exit status."""
         if self.exception is not None:
             return EXCEPTION_OUTCOMES.get(self.exception.get("type", ""), Outcome.FAILED)
-        if self.status:
-            return Outcome.FAILED
-        if self.status is None:
-            return Outcome.FAILED
-        return Outcome.SUCCESS
+        return Outcome.SUCCESS if self.status == 0 else Outcome.FAILED
 
     @property
     def exit_code(self) -> int | None:

@@ -23,7 +23,6 @@ STATISTICS: dict[str, Callable[[], Any]] = {
     "mad": stats.MAD,
 }
 STATISTIC_ALIASES = {"var": "variance"}
-SERIES = ("duration", "pending")
 SUMMARY_SERIES = {"duration": "duration", "pending": "pending_time"}
 COUNTS = ("submitted", "pending", "running", "finished", "success", "failed")
 
@@ -98,14 +97,6 @@ class Metrics:
                 }
             result[group] = entry
         return result
-
-
-def metric_names_help() -> str:
-    stats_names = "|".join(STATISTICS)
-    return (
-        f"count.<group>.<{'|'.join(COUNTS)}|oom|timeout|cancelled|...>, "
-        f"<{stats_names}>.<group>-<{'|'.join(SERIES)}>, queue.<pending|running|oldest-pending>"
-    )
 
 
 def _rounded(value: Any) -> Any:

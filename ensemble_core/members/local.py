@@ -154,6 +154,8 @@ class LocalMember(Member):
                 "local member: cores, memory and nodes must be at least 1 and gpus at least 0"
             )
         self.nodes = [self._new_node() for _ in range(nodes)]
+        #: The member at its largest and idle: what no job may exceed.
+        self._largest = [self._new_node() for _ in range(self.max_nodes)]
         self.log_dir = Path(log_dir)
         self.grace_seconds = grace_seconds
         self._ids = itertools.count(1)
@@ -248,8 +250,7 @@ class LocalMember(Member):
     # Scheduling -------------------------------------------------------------------------------
 
     def _unsatisfiable(self, spec: JobSpec) -> str | None:
-        biggest = [self._new_node() for _ in range(self.max_nodes)]
-        if place(spec, biggest) is not None:
+        if place(spec, self._largest) is not None:
             return None
         return (
             f"unsatisfiable request: {spec.nodes or 1} node(s), {spec.tasks} task(s) x "
