@@ -19,7 +19,7 @@ from ensemble_core.members import MEMBERS, create_member
 from ensemble_core.report import status_line, summary_table
 from ensemble_core.rules.loader import load, load_rules
 from ensemble_core.rules.schema import EnsembleFile
-from ensemble_core.translate.command import TARGETS, translate_command
+from ensemble_core.translate.command import add_translate_parser
 
 EXIT_STATUS = {"completed": 0, "terminated": 0, "limit": 1, "error": 1, "interrupted": 130}
 STATUS_SECONDS = 0.5
@@ -89,14 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     schema = commands.add_parser("schema", help="print the JSON Schema of the YAML format")
     schema.set_defaults(command=_schema)
 
-    translate = commands.add_parser(
-        "translate", help="print a job as Flux jobspec, Kubernetes Job or Slurm script"
-    )
-    translate.add_argument("spec", help="a JobSpec (YAML/JSON) or a Flux jobspec v1 file")
-    translate.add_argument("--to", required=True, choices=TARGETS, help="the target format")
-    translate.add_argument("--image", help="kubernetes: the container image")
-    translate.add_argument("--namespace", default="default", help="kubernetes: the namespace")
-    translate.set_defaults(command=_translate)
+    add_translate_parser(commands)
     return parser
 
 
@@ -177,14 +170,6 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _schema(args: argparse.Namespace) -> int:
     print(json.dumps(EnsembleFile.model_json_schema(), indent=2))
-    return 0
-
-
-def _translate(args: argparse.Namespace) -> int:
-    text, lost = translate_command(args.spec, args.to, image=args.image, namespace=args.namespace)
-    print(text, end="")
-    for item in lost:
-        print(f"not carried to {args.to}: {item}", file=sys.stderr)
     return 0
 
 

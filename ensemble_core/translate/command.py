@@ -6,7 +6,9 @@ and `resources` keys). The CLI prints the text and, on stderr, what the target c
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +79,27 @@ def translate_command(
     if not image:
         lost.insert(0, f"image (none given: pass --image; the Job names {IMAGE_PLACEHOLDER})")
     return _yaml(translation.document), lost
+
+
+def add_translate_parser(commands: Any) -> None:
+    """The `translate` subcommand, added to the CLI's subparsers."""
+    translate = commands.add_parser(
+        "translate", help="print a job as Flux jobspec, Kubernetes Job or Slurm script"
+    )
+    translate.add_argument("spec", help="a JobSpec (YAML/JSON) or a Flux jobspec v1 file")
+    translate.add_argument("--to", required=True, choices=TARGETS, help="the target format")
+    translate.add_argument("--image", help="kubernetes: the container image")
+    translate.add_argument("--namespace", default="default", help="kubernetes: the namespace")
+    translate.set_defaults(command=run_translate)
+
+
+def run_translate(args: argparse.Namespace) -> int:
+    """Print the translation on stdout and what the target could not carry on stderr."""
+    text, lost = translate_command(args.spec, args.to, image=args.image, namespace=args.namespace)
+    print(text, end="")
+    for item in lost:
+        print(f"not carried to {args.to}: {item}", file=sys.stderr)
+    return 0
 
 
 def _yaml_problem(error: yaml.YAMLError) -> str:
