@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -10,6 +11,13 @@ from ensemble_core.events import JobEvent
 from ensemble_core.spec import JobSpec
 
 EmitEvent = Callable[[JobEvent], None]
+LostHandler = Callable[[str], None]
+
+log = logging.getLogger(__name__)
+
+
+def _log_lost(reason: str) -> None:
+    log.error("member lost: %s", reason)
 
 
 class Member(abc.ABC):
@@ -21,6 +29,12 @@ class Member(abc.ABC):
     """
 
     name: str = "member"
+
+    #: Set by the controller before `start`. A member calls it (on the loop's thread) when its
+    #: event stream is gone for good: it could not be resumed within the member's own bound.
+    #: The controller then ends the ensemble and resolves every job; a member never calls it for
+    #: a failure that concerns one job only (that job gets an `exception` event instead).
+    on_lost: LostHandler = staticmethod(_log_lost)
 
     @abc.abstractmethod
     async def start(self, emit: EmitEvent) -> None:
