@@ -235,17 +235,17 @@ def test_relist_after_410_gone_loses_and_repeats_nothing(tmp_path, cluster, kube
     assert [w["resourceVersion"] for w in cluster.watch_calls("pods")[:2]] == ["990", "1046"]
 
 
-def test_relist_that_lacks_a_deleted_job_ends_it_from_what_was_seen(tmp_path, cluster, kubeconfig):
-    """The Job was removed (its TTL) while the Job watch was away: its Pod had been seen end."""
-    cluster.add_watch("pods", fixture_lines("success.pods.jsonl"))
+def test_relist_that_lacks_a_job_reads_it_and_ends_it_as_deleted(tmp_path, cluster, kubeconfig):
+    """The Job was deleted while the Job watch was away and its Pod still ran."""
+    cluster.add_watch("pods", fixture_lines("success.pods.jsonl")[:4])
     jobs = fixture_lines("success.jobs.jsonl")
     cluster.add_watch("jobs", jobs[:3] + fixture_lines("expired.json"), "watch-pods-1-done")
     cluster.add_list("jobs", [], "990")
     cluster.add_list("jobs", [], "1100")
     state = run(member(tmp_path), submit_and_wait)
 
-    assert state.names == [*NORMAL, *END]
-    assert state.outcome is Outcome.SUCCESS
+    assert state.names == [*NORMAL[:-1], "exception", *END]
+    assert state.context("exception")["note"] == "the Job was deleted outside the ensemble"
     assert len(cluster.list_calls("jobs")) == 2
     assert cluster.watch_calls("jobs")[1]["resourceVersion"] == "1100"
     assert cluster.requests("GET", "job") == [None]

@@ -25,6 +25,7 @@ from ensemble_core.members.kubernetes_api import (
     MINICLUSTER,
     api_error,
     connect,
+    error_line,
     import_kubernetes,
     minicluster_ref,
     resize_target,
@@ -43,8 +44,10 @@ from ensemble_core.translate.kubernetes import (
 
 log = logging.getLogger(__name__)
 
-#: How long `close` waits for each watch thread to notice it should stop.
+#: How long `close` waits for each watch thread to end (`stop` interrupts a blocked read).
 _JOIN_SECONDS = 5.0
+#: Create failures after which the Job may exist all the same (no answer, or a server error).
+_UNSURE = (None, 0, 500, 502, 503, 504)
 
 
 class KubernetesMember(Member):
@@ -64,6 +67,7 @@ class KubernetesMember(Member):
         ttl_seconds: int = DEFAULT_TTL_SECONDS,
         ensemble_id: str | None = None,
         watch_seconds: int = 300,
+        reconnect_seconds: float = 300.0,
     ) -> None:
         if not image:
             raise MemberError(
@@ -79,6 +83,7 @@ class KubernetesMember(Member):
         self.ttl_seconds = int(ttl_seconds)
         self.ensemble_id = dns_label(ensemble_id or f"ensemble-{secrets.token_hex(4)}", 40)
         self.watch_seconds = int(watch_seconds)
+        self.reconnect_seconds = float(reconnect_seconds)
         self.selector = f"{ENSEMBLE_LABEL}={label_value(self.ensemble_id)}"
         self._counter = itertools.count(1)
         self._logs: dict[str, str] = {}
@@ -107,8 +112,9 @@ class KubernetesMember(Member):
                 self.namespace,
                 self.selector,
                 self._deliverer(kind),
-                k8s.watch.Watch(),
                 watch_seconds=self.watch_seconds,
+                give_up_seconds=self.reconnect_seconds,
+                on_lost=self._lost,
             )
             try:
                 await asyncio.to_thread(watch.list)
@@ -139,7 +145,10 @@ class KubernetesMember(Member):
             await asyncio.to_thread(self._batch.create_namespaced_job, self.namespace, job)
         except Exception as error:
             self._tracker.forget(name)
-            if getattr(error, "status", None) == 409:
+            status = getattr(error, "status", None)
+            if status in _UNSURE:
+                self._spawn(self._delete_if_created(name))
+            if status == 409:
                 raise MemberError(
                     f"a Job named {name} already exists in namespace '{self.namespace}'. "
                     "Choose another ensemble_id, or delete the old Jobs: "
@@ -197,6 +206,10 @@ class KubernetesMember(Member):
 
     # -- watches to tracker ----------------------------------------------------------------
 
+    def _lost(self, reason: str) -> None:
+        """What a watch thread calls when it gives up: the controller hears it on its loop."""
+        self._loop.call_soon_threadsafe(self.on_lost, reason)
+
     def _deliverer(self, kind: str) -> Callable[[str, Any], None]:
         """What a watch thread calls: the observation is handled on the loop thread."""
 
@@ -206,11 +219,19 @@ class KubernetesMember(Member):
         return deliver
 
     def _observe(self, kind: str, event_type: str, payload: Any) -> None:
-        if event_type == "SYNC":
-            for name in self._tracker.sync(kind, payload):
-                self._spawn(self._confirm_gone(name))
-        else:
-            self._tracker.observe(kind, payload, deleted=event_type == "DELETED")
+        """One observation, on the loop thread. An object this member cannot read ends the job
+        it belongs to (an `exception` naming it), never the watch or the other jobs."""
+        objects = payload if event_type == "SYNC" else [payload]
+        try:
+            if event_type == "SYNC":
+                for name in self._tracker.sync(kind, payload):
+                    self._spawn(self._confirm_gone(name))
+            else:
+                self._tracker.observe(kind, payload, deleted=event_type == "DELETED")
+        except Exception as error:
+            log.exception("kubernetes: cannot read a %s %s event", kind, event_type)
+            for obj in objects:
+                self._tracker.fail_unreadable(kind, obj, f"{type(error).__name__}: {error}")
 
     def _ended(self, name: str) -> None:
         self._spawn(self._finish(name))
@@ -233,7 +254,7 @@ class KubernetesMember(Member):
             if pod is not None:
                 await self._save_log(name, pod)
         except Exception as error:
-            log.warning("kubernetes: could not read the end of %s: %s", name, error)
+            log.warning("kubernetes: could not read the end of %s: %s", name, error_line(error))
         finally:
             self._tracker.clean(name)
 
@@ -248,10 +269,31 @@ class KubernetesMember(Member):
             if getattr(error, "status", None) == 404:
                 self._tracker.gone(name)
             else:
-                log.warning("kubernetes: could not read the Job %s: %s", name, error)
+                log.warning("kubernetes: could not read the Job %s: %s", name, error_line(error))
             return
         self._tracker.confirmed(name)
         self._tracker.observe("jobs", _json(job))
+
+    async def _delete_if_created(self, name: str) -> None:
+        """A create call that failed without a clear answer may have created the Job all the
+        same: delete it, so that nothing runs that no job stands for."""
+        try:
+            await asyncio.to_thread(
+                self._batch.delete_namespaced_job,
+                name,
+                self.namespace,
+                propagation_policy="Background",
+            )
+        except Exception as error:
+            if getattr(error, "status", None) != 404:
+                log.warning(
+                    "kubernetes: the Job %s may have been created by a failed call and could not "
+                    "be deleted (%s): kubectl delete job -n %s %s",
+                    name,
+                    error_line(error),
+                    self.namespace,
+                    name,
+                )
 
     async def _save_log(self, name: str, pod: str) -> None:
         try:
@@ -259,7 +301,12 @@ class KubernetesMember(Member):
                 self._core.read_namespaced_pod_log, pod, self.namespace, container=CONTAINER
             )
         except Exception as error:
-            log.warning("kubernetes: no log for %s (Pod %s): %s", name, pod, error)
+            log.warning(
+                "kubernetes: the log of %s (Pod %s) could not be saved: %s",
+                name,
+                pod,
+                error_line(error),
+            )
             return
         path = self.log_dir / f"{name}.log"
         await asyncio.to_thread(_write, path, text)

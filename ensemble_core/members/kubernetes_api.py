@@ -110,6 +110,15 @@ def api_message(error: BaseException) -> str:
     return str(getattr(error, "reason", None) or error)
 
 
+def error_line(error: BaseException, limit: int = 300) -> str:
+    """A failed call in one line for a log: the status and the API server's message, never the
+    whole HTTP response (an ApiException's text holds its headers and body)."""
+    status = getattr(error, "status", None)
+    lines = api_message(error).strip().splitlines() or [type(error).__name__]
+    message = lines[0] if len(lines[0]) <= limit else lines[0][:limit] + "..."
+    return f"{status} {message}" if status else message
+
+
 def api_error(error: BaseException, action: str, namespace: str) -> MemberError:
     """A MemberError for a failed call: what was refused, why, and the fix."""
     status = getattr(error, "status", None)

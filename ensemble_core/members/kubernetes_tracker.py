@@ -2,10 +2,15 @@
 
 A Kubernetes job is a `batch/v1` Job with one Pod (backoffLimit 0). The Pod tells the job's life:
 Pending (depend, priority), scheduled (alloc), its container running (start) and terminated
-(finish, an `oom` exception for OOMKilled, a `timeout` one for the Pod's DeadlineExceeded). The Job
-tells when it is over (its Complete or Failed condition, or its deletion), and is also where a
-Job-level DeadlineExceeded shows. The two watches are separate streams, so the Job may report the
-end before the Pod's last state arrives: the member then reads the Pod before the job is cleaned.
+(finish, an `oom` exception for OOMKilled, a `timeout` one for the Pod's DeadlineExceeded).
+
+With `restartPolicy: Never` and `backoffLimit: 0` a Pod in phase Succeeded or Failed is the job's
+end: nothing will run again. So the job ends on that state, seconds before the Job controller
+(rate-limited, 20 requests/s by default) gets to set the Job's Complete or Failed condition, which
+then only confirms it. A Pod that is being deleted (deletionTimestamp) is the exception: someone
+ended it (a Job-level DeadlineExceeded, the Job deleted), so the Job tells why: its Failed
+condition, or its own deletion. The two watches are separate streams, so the Job may report the end
+before the Pod's last state arrives: the member then reads the Pod before the job is cleaned.
 
 Everything here runs on the controller's loop thread; it does no I/O.
 """
@@ -75,7 +80,10 @@ class _Job:
     submitted: bool = False
     held: list[tuple[str, dict[str, Any], bool]] = field(default_factory=list)
     pod: str | None = None
+    #: The Pod was seen in a terminal phase, or deleted: its last state is known.
     pod_final: bool = False
+    #: The Pod's terminal state ends the job (it was not ended by a deletion).
+    pod_ended: bool = False
     job_final: bool = False
     ending: bool = False
     cancelling: bool = False
@@ -85,6 +93,8 @@ class _Job:
     listed_before_created: bool = False
     #: A read of the Job (to tell whether a list that lacked it means it is gone) is in flight.
     confirming: bool = False
+    #: Why the job ended because an observation of it could not be handled.
+    unreadable: str | None = None
 
 
 class JobTracker:
@@ -125,6 +135,9 @@ class JobTracker:
         job.submitted = True
         self._once(name, job, "submit")
         self._once(name, job, "validate")
+        if job.unreadable:
+            self._end_unreadable(name, job)
+            return False
         held, job.held = job.held, []
         for kind, obj, deleted in held:
             self.observe(kind, obj, deleted)
@@ -207,6 +220,26 @@ class JobTracker:
             self._job(name, job, {}, deleted=True)
             self._check(name, job)
 
+    def fail_unreadable(self, kind: str, obj: Any, note: str) -> None:
+        """An observation of this object could not be handled: end the job it belongs to, if it
+        can be told, as a failure that says why (its other sightings are then ignored)."""
+        try:
+            name = job_name_of(obj) if kind == "pods" else obj["metadata"]["name"]
+        except (AttributeError, KeyError, TypeError):
+            return
+        job = self._jobs.get(name)
+        if job is None or job.ending:
+            return
+        job.ending = True
+        job.unreadable = f"the kubernetes member cannot read the {kind[:-1]} ({note})"
+        if job.submitted:
+            self._end_unreadable(name, job)
+
+    def _end_unreadable(self, name: str, job: _Job) -> None:
+        job.held = []
+        self._exception(name, job, "member", job.unreadable or "")
+        self.clean(name)
+
     # -- the end, by the member ----------------------------------------------------------------
 
     def pod_known(self, name: str) -> bool:
@@ -258,6 +291,8 @@ class JobTracker:
             self._once(name, job, "finish", {"status": status_code})
         if deleted or status.get("phase") in _DONE_PHASES:
             job.pod_final = True
+            being_deleted = deleted or (pod.get("metadata") or {}).get("deletionTimestamp")
+            job.pod_ended = job.pod_ended or not being_deleted
 
     def _job(self, name: str, job: _Job, obj: dict[str, Any], deleted: bool) -> None:
         conditions = (obj.get("status") or {}).get("conditions") or ()
@@ -274,7 +309,7 @@ class JobTracker:
                 self._exception(name, job, "cancel", "the Job was deleted outside the ensemble")
 
     def _check(self, name: str, job: _Job) -> None:
-        if job.job_final and not job.ending:
+        if (job.job_final or job.pod_ended) and not job.ending:
             job.ending = True
             self._on_ended(name)
 
