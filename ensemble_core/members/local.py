@@ -1,10 +1,13 @@
 """The local member: real processes on this machine, scheduled like a small Flux instance.
 
 Capacity is a set of virtual nodes (one by default) with the machine's cores and memory. Jobs that
-fit run side by side; the rest wait in order. Walltime and memory limits are enforced, so timeout
-and oom are real outcomes; a job that no size of this member could ever hold is refused at once
-with Flux's unsatisfiable `alloc` exception. Process exits arrive through pidfds on the event loop:
-nothing polls, except the memory watch of jobs that set a memory limit.
+fit run side by side; the rest wait in order (`local_scheduler`). Walltime and memory limits are
+enforced, so timeout and oom are real outcomes; a job that no size of this member could ever hold
+is refused at once with Flux's unsatisfiable `alloc` exception. Process exits arrive through pidfds
+on the event loop: nothing polls, except the memory watch of jobs that set a memory limit.
+
+Whatever goes wrong with one job ends that job (Flux's `exec` exception, then `clean`), never the
+member: no callback of the member lets an exception reach the event loop.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import resource
 import signal
 import subprocess
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,12 +31,16 @@ from typing import Any
 from ensemble_core.errors import MemberError
 from ensemble_core.events import JobEvent
 from ensemble_core.members.base import EmitEvent, Member
+from ensemble_core.members.local_output import OUTPUT_MODES, JobOutput, OutputError, Outputs
+from ensemble_core.members.local_scheduler import Capacity, Scheduler, Share
 from ensemble_core.spec import JobSpec
 
 log = logging.getLogger(__name__)
 
 MEMORY_CHECK_SECONDS = 0.1
 PAGE_MB = resource.getpagesize() / 2**20
+#: Finished jobs whose output files `log_paths` still answers for (the member forgets the rest).
+RECENT_JOBS = 1024
 
 
 def machine_memory_mb() -> int:
@@ -39,95 +48,17 @@ def machine_memory_mb() -> int:
 
 
 @dataclass(slots=True)
-class _Node:
-    cores: int
-    memory_mb: int
-    gpus: int
-    used_cores: int = 0
-    used_memory_mb: int = 0
-    used_gpus: int = 0
-    exclusive: bool = False
-
-    @property
-    def idle(self) -> bool:
-        return self.used_cores == 0 and self.used_gpus == 0 and self.used_memory_mb == 0
-
-    def fits(self, cores: int, gpus: int, memory_mb: int, exclusive: bool) -> bool:
-        if self.exclusive or (exclusive and not self.idle):
-            return False
-        return (
-            self.used_cores + cores <= self.cores
-            and self.used_gpus + gpus <= self.gpus
-            and self.used_memory_mb + memory_mb <= self.memory_mb
-        )
-
-
-@dataclass(slots=True)
-class _Share:
-    node: _Node
-    cores: int
-    gpus: int
-    memory_mb: int
-    exclusive: bool
-
-    def take(self, sign: int) -> None:
-        self.node.used_cores += sign * self.cores
-        self.node.used_gpus += sign * self.gpus
-        self.node.used_memory_mb += sign * self.memory_mb
-        self.node.exclusive = self.exclusive and sign > 0
-
-
-@dataclass(slots=True)
 class _Job:
     jobid: int
     spec: JobSpec
-    stdout: Path
-    stderr: Path
-    shares: list[_Share] = field(default_factory=list)
+    shares: list[Share] = field(default_factory=list)
+    output: JobOutput | None = None
     pids: dict[int, int] = field(default_factory=dict)  # pid -> pidfd (or -1)
     groups: list[int] = field(default_factory=list)  # its tasks' process groups, kept after exit
     statuses: list[int] = field(default_factory=list)
     timer: asyncio.TimerHandle | None = None
-    ending: bool = False
-
-
-def place(spec: JobSpec, nodes: list[_Node]) -> list[_Share] | None:
-    """Where the job's slots go on these nodes now, or None if they do not fit."""
-    memory = spec.memory_mb or 0
-    if spec.nodes is not None:
-        slots = math.ceil(spec.tasks / spec.nodes)
-        cores, gpus = slots * spec.cores_per_task, slots * spec.gpus_per_task
-        share_memory = math.ceil(memory / spec.nodes)
-        chosen = [n for n in nodes if n.fits(cores, gpus, share_memory, spec.exclusive)]
-        if len(chosen) < spec.nodes:
-            return None
-        return [_Share(n, cores, gpus, share_memory, spec.exclusive) for n in chosen[: spec.nodes]]
-    shares: list[_Share] = []
-    left = spec.tasks
-    per_slot_memory = math.ceil(memory / spec.tasks)
-    for node in nodes:
-        count = 0
-        while count < left and node.fits(
-            (count + 1) * spec.cores_per_task,
-            (count + 1) * spec.gpus_per_task,
-            (count + 1) * per_slot_memory,
-            False,
-        ):
-            count += 1
-        if count:
-            shares.append(
-                _Share(
-                    node,
-                    count * spec.cores_per_task,
-                    count * spec.gpus_per_task,
-                    count * per_slot_memory,
-                    False,
-                )
-            )
-            left -= count
-        if not left:
-            return shares
-    return None
+    ending: bool = False  # a fatal exception was raised; its processes are being stopped
+    done: bool = False  # `clean` was emitted
 
 
 class LocalMember(Member):
@@ -144,6 +75,8 @@ class LocalMember(Member):
         max_nodes: int | None = None,
         log_dir: str = "ensemble-logs",
         grace_seconds: float = 2.0,
+        output: str = "job",
+        reserve_after: float | None = 60.0,
     ) -> None:
         self.cores = cores or os.cpu_count() or 1
         self.memory_mb = memory_mb or machine_memory_mb()
@@ -153,75 +86,86 @@ class LocalMember(Member):
             raise MemberError(
                 "local member: cores, memory and nodes must be at least 1 and gpus at least 0"
             )
-        self.nodes = [self._new_node() for _ in range(nodes)]
-        #: The member at its largest and idle: what no job may exceed.
-        self._largest = [self._new_node() for _ in range(self.max_nodes)]
+        if output not in OUTPUT_MODES:
+            raise MemberError(
+                f"local member: output must be one of {', '.join(OUTPUT_MODES)}, not {output!r}"
+            )
+        if reserve_after is not None and not (0 <= reserve_after < math.inf):
+            raise MemberError(
+                "local member: reserve_after must be a number of seconds, 0 or more "
+                "(or null to never reserve)"
+            )
+        self._scheduler = Scheduler(
+            Capacity(self.cores, self.memory_mb, self.gpus), nodes, self.max_nodes, reserve_after
+        )
         self.log_dir = Path(log_dir)
+        self.output = output
+        self.reserve_after = reserve_after
         self.grace_seconds = grace_seconds
+        self._outputs = Outputs(self.log_dir, output)
         self._ids = itertools.count(1)
-        self._pending: dict[int, _Job] = {}
+        self._jobs: dict[int, _Job] = {}  # every job not yet clean
         self._running: dict[int, _Job] = {}
-        self._jobs: dict[int, _Job] = {}
+        self._recent: OrderedDict[int, list[str]] = OrderedDict()
         self._emit: EmitEvent = lambda event: None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._memory_watch: asyncio.Task[None] | None = None
-        self._made_dirs: set[Path] = set()
+        self._scheduling = False
+        self._again = False
 
-    def _new_node(self) -> _Node:
-        return _Node(self.cores, self.memory_mb, self.gpus)
+    @property
+    def nodes(self) -> list[Any]:
+        return self._scheduler.nodes
 
     # Member protocol --------------------------------------------------------------------------
 
     async def start(self, emit: EmitEvent) -> None:
         self._emit = emit
         self._loop = asyncio.get_running_loop()
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        self._made_dirs.add(self.log_dir)
+        self._outputs.start()
 
     async def submit(self, spec: JobSpec) -> int:
         jobid = next(self._ids)
-        job = _Job(jobid, spec, *self._output_paths(spec, jobid))
+        job = _Job(jobid, spec)
         self._jobs[jobid] = job
         self._event(jobid, "submit", {"urgency": 16, "flags": 0, "version": 1})
         self._event(jobid, "validate")
-        why = self._unsatisfiable(spec)
-        if why:
+        if not self._scheduler.fits_ever(spec):
+            why = self._why(spec)
             self._event(jobid, "exception", {"type": "alloc", "severity": 0, "note": why})
-            self._finish_events(jobid, ran=False)
+            self._clean(job)
             return jobid
         self._event(jobid, "depend")
         self._event(jobid, "priority", {"priority": 16})
-        self._pending[jobid] = job
-        self._schedule()
+        shares = self._scheduler.submit(jobid, spec)
+        if shares is not None:
+            self._guarded(job, self._launch, job, shares)
         return jobid
 
     async def cancel(self, jobid: Any) -> None:
-        job = self._pending.pop(jobid, None)
-        if job is not None:
-            self._event(jobid, "exception", {"type": "cancel", "severity": 0, "note": "cancelled"})
-            self._finish_events(jobid, ran=False)
+        job = self._jobs.get(jobid)
+        if job is None:
             return
-        job = self._running.get(jobid)
-        if job is not None and not job.ending:
+        if self._scheduler.cancel(jobid):
+            self._event(jobid, "exception", {"type": "cancel", "severity": 0, "note": "cancelled"})
+            self._clean(job)
+            if self._scheduler.unsettled:
+                self._schedule()
+        elif jobid in self._running:
             self._end(job, "cancel", "cancelled")
 
     async def grow(self, value: int) -> str:
-        room = self.max_nodes - len(self.nodes)
-        added = min(value, room)
-        self.nodes.extend(self._new_node() for _ in range(added))
+        added = self._scheduler.grow(value)
         self._schedule()
+        size = len(self.nodes)
         if added < value:
-            return f"grew by {added} node(s) to {len(self.nodes)}: max_nodes is {self.max_nodes}"
-        return f"grew by {added} node(s) to {len(self.nodes)}"
+            return f"grew by {added} node(s) to {size}: max_nodes is {self.max_nodes}"
+        return f"grew by {added} node(s) to {size}"
 
     async def shrink(self, value: int) -> str:
-        removed = 0
-        for node in reversed(list(self.nodes)):
-            if removed == value or len(self.nodes) == 1:
-                break
-            if node.idle:
-                self.nodes.remove(node)
-                removed += 1
+        removed = self._scheduler.shrink(value)
+        if self._scheduler.unsettled:
+            self._schedule()
         note = "" if removed == value else " (only idle nodes are removed, never the last)"
         return f"shrank by {removed} node(s) to {len(self.nodes)}{note}"
 
@@ -236,22 +180,23 @@ class LocalMember(Member):
         }
 
     def log_paths(self, jobid: Any) -> list[str]:
+        """The files holding the job's output (empty ones are removed at its end); answered for
+        jobs not yet clean and for the last RECENT_JOBS finished jobs that left output."""
         job = self._jobs.get(jobid)
         if job is None:
-            return []
-        return sorted({str(path) for path in (job.stdout, job.stderr) if path.exists()})
+            return list(self._recent.get(jobid, ()))
+        return job.output.paths() if job.output is not None else []
 
     async def close(self) -> None:
         for job in list(self._running.values()):
             self._signal(job, signal.SIGKILL)
         if self._memory_watch is not None:
             self._memory_watch.cancel()
+        self._outputs.close()
 
     # Scheduling -------------------------------------------------------------------------------
 
-    def _unsatisfiable(self, spec: JobSpec) -> str | None:
-        if place(spec, self._largest) is not None:
-            return None
+    def _why(self, spec: JobSpec) -> str:
         return (
             f"unsatisfiable request: {spec.nodes or 1} node(s), {spec.tasks} task(s) x "
             f"{spec.cores_per_task} core(s), {spec.gpus_per_task} gpu(s) per task, "
@@ -261,60 +206,68 @@ class LocalMember(Member):
         )
 
     def _schedule(self) -> None:
-        for jobid, job in list(self._pending.items()):
-            if all(node.used_cores >= node.cores for node in self.nodes):
-                return
-            shares = place(job.spec, self.nodes)
-            if shares is None:
-                continue
-            del self._pending[jobid]
-            for share in shares:
-                share.take(+1)
-            job.shares = shares
-            self._running[jobid] = job
-            self._launch(job)
+        """Start what fits now. A job that ends while its siblings launch (all its tasks failed
+        to start) asks for another pass rather than re-entering this one."""
+        if self._scheduling:
+            self._again = True
+            return
+        self._scheduling = True
+        try:
+            self._again = True
+            while self._again:
+                self._again = False
+                for jobid, shares in self._scheduler.schedule():
+                    job = self._jobs[jobid]
+                    self._guarded(job, self._launch, job, shares)
+        finally:
+            self._scheduling = False
 
-    def _launch(self, job: _Job) -> None:
+    def _launch(self, job: _Job, shares: list[Share]) -> None:
         spec = job.spec
+        job.shares = shares
+        self._running[job.jobid] = job
         self._event(job.jobid, "alloc")
+        output = job.output = self._outputs.for_job(job.jobid, spec)
+        try:
+            stdout, stderr = output.open()
+        except OutputError as error:
+            self._abort(job, str(error))
+            return
         environment = {**os.environ, **spec.environment}
         environment.update(
             ENSEMBLE_JOB_ID=str(job.jobid), ENSEMBLE_GROUP=spec.group, FLUX_JOB_SIZE=str(spec.tasks)
         )
-        for directory in {job.stdout.parent, job.stderr.parent} - self._made_dirs:
-            directory.mkdir(parents=True, exist_ok=True)
-            self._made_dirs.add(directory)
-        with open(job.stdout, "ab") as out, open(job.stderr, "ab") as err:
-            for rank in range(spec.tasks):
-                environment["FLUX_TASK_RANK"] = str(rank)
-                try:
-                    process = subprocess.Popen(
-                        spec.command,
-                        cwd=spec.cwd,
-                        env=environment,
-                        stdin=subprocess.DEVNULL,
-                        stdout=out,
-                        stderr=err,
-                        start_new_session=True,
-                    )
-                except OSError as error:
-                    err.write(f"ensemble: task {rank}: start failed: {error}\n".encode())
-                    job.statuses.append(127 << 8)
-                    continue
-                process.returncode = 0  # reaped through its pidfd below, not by Popen
-                job.groups.append(process.pid)
-                self._watch_exit(job, process.pid)
+        for rank in range(spec.tasks):
+            environment["FLUX_TASK_RANK"] = str(rank)
+            try:
+                process = subprocess.Popen(
+                    spec.command,
+                    cwd=spec.cwd,
+                    env=environment,
+                    stdin=subprocess.DEVNULL,
+                    stdout=stdout,
+                    stderr=stderr,
+                    start_new_session=True,
+                )
+            except (OSError, ValueError) as error:
+                output.note(f"ensemble: task {rank}: start failed: {error}\n")
+                job.statuses.append(127 << 8)
+                continue
+            process.returncode = 0  # reaped through its pidfd below, not by Popen
+            job.groups.append(process.pid)
+            self._watch_exit(job, process.pid)
+        assert self._loop is not None
+        output.started(self._loop, lambda why: self._abort(job, f"output: {why}"))
         self._event(job.jobid, "start")
         if not job.pids:
             self._finish(job)
             return
         if spec.walltime:
-            assert self._loop is not None
             job.timer = self._loop.call_later(
-                spec.walltime, self._end, job, "timeout", "resource allocation expired"
-            )
+                spec.walltime, self._guarded, job, self._end, job, "timeout",
+                "resource allocation expired",
+            )  # fmt: skip
         if spec.memory_mb and self._memory_watch is None:
-            assert self._loop is not None
             self._memory_watch = self._loop.create_task(self._watch_memory())
 
     def _watch_exit(self, job: _Job, pid: int) -> None:
@@ -324,10 +277,12 @@ class LocalMember(Member):
         except (AttributeError, OSError):
             job.pids[pid] = -1
             waiter = self._loop.run_in_executor(None, os.waitpid, pid, 0)
-            waiter.add_done_callback(lambda done: self._exited(job, pid, done.result()[1]))
+            waiter.add_done_callback(
+                lambda done: self._guarded(job, self._exited, job, pid, _status(done))
+            )
             return
         job.pids[pid] = fd
-        self._loop.add_reader(fd, self._reap, job, pid)
+        self._loop.add_reader(fd, self._guarded, job, self._reap, job, pid)
 
     def _reap(self, job: _Job, pid: int) -> None:
         try:
@@ -337,11 +292,13 @@ class LocalMember(Member):
         self._exited(job, pid, status)
 
     def _exited(self, job: _Job, pid: int, status: int) -> None:
-        fd = job.pids.pop(pid)
+        fd = job.pids.pop(pid, -1)
         if fd >= 0:
             assert self._loop is not None
             self._loop.remove_reader(fd)
             os.close(fd)
+        if job.done:
+            return  # the job was ended for an error; this only reaps what it left
         job.statuses.append(status)
         if not job.pids:
             self._finish(job)
@@ -352,22 +309,23 @@ class LocalMember(Member):
         if job.timer is not None:
             job.timer.cancel()
         status = next((s for s in job.statuses if s), 0)
-        self._running.pop(job.jobid, None)
-        for share in job.shares:
-            share.take(-1)
+        self._finish_output(job)
+        self._release(job)
         self._event(job.jobid, "finish", {"status": status})
-        self._finish_events(job.jobid, ran=True)
+        self._event(job.jobid, "release", {"ranks": "all", "final": True})
+        self._event(job.jobid, "free")
+        self._clean(job)
         self._schedule()
 
     def _end(self, job: _Job, kind: str, note: str) -> None:
         """Raise a fatal exception on a running job and stop its processes."""
-        if job.ending or job.jobid not in self._running:
+        if job.ending or job.done or job.jobid not in self._running:
             return
         job.ending = True
         self._event(job.jobid, "exception", {"type": kind, "severity": 0, "note": note})
         self._signal(job, signal.SIGTERM)
         assert self._loop is not None
-        self._loop.call_later(self.grace_seconds, self._kill_if_running, job)
+        self._loop.call_later(self.grace_seconds, self._guarded, job, self._kill_if_running, job)
 
     def _kill_if_running(self, job: _Job) -> None:
         if job.jobid in self._running:
@@ -397,39 +355,83 @@ class LocalMember(Member):
                 for job in {id(j): j for j in limited.values()}.values():
                     total = sum(used[pid] for pid in job.pids)
                     if job.spec.memory_mb and total > job.spec.memory_mb:
-                        self._end(
-                            job,
-                            "oom",
+                        self._guarded(
+                            job, self._end, job, "oom",
                             f"memory use {total:.0f} MB exceeded the limit of "
                             f"{job.spec.memory_mb} MB",
-                        )
+                        )  # fmt: skip
                 await asyncio.sleep(MEMORY_CHECK_SECONDS)
         finally:
             self._memory_watch = None
 
+    # Containment ------------------------------------------------------------------------------
+
+    def _guarded(self, job: _Job, action: Callable[..., None], *args: Any) -> None:
+        """Run one step of a job; an error in it ends that job, never the member or the loop."""
+        try:
+            action(*args)
+        except Exception as error:
+            log.exception("local member: job %s: %s", job.jobid, error)
+            self._abort(job, f"local member error: {error}")
+
+    def _abort(self, job: _Job, note: str) -> None:
+        """End the job at once for an error: Flux's `exec` exception, then `clean`. Its processes
+        are killed; their exits are still reaped, and ignored."""
+        if job.done:
+            return
+        self._signal(job, signal.SIGKILL)
+        if job.timer is not None:
+            job.timer.cancel()
+        self._event(job.jobid, "exception", {"type": "exec", "severity": 0, "note": note})
+        self._finish_output(job)
+        held = bool(job.shares)
+        self._release(job)
+        if held:
+            self._event(job.jobid, "release", {"ranks": "all", "final": True})
+            self._event(job.jobid, "free")
+        self._clean(job)
+        self._schedule()
+
+    def _finish_output(self, job: _Job) -> None:
+        if job.output is None:
+            return
+        try:
+            job.output.finish()
+        except OSError as error:
+            log.error("local member: job %s: output: %s", job.jobid, error)
+
+    def _release(self, job: _Job) -> None:
+        self._running.pop(job.jobid, None)
+        if job.shares:
+            self._scheduler.release(job.shares)
+            job.shares = []
+
     # Events -----------------------------------------------------------------------------------
 
     def _event(self, jobid: int, name: str, context: dict[str, Any] | None = None) -> None:
-        self._emit(JobEvent(jobid, name, time.time(), context or {}))
+        try:
+            self._emit(JobEvent(jobid, name, time.time(), context or {}))
+        except Exception:
+            # The receiver's error is its own; the member's state must still move on.
+            log.exception("local member: the handler of job %s's %s event raised", jobid, name)
 
-    def _finish_events(self, jobid: int, ran: bool) -> None:
-        if ran:
-            self._event(jobid, "release", {"ranks": "all", "final": True})
-            self._event(jobid, "free")
-        self._event(jobid, "clean")
-
-    def _output_paths(self, spec: JobSpec, jobid: int) -> tuple[Path, Path]:
-        base = self.log_dir / f"{spec.group}-{jobid}"
-        stdout = _expand(spec.stdout, jobid) or base.with_suffix(".out")
-        stderr = _expand(spec.stderr, jobid) or (
-            stdout if spec.stdout else base.with_suffix(".err")
-        )
-        return stdout, stderr
+    def _clean(self, job: _Job) -> None:
+        """The job's last event; the member forgets it but for where its output is."""
+        job.done = True
+        self._event(job.jobid, "clean")
+        del self._jobs[job.jobid]
+        paths = job.output.paths() if job.output is not None else []
+        if paths:
+            self._recent[job.jobid] = paths
+            if len(self._recent) > RECENT_JOBS:
+                self._recent.popitem(last=False)
 
 
-def _expand(path: str | None, jobid: int) -> Path | None:
-    """Flux's `{{id}}` template in output paths."""
-    return None if path is None else Path(path.replace("{{id}}", str(jobid)))
+def _status(done: asyncio.Future[tuple[int, int]]) -> int:
+    try:
+        return done.result()[1]
+    except ChildProcessError:
+        return 0
 
 
 def _resident_by_group() -> list[tuple[int, float]]:

@@ -1,0 +1,304 @@
+"""Where the local member's jobs write: one file per job, or one per group or per run.
+
+Per job (the default), each job writes `<log_dir>/<group>-<id>.out` and `.err`; a file the member
+created that is still empty when the job ends is removed, so 20,000 quiet jobs leave no files.
+Ensembles of many small jobs may rather collect output per group (`<log_dir>/<group>.log`) or per
+run (`<log_dir>/ensemble.log`), as HyperQueue's output streaming does: the member reads each job's
+output through pipes and appends it line by line, each line labelled with the job
+(`<group>-<id>.out: ` or `.err: `). A job that names its own `stdout`/`stderr` (the Snakemake and
+Parsl front doors do) writes there in every mode.
+
+Names that become paths (a group such as `../../x`) are made safe first, so nothing the member
+composes leaves `log_dir`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from ensemble_core.spec import JobSpec
+
+log = logging.getLogger(__name__)
+
+#: The member's `output` setting: where jobs that name no files of their own write.
+OUTPUT_MODES = ("job", "group", "run")
+RUN_LOG = "ensemble.log"
+MAX_NAME = 100
+READ_BYTES = 65536
+#: A line longer than this is written in labelled chunks rather than held back.
+MAX_LINE = 65536
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def safe_name(text: str) -> str:
+    """`text` as one file name that stays in its directory: letters, digits, `.`, `_` and `-`,
+    never starting with a dot, at most 100 characters."""
+    name = _UNSAFE.sub("_", text)[:MAX_NAME]
+    if name.startswith("."):
+        name = "_" + name[1:]
+    return name or "_"
+
+
+class OutputError(OSError):
+    """The job's output could not be opened: the job fails with this sentence."""
+
+
+class JobOutput(Protocol):
+    """One job's output, from before its tasks start to after they end."""
+
+    def open(self) -> tuple[int, int]:
+        """File descriptors for the tasks' stdout and stderr; OutputError names the file."""
+
+    def started(self, loop: asyncio.AbstractEventLoop, on_error: Callable[[str], None]) -> None:
+        """The tasks run: close the parent's copies, begin reading if output is streamed."""
+
+    def note(self, text: str) -> None:
+        """A line from the member itself on the job's stderr (a task that could not start)."""
+
+    def finish(self) -> list[str]:
+        """The job ended: flush, close, remove empty files; the files holding its output."""
+
+    def paths(self) -> list[str]:
+        """The files holding the job's output now."""
+
+
+class Outputs:
+    """Hands each job its output, by the member's `output` setting."""
+
+    def __init__(self, log_dir: Path, mode: str) -> None:
+        self.log_dir = log_dir
+        self.mode = mode
+        self._made_dirs: set[Path] = set()
+        self._shared: dict[str, SharedLog] = {}
+
+    def start(self) -> None:
+        _make_dir(self.log_dir, self._made_dirs)
+
+    def for_job(self, jobid: int, spec: JobSpec) -> JobOutput:
+        label = f"{safe_name(spec.group)}-{jobid}"
+        if spec.stdout or spec.stderr or self.mode == "job":
+            stdout = _expand(spec.stdout, jobid) or self.log_dir / f"{label}.out"
+            stderr = _expand(spec.stderr, jobid) or (
+                stdout if spec.stdout else self.log_dir / f"{label}.err"
+            )
+            return JobFiles(stdout, stderr, self._made_dirs)
+        name = RUN_LOG if self.mode == "run" else f"{safe_name(spec.group)}.log"
+        shared = self._shared.get(name)
+        if shared is None:
+            shared = self._shared[name] = SharedLog(self.log_dir / name, self._made_dirs)
+        return LabelledPipes(shared, label)
+
+    def close(self) -> None:
+        for shared in self._shared.values():
+            shared.close()
+        self._shared.clear()
+
+
+class JobFiles:
+    """The job's own stdout and stderr files; those it created and left empty are removed."""
+
+    def __init__(self, stdout: Path, stderr: Path, made_dirs: set[Path]) -> None:
+        self._paths = [stdout] if stdout == stderr else [stdout, stderr]
+        self._made_dirs = made_dirs
+        self._created: list[Path] = []
+        self._fds: list[int] = []
+        self._kept: list[str] | None = None
+
+    def open(self) -> tuple[int, int]:
+        for path in self._paths:
+            try:
+                _make_dir(path.parent, self._made_dirs)
+                try:
+                    fd = os.open(path, _APPEND | os.O_CREAT | os.O_EXCL, 0o666)
+                    self._created.append(path)
+                except FileExistsError:
+                    fd = os.open(path, _APPEND)
+            except OSError as error:
+                self._close_fds()
+                raise OutputError(
+                    f"cannot open the job's output file {path}: {error.strerror or error}"
+                ) from None
+            self._fds.append(fd)
+        return self._fds[0], self._fds[-1]
+
+    def started(self, loop: asyncio.AbstractEventLoop, on_error: Callable[[str], None]) -> None:
+        self._close_fds()
+
+    def note(self, text: str) -> None:
+        if self._fds:
+            os.write(self._fds[-1], text.encode())
+
+    def finish(self) -> list[str]:
+        if self._kept is None:
+            self._close_fds()
+            for path in self._created:
+                with contextlib.suppress(OSError):
+                    if not path.stat().st_size:
+                        path.unlink()
+            self._kept = self.paths()
+        return self._kept
+
+    def paths(self) -> list[str]:
+        if self._kept is not None:
+            return self._kept
+        return sorted(str(path) for path in self._paths if path.exists())
+
+    def _close_fds(self) -> None:
+        for fd in self._fds:
+            os.close(fd)
+        self._fds.clear()
+
+
+class SharedLog:
+    """One file that many jobs' labelled output is appended to, opened at its first line."""
+
+    def __init__(self, path: Path, made_dirs: set[Path]) -> None:
+        self.path = path
+        self._made_dirs = made_dirs
+        self._fd: int | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._fd is None:
+            try:
+                _make_dir(self.path.parent, self._made_dirs)
+                self._fd = os.open(self.path, _APPEND | os.O_CREAT, 0o666)
+            except OSError as error:
+                raise OutputError(
+                    f"cannot open the output file {self.path}: {error.strerror or error}"
+                ) from None
+            # Job ids start at 1 in every run: a header tells runs appended to one file apart.
+            started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+            _write_all(self._fd, f"# local member (pid {os.getpid()}) from {started}\n".encode())
+        _write_all(self._fd, data)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class LabelledPipes:
+    """The job's stdout and stderr read through pipes into a shared log, each line labelled."""
+
+    def __init__(self, shared: SharedLog, label: str) -> None:
+        self._shared = shared
+        self._prefixes = {"out": f"{label}.out: ".encode(), "err": f"{label}.err: ".encode()}
+        self._readers: dict[int, str] = {}  # read end -> stream
+        self._writers: list[int] = []
+        self._partial: dict[str, bytes] = {"out": b"", "err": b""}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wrote = False
+        self._finished = False
+
+    def open(self) -> tuple[int, int]:
+        try:
+            for stream in ("out", "err"):
+                read, write = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+                os.set_blocking(write, True)
+                self._readers[read] = stream
+                self._writers.append(write)
+        except OSError as error:
+            self._close_all()
+            raise OutputError(f"cannot open a pipe for the job's output: {error}") from None
+        return self._writers[0], self._writers[1]
+
+    def started(self, loop: asyncio.AbstractEventLoop, on_error: Callable[[str], None]) -> None:
+        for fd in self._writers:
+            os.close(fd)
+        self._writers.clear()
+        self._loop = loop
+        for fd in self._readers:
+            loop.add_reader(fd, self._readable, fd, on_error)
+
+    def note(self, text: str) -> None:
+        self._take("err", text.encode())
+
+    def finish(self) -> list[str]:
+        if not self._finished:
+            self._finished = True
+            for fd in list(self._readers):
+                while self._read(fd):
+                    pass
+            for stream, rest in self._partial.items():
+                if rest:
+                    self._write(stream, [rest])
+            self._close_all()
+        return self.paths()
+
+    def paths(self) -> list[str]:
+        return [str(self._shared.path)] if self._wrote else []
+
+    def _readable(self, fd: int, on_error: Callable[[str], None]) -> None:
+        try:
+            self._read(fd)
+        except OSError as error:
+            on_error(str(error))
+
+    def _read(self, fd: int) -> bool:
+        """Read what is there; False once nothing more will come now (empty or closed)."""
+        try:
+            data = os.read(fd, READ_BYTES)
+        except BlockingIOError:
+            return False
+        if not data:
+            self._forget(fd)
+            return False
+        self._take(self._readers[fd], data)
+        return True
+
+    def _take(self, stream: str, data: bytes) -> None:
+        lines = (self._partial[stream] + data).split(b"\n")
+        rest = lines.pop()
+        if len(rest) >= MAX_LINE:
+            lines.append(rest)
+            rest = b""
+        self._partial[stream] = rest
+        if lines:
+            self._write(stream, lines)
+
+    def _write(self, stream: str, lines: list[bytes]) -> None:
+        prefix = self._prefixes[stream]
+        self._shared.write(b"".join(prefix + line + b"\n" for line in lines))
+        self._wrote = True
+
+    def _forget(self, fd: int) -> None:
+        del self._readers[fd]
+        if self._loop is not None:
+            self._loop.remove_reader(fd)
+        os.close(fd)
+
+    def _close_all(self) -> None:
+        for fd in list(self._readers):
+            self._forget(fd)
+        for fd in self._writers:
+            os.close(fd)
+        self._writers.clear()
+
+
+_APPEND = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
+
+
+def _make_dir(path: Path, made: set[Path]) -> None:
+    if path not in made:
+        path.mkdir(parents=True, exist_ok=True)
+        made.add(path)
+
+
+def _expand(path: str | None, jobid: int) -> Path | None:
+    """Flux's `{{id}}` template in output paths."""
+    return None if path is None else Path(path.replace("{{id}}", str(jobid)))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
