@@ -13,8 +13,9 @@ import platform
 import time
 from pathlib import Path
 
-from ensemble_core.ensemble import Attempt, Ensemble, JobHandle
+from ensemble_core.ensemble import Ensemble
 from ensemble_core.events import JobEvent
+from ensemble_core.jobs import Attempt, JobHandle
 from ensemble_core.members.base import Member
 from ensemble_core.rules.schema import EnsembleFile
 from ensemble_core.spec import JobSpec

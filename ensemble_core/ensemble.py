@@ -4,95 +4,59 @@ It runs its asyncio loop in a thread of its own, so Snakemake's status thread, P
 thread and the CLI all use the same small thread-safe API: `submit` a JobSpec and get a
 `JobHandle`, read or wait for its outcome, `cancel`, `close`. Data flows one way: member ->
 events -> controller -> metrics -> rules -> actions -> member.
+
+Every job gets an outcome, whatever fails. A member error on one job (its submission, its
+cancel) ends that job with the member's words; an action that fails is recorded as that action's
+result (see `actions.py`); an error while an event is handled is logged and, if it concerned a
+job's end, ends that job. Only a member that reports its event stream lost for good ends the
+ensemble, and `close()` resolves whatever the member never confirmed within its bound.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
+import contextlib
 import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any
 
+from ensemble_core.actions import Actions, one_line
 from ensemble_core.errors import EnsembleError
-from ensemble_core.events import AttemptRecord, JobEvent, Outcome
+from ensemble_core.events import JobEvent, Outcome
+from ensemble_core.jobs import Attempt, ControllerThread, JobHandle, on_controller_thread
+from ensemble_core.jobs import refuse_on_controller_thread as _refuse_here
 from ensemble_core.members.base import Member
 from ensemble_core.metrics import Metrics
+from ensemble_core.orphans import OrphanEvents
 from ensemble_core.rules.engine import Firing, RuleEngine
-from ensemble_core.rules.schema import Action, EnsembleFile
+from ensemble_core.rules.schema import EnsembleFile
 from ensemble_core.spec import JobSpec
 
 log = logging.getLogger(__name__)
 
+#: How long `close()` waits for the member to confirm the end of the jobs it cancels.
 CLOSE_WAIT_SECONDS = 10.0
+#: Submissions to the member that may be in flight at once (members that wait on a network).
+SUBMITTERS = 16
+#: How long a submitter hands jobs to the member before it lets events (and a stop) in.
+SUBMIT_SLICE_SECONDS = 0.01
+#: How often rules on gauges that change with time alone (queue.oldest-pending) are evaluated.
+GAUGE_TICK_SECONDS = 0.025
 
 
 @dataclass(slots=True)
-class Attempt:
-    """One member job of a logical job."""
+class _Batch:
+    """Jobs of a `submit` action not yet handed to the member: handles are made one at a time,
+    so a group of a million jobs costs memory only for the jobs the member holds."""
 
     spec: JobSpec
-    member_id: Any = None
-    record: AttemptRecord = field(default_factory=AttemptRecord)
-    submit_error: str | None = None
-
-
-class JobHandle:
-    """A logical job as a front door sees it: every attempt inside, one final outcome."""
-
-    def __init__(self, key: int, spec: JobSpec) -> None:
-        self.key = key
-        self.attempts: list[Attempt] = [Attempt(spec)]
-        self.outcome: Outcome | None = None
-        self.reason = ""
-        self.log_paths: list[str] = []
-        self.cancel_requested = False
-        self._lock = threading.Lock()
-        self._done = threading.Event()
-        self._callbacks: list[Callable[[JobHandle], None]] = []
-
-    @property
-    def spec(self) -> JobSpec:
-        return self.attempts[-1].spec
-
-    @property
-    def member_id(self) -> Any:
-        return self.attempts[-1].member_id
-
-    @property
-    def exit_code(self) -> int | None:
-        return self.attempts[-1].record.exit_code
-
-    def done(self) -> bool:
-        return self._done.is_set()
-
-    def wait(self, timeout: float | None = None) -> Outcome | None:
-        self._done.wait(timeout)
-        return self.outcome
-
-    def add_done_callback(self, callback: Callable[[JobHandle], None]) -> None:
-        """Call `callback(handle)` once the outcome is final: at once if it is, else on the
-        controller's thread when it becomes final."""
-        with self._lock:
-            if not self._done.is_set():
-                self._callbacks.append(callback)
-                return
-        callback(self)
-
-    def _resolve(self, outcome: Outcome, reason: str, log_paths: list[str]) -> None:
-        with self._lock:
-            self.outcome, self.reason, self.log_paths = outcome, reason, log_paths
-            self._done.set()
-            callbacks, self._callbacks = self._callbacks, []
-        for callback in callbacks:
-            try:
-                callback(self)
-            except Exception:
-                log.exception("a done callback of job %s failed", self.key)
+    left: int
+    reactive: bool
 
 
 class Ensemble:
@@ -111,70 +75,100 @@ class Ensemble:
         self.metrics = Metrics(oldest_pending=self._oldest_pending)
         self.engine = RuleEngine(self.config.rules, self.config.limits)
         self.templates = {group.name: group for group in self.config.jobs}
-        self.actions: list[dict[str, Any]] = []
-        #: Every logical job with its attempts, for summaries and front doors.
-        self.handles: dict[int, JobHandle] = {}
         self.exit = "completed"
         self.stop_reason = ""
         self.started_at = time.time()
+        self._actions = Actions(self, self.started_at)
         self._keys = itertools.count(1)
+        #: Logical jobs without an outcome yet (the loop's own).
         self._active: dict[int, JobHandle] = {}
         self._by_member_id: dict[Any, tuple[JobHandle, Attempt]] = {}
         #: Attempts submitted and not started, oldest first (events arrive in time order).
         self._waiting: dict[Any, Attempt] = {}
-        self._orphans: dict[Any, list[JobEvent]] = {}
-        self._in_flight = 0
-        self._rule_jobs = 0
+        self._orphans = OrphanEvents()
+        self._to_submit: deque[tuple[JobHandle, Attempt] | _Batch] = deque()
+        #: Attempts taken for submission whose member call has not returned.
+        self._submitting = 0
+        self._submitters = 0
+        self._reactive_jobs = 0
+        self._cancel_errors: dict[int, str] = {}
         self._stopping = False
+        self._intake: list[JobHandle] = []
+        self._intake_lock = threading.Lock()
+        self._closed = False
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run_loop, name="ensemble", daemon=True)
+        self._thread = ControllerThread(target=self._run_loop, name="ensemble", daemon=True)
         self._finished = threading.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
+        member.on_lost = self._member_lost
+
+    @property
+    def actions(self) -> list[dict[str, Any]]:
+        """What the rules did, in order: each entry's `detail` is the action's result."""
+        return self._actions.entries
 
     # Thread-safe API --------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the loop thread and the member; fire the `start` rules. Raises member errors."""
+        """Start the loop thread and the member; fire the `start` rules. Raises member errors
+        (after stopping what it started)."""
+        _refuse_here("Ensemble.start()")
         self._thread.start()
-        self._call(self._start()).result()
+        try:
+            self._call(self._start()).result()
+        except BaseException:
+            self.close()
+            raise
 
     def submit(self, spec: JobSpec) -> JobHandle:
         """Submit a logical job; its outcome arrives from the member's event stream."""
-        if self._loop.is_closed() or not self._thread.is_alive():
-            raise EnsembleError("the ensemble is closed: no more jobs can be submitted")
         handle = JobHandle(next(self._keys), spec)
-        self._loop.call_soon_threadsafe(self._begin, handle)
+        with self._intake_lock:
+            if self._closed or not self._thread.is_alive():
+                raise EnsembleError("the ensemble is closed: no more jobs can be submitted")
+            self._intake.append(handle)
+            first = len(self._intake) == 1
+        if first:
+            self._loop.call_soon_threadsafe(self._take_intake)
         return handle
 
     def cancel(self, handle: JobHandle) -> None:
-        self._loop.call_soon_threadsafe(self._spawn, self._cancel(handle))
+        """Cancel a job from any thread; its outcome then arrives as for any other end."""
+        self._threadsafe(self._cancel_many, [handle])
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the ensemble has run to its end (idle, terminated or at a limit)."""
+        _refuse_here("Ensemble.wait()")
         return self._finished.wait(timeout)
 
     def stop(self, reason: str, exit: str = "terminated") -> None:
         """End the ensemble from any thread: cancel what runs, then `wait()` returns."""
-        self._loop.call_soon_threadsafe(self._stop, reason, exit)
+        self._threadsafe(self.end, reason, exit)
 
     def close(self) -> None:
-        """Cancel every job still active, wait for their end, and stop the member and loop."""
-        if not self._thread.is_alive():
-            return
-        try:
-            self._call(self._close()).result(CLOSE_WAIT_SECONDS * 2)
-        finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(CLOSE_WAIT_SECONDS)
+        """Cancel every job still active, wait (bounded) for their end, stop the member and the
+        loop. Every handle is resolved when it returns."""
+        _refuse_here("Ensemble.close()")
+        with self._intake_lock:
+            self._closed = True
+        if self._thread.is_alive():
+            try:
+                self._call(self._close()).result(CLOSE_WAIT_SECONDS * 3)
+            except Exception as error:
+                log.error("ensemble: closing did not finish: %s", one_line(error))
+            finally:
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                self._thread.join(CLOSE_WAIT_SECONDS)
+        self._resolve_leftovers("cancelled: the ensemble was closed before the job ended")
+        self._finished.set()
 
     def snapshot(self) -> dict[str, Any]:
-        """Counts per group and the actions so far (safe to read from any thread, also after
-        `close()`, when the counts include the jobs it cancelled)."""
-        if not self._thread.is_alive():
+        """Counts per group and the actions so far (from any thread, also after `close()`)."""
+        if on_controller_thread() or not self._thread.is_alive():
             return self._snapshot_now()
         return self._call(self._snapshot()).result(5)
 
-    # Loop internals ---------------------------------------------------------------------------
+    # The loop ---------------------------------------------------------------------------------
 
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -183,7 +177,13 @@ class Ensemble:
     def _call(self, coroutine: Coroutine[Any, Any, Any]):
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
 
-    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+    def _threadsafe(self, function: Any, *args: Any) -> None:
+        # A closed loop raises RuntimeError: close() has resolved every job already.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(function, *args)
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        """Run a coroutine on the loop; the controller cancels what is left when it closes."""
         task = self._loop.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
@@ -191,17 +191,17 @@ class Ensemble:
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            error = task.exception()
-            log.error("ensemble: %s", error, exc_info=not isinstance(error, EnsembleError))
-            self._stop(f"member error: {error}", "error")
+            log.error("ensemble: internal error", exc_info=task.exception())
 
     async def _start(self) -> None:
         await self.member.start(self._on_event)
         self._perform_all(self.engine.start())
         if self.config.heartbeat:
-            self._spawn(self._heartbeat(self.config.heartbeat))
-        self._spawn(self._intervals())
-        self._check_idle()
+            self.spawn(self._heartbeat(self.config.heartbeat))
+        if self.engine.time_rules:
+            self.spawn(self._tick_gauges())
+        self.spawn(self._intervals())
+        self.check_idle()
 
     async def _snapshot(self) -> dict[str, Any]:
         return self._snapshot_now()
@@ -209,85 +209,169 @@ class Ensemble:
     def _snapshot_now(self) -> dict[str, Any]:
         return {"groups": self.metrics.summary(), "actions": list(self.actions)}
 
-    def _begin(self, handle: JobHandle, by_rule: bool = False) -> None:
-        self.handles[handle.key] = handle
+    # Submission -------------------------------------------------------------------------------
+
+    def _take_intake(self) -> None:
+        with self._intake_lock:
+            handles, self._intake = self._intake, []
+        for handle in handles:
+            self._begin(handle)
+        self._evaluate_metrics()
+        self.check_idle()
+
+    def _begin(self, handle: JobHandle) -> None:
         self._active[handle.key] = handle
         if self._stopping:
-            self._end_without_running(handle, Outcome.CANCELLED, "cancelled: the ensemble ended")
+            self._finish_job(handle, Outcome.CANCELLED, f"cancelled: {self._ended_why()}")
             return
-        self._submit_attempt(handle, handle.attempts[-1], by_rule)
+        self._enqueue(handle, handle.attempts[-1])
 
-    def _submit_attempt(self, handle: JobHandle, attempt: Attempt, by_rule: bool) -> None:
-        """Hand an attempt to the member; jobs that rules submit count against max_jobs."""
-        if by_rule:
-            if self._rule_jobs >= self.config.limits.max_jobs:
-                self._end_without_running(handle, Outcome.CANCELLED, "cancelled: job limit")
-                self._stop(
-                    f"the rules submitted {self._rule_jobs} jobs, the limit (raise "
-                    "limits.max_jobs if that is intended, otherwise a rule is feeding itself)",
-                    "limit",
-                )
-                return
-            self._rule_jobs += 1
-        self._in_flight += 1
-        group = attempt.spec.group
+    def submit_group(self, spec: JobSpec, count: int, *, reactive: bool) -> int:
+        """Queue `count` jobs of one spec for submission (a `submit` action); how many."""
+        if self._stopping or count <= 0:
+            return 0
+        self._to_submit.append(_Batch(spec, count, reactive))
+        self._wake_submitters()
+        return count
+
+    def _enqueue(self, handle: JobHandle, attempt: Attempt) -> None:
+        self._count_submitted(attempt.spec.group)
+        self._to_submit.append((handle, attempt))
+        self._wake_submitters()
+
+    def _count_submitted(self, group: str) -> None:
         self.metrics.count(group, "submitted")
         self.metrics.count(group, "pending")
-        self._spawn(self._submit(handle, attempt))
+
+    def _wake_submitters(self) -> None:
+        if self._submitters < SUBMITTERS and self._to_submit:
+            self._submitters += 1
+            self.spawn(self._submitter())
+
+    async def _submitter(self) -> None:
+        """Hand queued jobs to the member, letting events in between slices of work."""
+        try:
+            slice_ends = time.monotonic() + SUBMIT_SLICE_SECONDS
+            while self._to_submit and not self._stopping:
+                taken = self._take_next()
+                if taken is not None:
+                    await self._submit(*taken)
+                if time.monotonic() > slice_ends:
+                    await asyncio.sleep(0)
+                    slice_ends = time.monotonic() + SUBMIT_SLICE_SECONDS
+        finally:
+            self._submitters -= 1
+            self.check_idle()
+
+    def _take_next(self) -> tuple[JobHandle, Attempt] | None:
+        item = self._to_submit[0]
+        if not isinstance(item, _Batch):
+            return self._to_submit.popleft()
+        item.left -= 1
+        if item.left <= 0:
+            self._to_submit.popleft()
+        if item.reactive:
+            if self._reactive_jobs >= self.config.limits.max_jobs:
+                self.end(
+                    f"the rules submitted {self._reactive_jobs} jobs in reaction to jobs and "
+                    "metrics, the limit (raise limits.max_jobs if that is intended, otherwise a "
+                    "rule is feeding itself)",
+                    "limit",
+                )
+                return None
+            self._reactive_jobs += 1
+        handle = JobHandle(next(self._keys), item.spec, reactive=item.reactive)
+        self._active[handle.key] = handle
+        self._count_submitted(item.spec.group)
+        return handle, handle.attempts[-1]
 
     async def _submit(self, handle: JobHandle, attempt: Attempt) -> None:
+        if handle.cancel_requested:
+            self._unsubmitted(handle, attempt, Outcome.CANCELLED, "cancelled before submission")
+            return
+        self._submitting += 1
         try:
             member_id = await self.member.submit(attempt.spec)
-        except (EnsembleError, ValueError, OSError) as error:
-            self._in_flight -= 1
-            self.metrics.count(attempt.spec.group, "pending", -1)
-            attempt.submit_error = str(error)
-            self._end_without_running(handle, Outcome.FAILED, f"submission failed: {error}")
+        except Exception as error:  # this job's submission failed: this job, and only it, ends
+            self._submitting -= 1
+            reason = f"submission to the {self.member.name} member failed: {one_line(error)}"
+            log.warning("job %s: %s", handle.key, reason)
+            self._unsubmitted(handle, attempt, Outcome.FAILED, reason)
             return
-        self._in_flight -= 1
+        self._submitting -= 1
         attempt.member_id = member_id
+        attempt.phase = max(attempt.phase, 1)
+        if handle.done():  # close() gave up on it meanwhile: leave nothing running
+            await self._cancel_member_job(handle, member_id)
+            return
         self._by_member_id[member_id] = (handle, attempt)
-        for event in self._orphans.pop(member_id, ()):
+        for event in self._orphans.take(member_id):
             self._on_event(event)
-        if not self._in_flight:
+        if not self._submitting:
             self._orphans.clear()
         if (self._stopping or handle.cancel_requested) and member_id in self._by_member_id:
-            await self.member.cancel(member_id)
+            await self._cancel_member_job(handle, member_id)
 
-    def _end_without_running(self, handle: JobHandle, outcome: Outcome, reason: str) -> None:
-        self._active.pop(handle.key, None)
-        handle._resolve(outcome, reason, [])
-        self._check_idle()
+    def _unsubmitted(self, handle: JobHandle, attempt: Attempt, outcome: Outcome, why: str) -> None:
+        """An attempt that never reached the member ends here, counted like any other end."""
+        attempt.phase = 3
+        group = attempt.spec.group
+        self.metrics.count(group, "pending", -1)
+        self._count_outcome(group, outcome)
+        self._finish_job(handle, outcome, why)
+
+    # Events -----------------------------------------------------------------------------------
 
     def _on_event(self, event: JobEvent) -> None:
-        """Every member event passes here, on the loop thread."""
+        """Every member event passes here, on the loop thread: the containment boundary."""
+        try:
+            self._handle_event(event)
+        except Exception as error:
+            self._event_failed(event, error)
+
+    def _handle_event(self, event: JobEvent) -> None:
         entry = self._by_member_id.get(event.jobid)
         if entry is None:
-            if self._in_flight:
-                self._orphans.setdefault(event.jobid, []).append(event)
+            if self._submitting:
+                self._orphans.add(event)
             return
         handle, attempt = entry
-        record = attempt.record
-        record.observe(event)
+        if attempt.repeated(event):
+            return
+        attempt.record.observe(event)
         name = event.name
         group = attempt.spec.group
         if name == "submit":
-            self._waiting[event.jobid] = attempt
+            if attempt.phase < 2:
+                self._waiting[event.jobid] = attempt
         elif name == "start":
+            attempt.phase = 2
             self._waiting.pop(event.jobid, None)
-            self._started(group, record)
+            self._started(group, attempt)
         elif name == "clean":
             self._attempt_ended(handle, attempt)
         if name in self.engine.job_event_names:
             self._perform_all(self.engine.job_event(name, group, handle))
+        self._evaluate_metrics()
+        self.check_idle()
 
-    def _started(self, group: str, record: AttemptRecord) -> None:
+    def _event_failed(self, event: JobEvent, error: Exception) -> None:
+        """A bug met while handling an event: log it; a job whose end it was still ends."""
+        log.error("ensemble: error while handling event %s of job %s", event.name, event.jobid)
+        log.debug("the error", exc_info=error)
+        entry = self._by_member_id.pop(event.jobid, None)
+        if entry is not None and event.name == "clean":
+            handle, attempt = entry
+            self._abandon(handle, attempt, Outcome.FAILED, f"failed: {one_line(error)}")
+            self.check_idle()
+
+    def _started(self, group: str, attempt: Attempt) -> None:
         metrics = self.metrics
+        record = attempt.record
         metrics.count(group, "pending", -1)
         metrics.count(group, "running")
         if record.submit_time is not None and record.start_time is not None:
             metrics.record(group, "pending", record.start_time - record.submit_time)
-        self._perform_all(self.engine.metrics_changed(group, metrics.value))
 
     def _attempt_ended(self, handle: JobHandle, attempt: Attempt) -> None:
         del self._by_member_id[attempt.member_id]
@@ -296,129 +380,128 @@ class Ensemble:
         outcome = record.outcome
         group = attempt.spec.group
         metrics = self.metrics
-        if record.start_time is not None:
+        if attempt.phase == 2:
             metrics.count(group, "running", -1)
             metrics.count(group, "finished")
-            if record.end_time is not None:
+            if record.start_time is not None and record.end_time is not None:
                 metrics.record(group, "duration", record.end_time - record.start_time)
         else:
             metrics.count(group, "pending", -1)
-        metrics.count(group, outcome.value)
+        attempt.phase = 3
+        self._count_outcome(group, outcome)
+        if not self._resubmitted(handle, outcome):
+            self._finish_job(handle, outcome, record.reason, self._log_paths(attempt.member_id))
+        self._perform_all(self.engine.job_outcome(outcome.value, group, handle))
+
+    def _count_outcome(self, group: str, outcome: Outcome) -> None:
+        self.metrics.count(group, outcome.value)
         if not outcome.ok and outcome is not Outcome.CANCELLED and outcome is not Outcome.FAILED:
-            metrics.count(group, "failed")
-        firings = self.engine.job_outcome(outcome.value, group, handle)
-        retried = any(self._resubmits(f, handle) for f in firings)
-        for firing in firings:
-            if firing.rule.action.name != "resubmit":
-                self._perform(firing)
-        if not retried:
-            self._active.pop(handle.key, None)
-            handle._resolve(outcome, record.reason, self.member.log_paths(attempt.member_id))
-        self._perform_all(self.engine.metrics_changed(group, metrics.value))
-        self._check_idle()
+            self.metrics.count(group, "failed")
 
-    def _resubmits(self, firing: Firing, handle: JobHandle) -> bool:
-        """Perform a resubmit firing for the job that just ended; True if it was resubmitted."""
-        action = firing.rule.action
-        if action.name != "resubmit" or self._stopping or handle.cancel_requested:
+    def _resubmitted(self, handle: JobHandle, outcome: Outcome) -> bool:
+        """Let the first resubmit rule that can act on this job resubmit it; only that rule
+        spends one of the job's repetitions."""
+        if self._stopping or handle.cancel_requested:
             return False
+        group = handle.spec.group
+        for index in self.engine.resubmit_rules(outcome.value, group, handle.key):
+            rule = self.engine.rules[index]
+            try:
+                spec = handle.spec.scaled(rule.action.changes)
+                spec = spec.model_copy(update={"attempt": handle.spec.attempt + 1})
+            except Exception as error:
+                firing = Firing(index, rule, group, handle)
+                self._actions.record(firing, f"not resubmitted: {one_line(error)}", job=handle.key)
+                continue
+            firing = self.engine.spend_resubmit(index, group, handle.key)
+            attempt = Attempt(spec)
+            handle.attempts.append(attempt)
+            changes = ", ".join(f"{k} {getattr(spec, k)}" for k in rule.action.changes)
+            detail = f"attempt {spec.attempt}: {changes or 'unchanged'}"
+            self._actions.record(firing, detail, job=handle.key)
+            self.metrics.count(group, "resubmitted")
+            self._enqueue(handle, attempt)
+            return True
+        return False
+
+    def _finish_job(
+        self, handle: JobHandle, outcome: Outcome, reason: str, log_paths: list[str] | None = None
+    ) -> None:
+        """The logical job's outcome is final: resolve its handle and forget it."""
+        self._active.pop(handle.key, None)
+        self._cancel_errors.pop(handle.key, None)
+        self.engine.forget(handle.key)
+        handle.resolve(outcome, reason, log_paths or [])
+
+    def _abandon(self, handle: JobHandle, attempt: Attempt, outcome: Outcome, why: str) -> None:
+        """End a job whose member will not tell its end (lost, or silent past the bound)."""
+        self._by_member_id.pop(attempt.member_id, None)
+        self._waiting.pop(attempt.member_id, None)
+        if attempt.phase < 3:
+            group = attempt.spec.group
+            self.metrics.count(group, "running" if attempt.phase == 2 else "pending", -1)
+            self._count_outcome(group, outcome)
+            attempt.phase = 3
+        self._finish_job(handle, outcome, why)
+
+    def _log_paths(self, member_id: Any) -> list[str]:
         try:
-            spec = handle.spec.scaled(action.changes)
-        except ValueError as error:
-            self._record(firing, f"not resubmitted: {error}")
-            return False
-        spec = spec.model_copy(update={"attempt": handle.spec.attempt + 1})
-        attempt = Attempt(spec)
-        handle.attempts.append(attempt)
-        changes = ", ".join(f"{k} {getattr(spec, k)}" for k in action.changes) or "unchanged"
-        self._record(firing, f"attempt {spec.attempt}: {changes}", job=handle.key)
-        self.metrics.count(spec.group, "resubmitted")
-        self._submit_attempt(handle, attempt, by_rule=True)
-        return True
+            return self.member.log_paths(member_id)
+        except Exception as error:
+            log.warning("ensemble: the job's log paths are unknown: %s", one_line(error))
+            return []
 
-    # Actions ----------------------------------------------------------------------------------
+    # Rules and actions ------------------------------------------------------------------------
+
+    def _evaluate_metrics(self) -> None:
+        changed = self.metrics.changed
+        groups = tuple(changed)
+        changed.clear()
+        self._perform_all(self.engine.metrics_changed(groups, self.metrics.value))
 
     def _perform_all(self, firings: list[Firing]) -> None:
         for firing in firings:
-            self._perform(firing)
+            self._actions.perform(firing)
         if self.engine.exhausted:
-            self._stop(self.engine.exhausted, "limit")
+            self.end(self.engine.exhausted, "limit")
 
-    def _perform(self, firing: Firing, action: Action | None = None) -> None:
-        action = action or firing.rule.action
-        name = action.name
-        if name == "submit":
-            template = self.templates.get(action.label or "")
-            if template is None:
-                self._record(firing, f"no job group '{action.label}' to submit", action=action)
-                return
-            count = action.value or template.count
-            spec = template.spec()
-            for _ in range(count):
-                self._begin(JobHandle(next(self._keys), spec), by_rule=True)
-            self._record(firing, f"{count} x {template.name}", action=action)
-        elif name == "cancel":
-            targets = [
-                h
-                for h in self._active.values()
-                if (h.spec.group == action.label if action.label else h is firing.job)
-            ]
-            for target in targets:
-                self._spawn(self._cancel(target))
-            self._record(firing, f"{len(targets)} job(s)", action=action)
-        elif name in ("grow", "shrink"):
-            self._spawn(self._resize(firing, action))
-        elif name == "terminate":
-            self._record(firing, "ensemble terminated", action=action)
-            self._stop(f"rule {firing.index} terminated the ensemble", "terminated")
-        elif name == "custom":
-            self._custom(firing, action)
-        elif name == "resubmit":
-            self._record(firing, "not resubmitted: only an ended job can be", action=action)
+    def cancel_where(self, label: str | None, job: Any) -> int:
+        """Cancel the active jobs of group `label`, or the job `job` (a cancel action)."""
+        if label:
+            targets = [h for h in self._active.values() if h.spec.group == label]
+        else:
+            targets = [job] if isinstance(job, JobHandle) and job.key in self._active else []
+        self._cancel_many(targets)
+        return len(targets)
 
-    async def _resize(self, firing: Firing, action: Action) -> None:
-        value = action.value or 1
-        resize = self.member.grow if action.name == "grow" else self.member.shrink
-        self._record(firing, await resize(value), action=action)
+    def _cancel_many(self, handles: list[JobHandle]) -> None:
+        """Cancel now the jobs the member has; the others as soon as their submission returns
+        (or instead of it, for those still queued)."""
+        known = []
+        for handle in handles:
+            handle.cancel_requested = True
+            member_id = handle.member_id
+            if member_id is not None and member_id in self._by_member_id:
+                known.append((handle, member_id))
+        if known:
+            self.spawn(self._cancel_member_jobs(known))
 
-    def _custom(self, firing: Firing, action: Action) -> None:
-        if not self.allow_custom:
-            self._record(firing, "skipped: custom actions need --allow-custom", action=action)
-            return
-        module_name, _, function_name = (action.function or "").partition(":")
+    async def _cancel_member_jobs(self, jobs: list[tuple[JobHandle, Any]]) -> None:
+        for count, (handle, member_id) in enumerate(jobs, 1):
+            if member_id in self._by_member_id:
+                await self._cancel_member_job(handle, member_id)
+            if count % 256 == 0:
+                await asyncio.sleep(0)
+
+    async def _cancel_member_job(self, handle: JobHandle, member_id: Any) -> None:
         try:
-            function = getattr(importlib.import_module(module_name), function_name)
-        except (ImportError, AttributeError) as error:
-            self._record(firing, f"cannot load {action.function}: {error}", action=action)
-            return
-        result = function(rule=firing.rule, group=firing.group, job=firing.job, ensemble=self)
-        self._record(firing, f"called {action.function}", action=action)
-        if isinstance(result, dict):
-            self._perform(firing, Action.model_validate(result))
-
-    def _record(
-        self, firing: Firing, detail: str, *, action: Action | None = None, job: Any = None
-    ) -> None:
-        entry = {
-            "rule": firing.index,
-            "action": (action or firing.rule.action).name,
-            "trigger": firing.rule.trigger,
-            "time": round(time.time() - self.started_at, 3),
-            "detail": detail,
-        }
-        if firing.group:
-            entry["group"] = firing.group
-        if job is not None:
-            entry["job"] = job
-        self.actions.append(entry)
-        log.info("rule %d %s: %s", firing.index, entry["action"], detail)
-
-    async def _cancel(self, handle: JobHandle) -> None:
-        """Cancel now, or as soon as the member has the job (its submission may be in flight)."""
-        handle.cancel_requested = True
-        member_id = handle.member_id
-        if member_id is not None and member_id in self._by_member_id:
             await self.member.cancel(member_id)
+        except Exception as error:  # the job may still run: say so if it never ends
+            reason = one_line(error)
+            self._cancel_errors[handle.key] = reason
+            log.warning(
+                "ensemble: cancel of %s job %s failed: %s", self.member.name, member_id, reason
+            )
 
     # Time-driven rules ------------------------------------------------------------------------
 
@@ -426,11 +509,22 @@ class Ensemble:
         """ensemble-python's heartbeat: record the pending time of waiting jobs, re-check rules."""
         while not self._stopping:
             await asyncio.sleep(seconds)
-            now = time.time()
-            for attempt in self._waiting.values():
-                waited = now - (attempt.record.submit_time or now)
-                self.metrics.record(attempt.spec.group, "pending", waited)
-            self._perform_all(self.engine.all_metrics(self.metrics.value))
+            try:
+                now = time.time()
+                for attempt in self._waiting.values():
+                    waited = now - (attempt.record.submit_time or now)
+                    self.metrics.record(attempt.spec.group, "pending", waited)
+                self.metrics.changed.clear()
+                self._perform_all(self.engine.all_metrics(self.metrics.value))
+            except Exception:
+                log.exception("ensemble: heartbeat failed")
+
+    async def _tick_gauges(self) -> None:
+        """Rules on queue.oldest-pending see it grow while jobs wait, within a tick."""
+        while not self._stopping:
+            await asyncio.sleep(GAUGE_TICK_SECONDS)
+            if self._waiting:
+                self._perform_all(self.engine.time_gauges(self.metrics.value))
 
     async def _intervals(self) -> None:
         while not self._stopping:
@@ -439,7 +533,7 @@ class Ensemble:
                 return
             await asyncio.sleep(delay)
             self._perform_all(self.engine.due_intervals())
-            self._check_idle()
+            self.check_idle()
 
     def _oldest_pending(self) -> float:
         """Seconds the longest-waiting job has waited (the `queue.oldest-pending` gauge)."""
@@ -450,28 +544,79 @@ class Ensemble:
 
     # Ending -----------------------------------------------------------------------------------
 
-    def _check_idle(self) -> None:
-        """The ensemble has run to its end when no job is active and no rule can fire again."""
-        if self._active or self._in_flight or self._finished.is_set():
+    def check_idle(self) -> None:
+        """The ensemble has run to its end when no job is active or queued, no action runs,
+        and no rule can fire again."""
+        if self._finished.is_set():
+            return
+        if self._active or self._submitting or self._to_submit or self._actions.running:
             return
         if self._stopping or self.engine.next_interval() is None:
             self._finished.set()
 
-    def _stop(self, reason: str, exit: str) -> None:
+    def end(self, reason: str, exit: str) -> None:
+        """Stop: nothing more is submitted, what runs is cancelled (on the loop thread)."""
         if self._stopping:
             return
         self._stopping = True
         self.exit, self.stop_reason = exit, reason
+        why = f"cancelled: {self._ended_why()}"
+        while self._to_submit:
+            item = self._to_submit.popleft()
+            if not isinstance(item, _Batch):
+                self._unsubmitted(item[0], item[1], Outcome.CANCELLED, why)
+        self._cancel_many(list(self._active.values()))
+        self.check_idle()
+
+    def _ended_why(self) -> str:
+        return (
+            f"the ensemble ended ({self.stop_reason})" if self.stop_reason else "the ensemble ended"
+        )
+
+    def _member_lost(self, reason: str) -> None:
+        """The member's stream is gone for good: end the ensemble, resolve every job now."""
+        if not on_controller_thread():
+            self._threadsafe(self._member_lost, reason)
+            return
+        log.error("ensemble: the %s member was lost: %s", self.member.name, reason)
+        self.end(f"the {self.member.name} member was lost: {reason}", "error")
+        why = (
+            f"failed: the {self.member.name} member was lost ({reason}); "
+            "what became of the job on the queue is unknown"
+        )
         for handle in list(self._active.values()):
-            self._spawn(self._cancel(handle))
-        self._check_idle()
+            self._abandon(handle, handle.attempts[-1], Outcome.FAILED, why)
+        self.check_idle()
 
     async def _close(self) -> None:
-        self._stop(self.stop_reason, self.exit)
+        self.end(self.stop_reason, self.exit)
         deadline = time.monotonic() + CLOSE_WAIT_SECONDS
-        while (self._active or self._in_flight) and time.monotonic() < deadline:
+        while self._active or self._submitting or self._actions.running:
+            if time.monotonic() > deadline:
+                break
             await asyncio.sleep(0.02)
+        for handle in list(self._active.values()):
+            attempt = handle.attempts[-1]
+            said = self._cancel_errors.get(handle.key)
+            why = (
+                f"cancelled: the {self.member.name} member did not confirm the end of job "
+                f"{attempt.member_id} within {CLOSE_WAIT_SECONDS:g} s"
+                + (f" (its cancel failed: {said})" if said else "")
+            )
+            self._abandon(handle, attempt, Outcome.CANCELLED, why)
         for task in list(self._tasks):
             task.cancel()
-        await self.member.close()
+        try:
+            async with asyncio.timeout(CLOSE_WAIT_SECONDS):
+                await self.member.close()
+        except Exception as error:
+            log.warning("ensemble: closing the %s member: %s", self.member.name, one_line(error))
         self._finished.set()
+
+    def _resolve_leftovers(self, why: str) -> None:
+        """After the loop stopped: jobs it never took in, or never ended, end here."""
+        with self._intake_lock:
+            handles, self._intake = self._intake, []
+        for handle in [*handles, *list(self._active.values())]:
+            handle.resolve(Outcome.CANCELLED, why, [])
+        self._active.clear()

@@ -55,13 +55,17 @@ class Metrics:
 
     def __init__(self, oldest_pending: Callable[[], float] = lambda: 0.0) -> None:
         self.groups: defaultdict[str, GroupMetrics] = defaultdict(GroupMetrics)
+        #: Groups whose metrics changed since the rules last looked (the reader clears it).
+        self.changed: set[str] = set()
         self._oldest_pending = oldest_pending
 
     def count(self, group: str, key: str, delta: int = 1) -> None:
         self.groups[group].counts[key] += delta
+        self.changed.add(group)
 
     def record(self, group: str, series: str, value: float) -> None:
         self.groups[group].record(series, value)
+        self.changed.add(group)
 
     def value(self, name: str) -> float | None:
         """The current value of a metric name, or None while it has no data."""

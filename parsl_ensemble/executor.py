@@ -30,9 +30,10 @@ from parsl.serialize.errors import SerializationError
 from parsl.utils import RepresentationMixin
 
 from ensemble_core.api import open_ensemble
-from ensemble_core.ensemble import Ensemble, JobHandle
+from ensemble_core.ensemble import Ensemble
 from ensemble_core.errors import EnsembleError
 from ensemble_core.events import Outcome
+from ensemble_core.jobs import JobHandle
 from ensemble_core.spec import JobSpec
 from parsl_ensemble import calls
 from parsl_ensemble.errors import EnsembleTaskError

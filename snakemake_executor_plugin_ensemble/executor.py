@@ -20,8 +20,9 @@ from snakemake_interface_executor_plugins.logging import LoggerExecutorInterface
 from snakemake_interface_executor_plugins.workflow import WorkflowExecutorInterface
 
 from ensemble_core.api import open_ensemble
-from ensemble_core.ensemble import Ensemble, JobHandle
+from ensemble_core.ensemble import Ensemble
 from ensemble_core.errors import EnsembleError
+from ensemble_core.jobs import JobHandle
 from ensemble_core.report import summary_table
 from snakemake_executor_plugin_ensemble.jobspec import job_spec
 from snakemake_executor_plugin_ensemble.settings import LOG_DIR, member_settings

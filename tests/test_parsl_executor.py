@@ -147,8 +147,9 @@ def test_bash_exit_code_is_parsls_error(load):
     assert raised.value.exitcode == 3
 
 
-def test_resource_specification_becomes_the_job(load):
+def test_resource_specification_becomes_the_job(load, mocker):
     executor = load()
+    submitted = mocker.spy(executor.ensemble, "submit")
     spec = {
         "num_tasks": 2,
         "num_nodes": 1,
@@ -160,7 +161,7 @@ def test_resource_specification_becomes_the_job(load):
     }
     add(1, parsl_resource_specification=spec).result()
     add(1).result()
-    first, second = (h.spec for h in executor.ensemble.handles.values())
+    first, second = (h.spec for h in submitted.spy_return_list)
     assert (first.tasks, first.nodes, first.cores_per_task, first.gpus_per_task) == (2, 1, 1, 0)
     assert (first.memory_mb, first.walltime, first.group) == (512, 30, "small")
     assert second.group == "add"  # the app's name by default
@@ -198,10 +199,11 @@ def test_walltime_ends_the_job_as_timeout(load):
     assert raised.value.outcome == "timeout"
 
 
-def test_retry_oom_resubmits_with_more_memory_before_the_future_resolves(load):
+def test_retry_oom_resubmits_with_more_memory_before_the_future_resolves(load, mocker):
     executor = load(rules=["retry-oom"])
+    submitted = mocker.spy(executor.ensemble, "submit")
     assert use_memory(150, parsl_resource_specification={"memory": 100}).result() == 150
-    (handle,) = executor.ensemble.handles.values()
+    (handle,) = submitted.spy_return_list
     assert [a.spec.memory_mb for a in handle.attempts] == [100, 200]
     assert [a.record.outcome.value for a in handle.attempts] == ["oom", "success"]
 
@@ -213,14 +215,15 @@ def test_without_a_rule_oom_fails_the_future(load):
     assert raised.value.outcome == "oom"
 
 
-def test_parsl_retry_handler_can_change_the_resources(load):
+def test_parsl_retry_handler_can_change_the_resources(load, mocker):
     def more_memory(exception, task_record):
         task_record["resource_specification"] = {"memory": 400}
         return 1
 
     executor = load(retries=2, retry_handler=more_memory)
+    submitted = mocker.spy(executor.ensemble, "submit")
     assert use_memory(150, parsl_resource_specification={"memory": 100}).result() == 150
-    memories = [h.spec.memory_mb for h in executor.ensemble.handles.values()]
+    memories = [h.spec.memory_mb for h in submitted.spy_return_list]
     assert memories == [100, 400]  # two Parsl tries, each one job
 
 
@@ -314,4 +317,4 @@ def test_the_example_shows_retry_oom_saving_a_task(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "held (MB): [20, 40, 60, 80, 200]" in done.stdout
-    assert "128 MB: oom -> 256 MB: success" in done.stdout
+    assert "(resubmit) job 5: attempt 2: memory_mb 256" in done.stdout

@@ -155,8 +155,16 @@ def test_resubmit_repetitions_count_per_job():
         Limits(),
         Clock(),
     )
-    assert [bool(engine.job_outcome("oom", "g", "a")) for _ in range(3)] == [True, True, False]
-    assert engine.job_outcome("oom", "g", "b")
+
+    def resubmits(job):
+        (index,) = engine.resubmit_rules("oom", "g", job) or (None,)
+        return index is not None and engine.spend_resubmit(index, "g", job) is not None
+
+    assert engine.job_outcome("oom", "g", "a") == []
+    assert [resubmits("a") for _ in range(3)] == [True, True, False]
+    assert resubmits("b")
+    engine.forget("a")
+    assert resubmits("a")
 
 
 def test_metric_rules_fire_on_their_group_when_true():
@@ -174,10 +182,10 @@ def test_metric_rules_fire_on_their_group_when_true():
         Clock(),
     )
     metrics.count("sleep", "success")
-    assert engine.metrics_changed("sleep", metrics.value) == []
+    assert engine.metrics_changed(["sleep"], metrics.value) == []
     metrics.count("sleep", "success")
-    assert engine.metrics_changed("other", metrics.value) == []
-    assert len(engine.metrics_changed("sleep", metrics.value)) == 1
+    assert engine.metrics_changed(["other"], metrics.value) == []
+    assert len(engine.metrics_changed(["sleep"], metrics.value)) == 1
 
 
 def test_queue_gauges_add_up_the_groups_and_ask_for_the_oldest_wait():

@@ -33,11 +33,9 @@ def main() -> None:
         sizes = [20, 40, 60, 80, 200]
         futures = [fill(mb, parsl_resource_specification={"memory": 128}) for mb in sizes]
         print("held (MB):", [future.result() for future in futures])
-        for handle in executor.ensemble.handles.values():
-            attempts = [f"{a.spec.memory_mb} MB: {a.record.outcome}" for a in handle.attempts]
-            print(f"job {handle.key} ({handle.spec.group}): {' -> '.join(attempts)}")
         for action in executor.ensemble.actions:
-            print(f"rule {action['rule']} ({action['action']}): {action['detail']}")
+            job = f" job {action['job']}" if "job" in action else ""
+            print(f"rule {action['rule']} ({action['action']}){job}: {action['detail']}")
 
 
 if __name__ == "__main__":
