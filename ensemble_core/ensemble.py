@@ -224,6 +224,7 @@ class Ensemble:
         if self._stopping:
             self._finish_job(handle, Outcome.CANCELLED, f"cancelled: {self._ended_why()}")
             return
+        self._finished.clear()  # a front door's ensemble is idle between its jobs, not over
         self._enqueue(handle, handle.attempts[-1])
 
     def submit_group(self, spec: JobSpec, count: int, *, reactive: bool) -> int:
