@@ -20,21 +20,30 @@ NORMAL_ORDER = ["submit", "validate", "depend", "priority", "alloc", "start", "f
                 "free", "clean"]  # fmt: skip
 
 
-def run_jobs(member: LocalMember, specs: list[JobSpec], during=None, timeout: float = 30):
-    """Submit specs, run until every job is clean; return (ids, events by id)."""
+def run_jobs(
+    member: LocalMember, specs: list[JobSpec], during=None, timeout: float = 30, emit=None
+):
+    """Submit specs, run until every job is clean; return (ids, events by id). Nothing may reach
+    the event loop's exception handler (`emit`, if given, sees each event first and may raise)."""
     events: defaultdict[int, list[JobEvent]] = defaultdict(list)
+    escaped: list[dict] = []
 
     async def main():
+        asyncio.get_running_loop().set_exception_handler(
+            lambda loop, context: escaped.append(context)
+        )
         done = asyncio.Event()
         ids: list[int] = []
 
-        def emit(event: JobEvent) -> None:
+        def record(event: JobEvent) -> None:
             events[event.jobid].append(event)
             cleaned = sum(1 for job in events.values() if job[-1].name == "clean")
             if cleaned == len(specs):
                 done.set()
+            if emit is not None:
+                emit(event)
 
-        await member.start(emit)
+        await member.start(record)
         for spec in specs:
             ids.append(await member.submit(spec))
         if during is not None:
@@ -44,6 +53,7 @@ def run_jobs(member: LocalMember, specs: list[JobSpec], during=None, timeout: fl
         return ids
 
     ids = asyncio.run(main())
+    assert escaped == []
     return ids, events
 
 
@@ -228,3 +238,188 @@ def _cmdline(pid: str) -> str:
             return handle.read().replace(b"\0", b" ").decode()
     except OSError:
         return ""
+
+
+def test_bad_output_and_reserve_after_settings():
+    with pytest.raises(MemberError, match="output: must be one of job, group, run"):
+        LocalMember(output="file")
+    with pytest.raises(MemberError, match="reserve_after: must be 0 or more seconds"):
+        LocalMember(reserve_after=-1)
+
+
+# Output files ---------------------------------------------------------------------------------
+
+
+def test_empty_output_files_are_removed_and_the_rest_kept(log_dir):
+    member = LocalMember(log_dir=log_dir)
+    quiet = [JobSpec(command=["true"], group="quiet") for _ in range(20)]
+    talks = JobSpec(command=["echo", "hi"], group="talks")
+    fails = JobSpec(command=["sh", "-c", "echo why >&2; exit 3"], group="fails")
+    ids, _ = run_jobs(member, [*quiet, talks, fails])
+    assert sorted(os.listdir(log_dir)) == [f"fails-{ids[21]}.err", f"talks-{ids[20]}.out"]
+    assert member.log_paths(ids[0]) == []
+    assert member.log_paths(ids[20]) == [f"{log_dir}/talks-{ids[20]}.out"]
+    (failed,) = member.log_paths(ids[21])
+    assert Path(failed).read_text() == "why\n"
+
+
+def test_a_named_output_file_that_existed_before_is_kept(tmp_path, log_dir):
+    existing = tmp_path / "kept.out"
+    existing.touch()
+    member = LocalMember(log_dir=log_dir)
+    ids, _ = run_jobs(member, [JobSpec(command=["true"], stdout=str(existing))])
+    assert existing.exists() and member.log_paths(ids[0]) == [str(existing)]
+
+
+@pytest.mark.parametrize("mode, files", [("group", ["a.log", "b.log"]), ("run", ["ensemble.log"])])
+def test_output_per_group_or_per_run_is_labelled_by_job(tmp_path, log_dir, mode, files):
+    member = LocalMember(log_dir=log_dir, output=mode, cores=4)
+    talks = "printf 'one\\ntwo'; echo oops >&2"
+    own = tmp_path / "own-{{id}}.out"
+    specs = [
+        JobSpec(command=["sh", "-c", talks], group="a", tasks=2),
+        JobSpec(command=["true"], group="a"),
+        JobSpec(command=["no-such-command-xyz"], group="b"),
+        JobSpec(command=["echo", "mine"], group="b", stdout=str(own)),
+    ]
+    ids, events = run_jobs(member, specs)
+    assert sorted(os.listdir(log_dir)) == files
+    lines = []
+    for name in files:
+        header, *body = (Path(log_dir) / name).read_text().splitlines()
+        assert header.startswith("# local member (pid ")
+        lines += body
+    first, missing = f"a-{ids[0]}", f"b-{ids[2]}"
+    assert sorted(lines) == sorted(
+        [f"{first}.out: one", f"{first}.out: one", f"{first}.out: two", f"{first}.out: two",
+         f"{first}.err: oops", f"{first}.err: oops",
+         f"{missing}.err: ensemble: task 0: start failed: [Errno 2] No such file or directory: "
+         "'no-such-command-xyz'"]
+    )  # fmt: skip
+    assert member.log_paths(ids[0]) == [f"{log_dir}/{files[0]}"]
+    assert member.log_paths(ids[1]) == []
+    assert member.log_paths(ids[2]) == [f"{log_dir}/{files[-1]}"]
+    mine = tmp_path / f"own-{ids[3]}.out"
+    assert mine.read_text() == "mine\n" and member.log_paths(ids[3]) == [str(mine)]
+    assert outcome_of(events[ids[2]]).exit_code == 127
+
+
+def test_names_cannot_leave_the_log_directory(tmp_path):
+    groups = ["../../x", "/etc/evil", "..", "a/b", "line\nbreak", ".hidden", ""]
+    for mode in ("job", "group"):
+        log_dir = tmp_path / mode / "deep" / "logs"
+        member = LocalMember(log_dir=str(log_dir), output=mode)
+        specs = [JobSpec(command=["echo", "hi"], group=group) for group in groups]
+        ids, _ = run_jobs(member, specs)
+        written = sorted(p.relative_to(tmp_path / mode) for p in (tmp_path / mode).rglob("*"))
+        names = sorted(os.listdir(log_dir))
+        assert written == [Path("deep"), Path("deep/logs")] + [
+            Path("deep/logs", name) for name in names
+        ]
+        if mode == "job":
+            safe = ["_.._x", "_etc_evil", "_", "a_b", "line_break", "hidden", "_"]
+            assert names == sorted(
+                f"{name}-{jobid}.out" for name, jobid in zip(safe, ids, strict=True)
+            )
+        else:
+            assert names == ["_.._x.log", "_.log", "_etc_evil.log", "a_b.log", "hidden.log",
+                             "line_break.log"]  # fmt: skip
+            assert "\nbreak" not in (log_dir / "line_break.log").read_text()
+
+
+# Errors end one job, never the member -----------------------------------------------------------
+
+
+def test_output_that_cannot_be_opened_fails_the_job_and_gives_its_cores_back(tmp_path, log_dir):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    member = LocalMember(cores=1, log_dir=log_dir)
+    specs = [
+        JobSpec(command=["true"], stdout=str(blocker / "out.txt")),
+        JobSpec(command=["echo", "next"]),
+    ]
+    ids, events = run_jobs(member, specs)
+    assert [e.name for e in events[ids[0]]] == [
+        "submit", "validate", "depend", "priority", "alloc", "exception", "release", "free",
+        "clean",
+    ]  # fmt: skip
+    record = outcome_of(events[ids[0]])
+    assert record.outcome is Outcome.FAILED
+    assert record.reason == (
+        f"failed: cannot open the job's output file {blocker}/out.txt: {blocker} is not a directory"
+    )
+    assert member.log_paths(ids[0]) == []
+    assert outcome_of(events[ids[1]]).outcome is Outcome.SUCCESS
+
+
+def test_jobs_whose_tasks_all_fail_to_start_do_not_stop_the_queue(log_dir):
+    member = LocalMember(cores=1, log_dir=log_dir)
+    specs = [JobSpec(command=["no-such-command-xyz"], tasks=1) for _ in range(5)]
+    ids, events = run_jobs(member, [*specs, JobSpec(command=["true"])])
+    assert [outcome_of(events[i]).exit_code for i in ids] == [127] * 5 + [0]
+    assert all([e.name for e in events[i]] == NORMAL_ORDER for i in ids)
+
+
+def test_an_error_in_a_callback_ends_that_job_and_no_other(monkeypatch, log_dir):
+    real_reap = LocalMember._reap
+
+    def reap_failing_for_job_1(self, job, pid):
+        if job.jobid == 1:
+            raise RuntimeError("injected")
+        real_reap(self, job, pid)
+
+    monkeypatch.setattr(LocalMember, "_reap", reap_failing_for_job_1)
+    member = LocalMember(cores=1, log_dir=log_dir)
+    started = time.monotonic()
+    ids, events = run_jobs(member, [JobSpec(command=["true"]), JobSpec(command=["true"])])
+    assert time.monotonic() - started < 10
+    assert [e.name for e in events[ids[0]]][-5:] == [
+        "start", "exception", "release", "free", "clean"
+    ]  # fmt: skip
+    failed = outcome_of(events[ids[0]])
+    assert (failed.outcome, failed.reason) == (
+        Outcome.FAILED,
+        "failed: local member error: injected",
+    )
+    assert failed.exception["severity"] == 0
+    assert [e.name for e in events[ids[1]]] == NORMAL_ORDER
+
+
+def test_a_raising_event_handler_does_not_stop_the_member(log_dir):
+    def handler_that_raises(event: JobEvent) -> None:
+        if event.name in ("alloc", "finish"):
+            raise RuntimeError("a broken controller")
+
+    specs = [JobSpec(command=["true"]) for _ in range(4)]
+    ids, events = run_jobs(LocalMember(cores=1, log_dir=log_dir), specs, emit=handler_that_raises)
+    assert all([e.name for e in events[i]] == NORMAL_ORDER for i in ids)
+
+
+def test_finished_jobs_are_forgotten(monkeypatch, log_dir):
+    monkeypatch.setattr("ensemble_core.members.local.RECENT_JOBS", 2)
+    member = LocalMember(cores=2, log_dir=log_dir)
+    specs = [JobSpec(command=["sh", "-c", "exit 1"]) for _ in range(5)]
+    specs += [JobSpec(command=["echo", str(n)]) for n in range(5)]
+    ids, _ = run_jobs(member, specs)
+    assert (member._jobs, member._running, member._scheduler.waiting) == ({}, {}, 0)
+    assert list(member._recent) == ids[-2:]
+
+
+# Order and fairness -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "reserve_after, order", [(60.0, ["narrow", "wide"]), (0.0, ["wide", "narrow"])]
+)
+def test_a_wide_job_is_overtaken_until_it_has_waited_reserve_after(log_dir, reserve_after, order):
+    member = LocalMember(cores=2, log_dir=log_dir, reserve_after=reserve_after)
+    specs = [
+        JobSpec(command=["sleep", "0.3"], group="busy"),
+        JobSpec(command=["true"], group="wide", tasks=2),
+        JobSpec(command=["true"], group="narrow"),
+    ]
+    ids, events = run_jobs(member, specs)
+    starts = {
+        spec.group: outcome_of(events[i]).start_time for spec, i in zip(specs, ids, strict=True)
+    }
+    assert sorted(order, key=starts.get) == order

@@ -87,13 +87,11 @@ class LocalMember(Member):
                 "local member: cores, memory and nodes must be at least 1 and gpus at least 0"
             )
         if output not in OUTPUT_MODES:
+            raise MemberError(f"output: must be one of {', '.join(OUTPUT_MODES)} (got {output!r})")
+        if reserve_after is not None and not 0 <= reserve_after < math.inf:
             raise MemberError(
-                f"local member: output must be one of {', '.join(OUTPUT_MODES)}, not {output!r}"
-            )
-        if reserve_after is not None and not (0 <= reserve_after < math.inf):
-            raise MemberError(
-                "local member: reserve_after must be a number of seconds, 0 or more "
-                "(or null to never reserve)"
+                f"reserve_after: must be 0 or more seconds, or null to never reserve "
+                f"(got {reserve_after!r})"
             )
         self._scheduler = Scheduler(
             Capacity(self.cores, self.memory_mb, self.gpus), nodes, self.max_nodes, reserve_after
@@ -228,17 +226,17 @@ class LocalMember(Member):
         self._running[job.jobid] = job
         self._event(job.jobid, "alloc")
         output = job.output = self._outputs.for_job(job.jobid, spec)
-        try:
-            stdout, stderr = output.open()
-        except OutputError as error:
-            self._abort(job, str(error))
-            return
         environment = {**os.environ, **spec.environment}
         environment.update(
             ENSEMBLE_JOB_ID=str(job.jobid), ENSEMBLE_GROUP=spec.group, FLUX_JOB_SIZE=str(spec.tasks)
         )
         for rank in range(spec.tasks):
             environment["FLUX_TASK_RANK"] = str(rank)
+            try:
+                stdout, stderr = output.open()
+            except OutputError as error:
+                self._abort(job, str(error))
+                return
             try:
                 process = subprocess.Popen(
                     spec.command,

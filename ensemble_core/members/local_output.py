@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import errno
 import logging
 import os
 import re
@@ -42,10 +43,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 def safe_name(text: str) -> str:
     """`text` as one file name that stays in its directory: letters, digits, `.`, `_` and `-`,
     never starting with a dot, at most 100 characters."""
-    name = _UNSAFE.sub("_", text)[:MAX_NAME]
-    if name.startswith("."):
-        name = "_" + name[1:]
-    return name or "_"
+    return _UNSAFE.sub("_", text).lstrip(".")[:MAX_NAME] or "_"
 
 
 class OutputError(OSError):
@@ -56,7 +54,8 @@ class JobOutput(Protocol):
     """One job's output, from before its tasks start to after they end."""
 
     def open(self) -> tuple[int, int]:
-        """File descriptors for the tasks' stdout and stderr; OutputError names the file."""
+        """File descriptors for the next task's stdout and stderr; OutputError names the file.
+        Called once per task, before each starts."""
 
     def started(self, loop: asyncio.AbstractEventLoop, on_error: Callable[[str], None]) -> None:
         """The tasks run: close the parent's copies, begin reading if output is streamed."""
@@ -114,6 +113,9 @@ class JobFiles:
         self._kept: list[str] | None = None
 
     def open(self) -> tuple[int, int]:
+        """The same two files for every task of the job."""
+        if self._fds:
+            return self._fds[0], self._fds[-1]
         for path in self._paths:
             try:
                 _make_dir(path.parent, self._made_dirs)
@@ -187,24 +189,27 @@ class SharedLog:
 
 
 class LabelledPipes:
-    """The job's stdout and stderr read through pipes into a shared log, each line labelled."""
+    """The job's stdout and stderr read through pipes into a shared log, each line labelled.
+    Every task has pipes of its own, so the lines of tasks never mix."""
 
     def __init__(self, shared: SharedLog, label: str) -> None:
         self._shared = shared
         self._prefixes = {"out": f"{label}.out: ".encode(), "err": f"{label}.err: ".encode()}
-        self._readers: dict[int, str] = {}  # read end -> stream
+        self._streams: dict[int, str] = {}  # read end -> "out" or "err"
+        self._partial: dict[int, bytes] = {}  # read end -> the line begun
         self._writers: list[int] = []
-        self._partial: dict[str, bytes] = {"out": b"", "err": b""}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wrote = False
         self._finished = False
 
     def open(self) -> tuple[int, int]:
+        """The pipes' write ends for the next task."""
+        self._close_writers()
         try:
             for stream in ("out", "err"):
                 read, write = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
                 os.set_blocking(write, True)
-                self._readers[read] = stream
+                self._streams[read], self._partial[read] = stream, b""
                 self._writers.append(write)
         except OSError as error:
             self._close_all()
@@ -212,25 +217,20 @@ class LabelledPipes:
         return self._writers[0], self._writers[1]
 
     def started(self, loop: asyncio.AbstractEventLoop, on_error: Callable[[str], None]) -> None:
-        for fd in self._writers:
-            os.close(fd)
-        self._writers.clear()
+        self._close_writers()
         self._loop = loop
-        for fd in self._readers:
+        for fd in self._streams:
             loop.add_reader(fd, self._readable, fd, on_error)
 
     def note(self, text: str) -> None:
-        self._take("err", text.encode())
+        self._write("err", [text.rstrip("\n").encode()])
 
     def finish(self) -> list[str]:
         if not self._finished:
             self._finished = True
-            for fd in list(self._readers):
+            for fd in list(self._streams):
                 while self._read(fd):
                     pass
-            for stream, rest in self._partial.items():
-                if rest:
-                    self._write(stream, [rest])
             self._close_all()
         return self.paths()
 
@@ -252,18 +252,15 @@ class LabelledPipes:
         if not data:
             self._forget(fd)
             return False
-        self._take(self._readers[fd], data)
-        return True
-
-    def _take(self, stream: str, data: bytes) -> None:
-        lines = (self._partial[stream] + data).split(b"\n")
+        lines = (self._partial[fd] + data).split(b"\n")
         rest = lines.pop()
         if len(rest) >= MAX_LINE:
             lines.append(rest)
             rest = b""
-        self._partial[stream] = rest
+        self._partial[fd] = rest
         if lines:
-            self._write(stream, lines)
+            self._write(self._streams[fd], lines)
+        return True
 
     def _write(self, stream: str, lines: list[bytes]) -> None:
         prefix = self._prefixes[stream]
@@ -271,17 +268,23 @@ class LabelledPipes:
         self._wrote = True
 
     def _forget(self, fd: int) -> None:
-        del self._readers[fd]
+        """Stop reading a pipe; a line it left unfinished is written as it is."""
+        stream, rest = self._streams.pop(fd), self._partial.pop(fd)
         if self._loop is not None:
             self._loop.remove_reader(fd)
         os.close(fd)
+        if rest:
+            self._write(stream, [rest])
 
-    def _close_all(self) -> None:
-        for fd in list(self._readers):
-            self._forget(fd)
+    def _close_writers(self) -> None:
         for fd in self._writers:
             os.close(fd)
         self._writers.clear()
+
+    def _close_all(self) -> None:
+        for fd in list(self._streams):
+            self._forget(fd)
+        self._close_writers()
 
 
 _APPEND = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
@@ -289,7 +292,10 @@ _APPEND = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
 
 def _make_dir(path: Path, made: set[Path]) -> None:
     if path not in made:
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise NotADirectoryError(errno.ENOTDIR, f"{path} is not a directory") from None
         made.add(path)
 
 
