@@ -24,6 +24,7 @@ from ensemble_core.ensemble import Ensemble
 from ensemble_core.errors import EnsembleError
 from ensemble_core.jobs import JobHandle
 from ensemble_core.report import summary_table
+from ensemble_core.spec import JobSpec
 from snakemake_executor_plugin_ensemble.jobspec import job_spec
 from snakemake_executor_plugin_ensemble.settings import LOG_DIR, member_settings
 
@@ -110,8 +111,9 @@ class Executor(RemoteExecutor):
                 self.workflow.executor_settings.memory_overhead_mb,
             )
         except ValueError as error:
-            self.report_job_error(SubmittedJobInfo(job), msg=f"not submitted: {error}. ")
+            self._report_error(SubmittedJobInfo(job), f"not submitted: {error}. ")
             return
+        spec = self._fit_threads(job, spec)
         handle = self._ensemble.submit(spec)
         self._handles[handle.key] = handle
         handle.add_done_callback(self._wakeup.notify)
@@ -135,9 +137,42 @@ class Executor(RemoteExecutor):
             if handle.outcome is not None and handle.outcome.ok:
                 self.report_job_success(job_info)
             else:
-                self.report_job_error(
-                    job_info, msg=self._failure(handle), aux_logs=handle.log_paths
-                )
+                self._report_error(job_info, self._failure(handle), handle.log_paths)
+
+    @property
+    def cores(self) -> int | str:
+        """`--cores` of each spawned Snakemake: on the local member, the node's cores, so a
+        job's threads are what the member gave it, as in Snakemake's local execution."""
+        per_node = self._cores_per_node
+        return per_node if per_node is not None else super().cores
+
+    @property
+    def _cores_per_node(self) -> int | None:
+        """The local member's cores per node; None for members whose nodes are not this one."""
+        if self._ensemble is None or self._member != "local":
+            return None
+        return self._ensemble.member.describe().get("cores_per_node")
+
+    def _fit_threads(self, job: JobExecutorInterface, spec: JobSpec) -> JobSpec:
+        """As Snakemake's local execution does: a job asking for more threads than the local
+        member's node has runs with the node's cores (and says so), instead of never."""
+        cores = self._cores_per_node
+        if cores is None or spec.tasks > 1 or spec.cores_per_task <= cores:
+            return spec
+        self.logger.info(
+            f"Job {job.jobid} ({job.name}) asks for {spec.cores_per_task} threads; the local "
+            f"member's node has {cores} cores: running it with {cores}."
+        )
+        return spec.model_copy(update={"cores_per_task": cores})
+
+    def _report_error(
+        self, job_info: SubmittedJobInfo, message: str, logs: list[str] | None = None
+    ) -> None:
+        """Report a failure; for group jobs also log the reason, which Snakemake's
+        `GroupJob.log_error` drops (the user would see `message: None`)."""
+        if job_info.job.is_group():
+            self.logger.error(f"Error in group job {job_info.job.jobid}: {message.strip()}")
+        self.report_job_error(job_info, msg=message, aux_logs=logs or [])
 
     def _failure(self, handle: JobHandle) -> str:
         """Why the job failed, with the member's job id and how many attempts the rules made."""

@@ -301,3 +301,47 @@ def processes_with(text: str) -> list[str]:
         if text in command:
             found.append(command)
     return found
+
+
+def test_a_failed_group_job_tells_its_reason(tmp_path: Path) -> None:
+    write_snakefile(
+        tmp_path,
+        """
+        rule all:
+            input: "b.txt"
+        rule a:
+            output: "a.txt"
+            group: "pair"
+            shell: "touch {output}"
+        rule b:
+            input: "a.txt"
+            output: "b.txt"
+            group: "pair"
+            shell: "exit 5"
+        """,
+    )
+    result = run_snakemake(tmp_path)
+    assert result.returncode != 0
+    # Snakemake's GroupJob.log_error drops the message (its rules show `message: None`): the
+    # plugin logs it itself. The group's spawned Snakemake exits 1 when a rule inside fails.
+    assert re.search(
+        r"Error in group job \S+: ensemble: failed with exit code 1 \(local job", (result.stderr)
+    )
+
+
+def test_more_threads_than_the_local_member_has_run_scaled_down(tmp_path: Path) -> None:
+    write_snakefile(
+        tmp_path,
+        """
+        rule all:
+            threads: 64
+            output: "threads.txt"
+            shell: "echo {threads} > {output}"
+        """,
+    )
+    result = run_snakemake(tmp_path, "--ensemble-cores", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "threads.txt").read_text().strip() == "2"
+    assert "asks for 64 threads; the local member's node has 2 cores: running it with 2" in (
+        result.stderr
+    )
