@@ -423,3 +423,25 @@ def test_a_wide_job_is_overtaken_until_it_has_waited_reserve_after(log_dir, rese
         spec.group: outcome_of(events[i]).start_time for spec, i in zip(specs, ids, strict=True)
     }
     assert sorted(order, key=starts.get) == order
+
+
+def test_nothing_starts_after_close_and_output_is_closed(log_dir):
+    seen: dict[str, object] = {}
+
+    async def close_then_look(member, ids):
+        await asyncio.sleep(0.3)
+        await member.close()
+        await asyncio.sleep(0.3)  # the killed job ends; the waiting one must not start
+        seen["second started"] = ids[1] in member._running
+        with pytest.raises(MemberError, match="the local member is closed"):
+            await member.submit(JobSpec(command=["true"]))
+        await member.cancel(ids[1])
+
+    member = LocalMember(cores=1, log_dir=log_dir, output="run", grace_seconds=0.1)
+    specs = [JobSpec(command=["sh", "-c", "echo before; sleep 30"]), JobSpec(command=["true"])]
+    ids, events = run_jobs(member, specs, during=close_then_look)
+    assert seen == {"second started": False}
+    assert outcome_of(events[ids[1]]).outcome is Outcome.CANCELLED
+    assert "alloc" not in [e.name for e in events[ids[1]]]
+    lines = (Path(log_dir) / "ensemble.log").read_text().splitlines()
+    assert lines[1:] == [f"default-{ids[0]}.out: before"]

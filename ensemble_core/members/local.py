@@ -110,6 +110,7 @@ class LocalMember(Member):
         self._memory_watch: asyncio.Task[None] | None = None
         self._scheduling = False
         self._again = False
+        self._closed = False
 
     @property
     def nodes(self) -> list[Any]:
@@ -123,6 +124,8 @@ class LocalMember(Member):
         self._outputs.start()
 
     async def submit(self, spec: JobSpec) -> int:
+        if self._closed:
+            raise MemberError("the local member is closed: it starts no more jobs")
         jobid = next(self._ids)
         job = _Job(jobid, spec)
         self._jobs[jobid] = job
@@ -186,8 +189,11 @@ class LocalMember(Member):
         return job.output.paths() if job.output is not None else []
 
     async def close(self) -> None:
+        """Kill what still runs and close every output; nothing starts after this."""
+        self._closed = True
         for job in list(self._running.values()):
             self._signal(job, signal.SIGKILL)
+            self._finish_output(job)
         if self._memory_watch is not None:
             self._memory_watch.cancel()
         self._outputs.close()
@@ -206,7 +212,7 @@ class LocalMember(Member):
     def _schedule(self) -> None:
         """Start what fits now. A job that ends while its siblings launch (all its tasks failed
         to start) asks for another pass rather than re-entering this one."""
-        if self._scheduling:
+        if self._scheduling or self._closed:
             self._again = True
             return
         self._scheduling = True

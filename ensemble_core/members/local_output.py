@@ -240,7 +240,7 @@ class LabelledPipes:
     def _readable(self, fd: int, on_error: Callable[[str], None]) -> None:
         try:
             self._read(fd)
-        except OSError as error:
+        except Exception as error:  # a loop callback: nothing may escape into the loop
             on_error(str(error))
 
     def _read(self, fd: int) -> bool:
