@@ -72,6 +72,23 @@ EXCEPTION_OUTCOMES = {
 }
 
 
+def exception_outcome(context: dict[str, Any]) -> Outcome:
+    """The outcome a fatal exception decides.
+
+    Flux raises no exception of its own for a lost node that a job needs: its job-exec module
+    fails the job with type `exec`, severity 0 and the note "node failure on HOST (rank N)"
+    (flux-core 0.88 `src/modules/job-exec/bulkexec.c`; recorded in
+    tests/fixtures/flux/journal-node-failure.jsonl), so that note marks a node failure. Type
+    `exec` is also Flux's type for other execution errors, which stay `failed`. A lost node the
+    job can do without gets type `node-failure` with severity 2: not fatal, the job runs on.
+    Flux has no `oom` type either; the Flux member raises one from the job shell's report.
+    """
+    kind = context.get("type", "")
+    if kind == "exec" and str(context.get("note", "")).startswith("node failure on "):
+        return Outcome.NODE_FAILURE
+    return EXCEPTION_OUTCOMES.get(kind, Outcome.FAILED)
+
+
 @dataclass(slots=True)
 class JobEvent:
     """One event of one member job, as Flux's job journal delivers it."""
@@ -121,7 +138,7 @@ class AttemptRecord:
     def outcome(self) -> Outcome:
         """The outcome once `clean` was seen: a fatal exception decides, else the exit status."""
         if self.exception is not None:
-            return EXCEPTION_OUTCOMES.get(self.exception.get("type", ""), Outcome.FAILED)
+            return exception_outcome(self.exception)
         return Outcome.SUCCESS if self.status == 0 else Outcome.FAILED
 
     @property

@@ -1,6 +1,7 @@
 """flux-python faked at its boundary, replaying journals recorded on a real Flux 0.88.0 instance.
 
-Only what the Flux member calls exists: `flux.Flux(uri)`, a handle's `attr_get`, `rpc`,
+Only what the Flux member calls exists: `flux.Flux(uri)`, a handle's `attr_get`, `rpc` (resource
+drain/undrain/status, and `job-info.lookup` of a recorded output eventlog),
 `fd_watcher_create`, `reactor_run`, `reactor_stop`; `flux.job.submit_async`, `JournalConsumer`,
 `event_watch_async`, `cancel_async`; `flux.constants.FLUX_POLLIN`. Errors are raised as flux-python
 raises them (OSError subclasses with an errno and Flux's text).
@@ -27,6 +28,16 @@ SENTINEL = {"sentinel": True}
 
 def load(name: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (FIXTURES / name).read_text().splitlines() if line]
+
+
+def repeat(lines: list[dict[str, Any]], copies: int) -> list[dict[str, Any]]:
+    """The recorded jobs `copies` times over, each copy with fresh ids and later timestamps."""
+    span = max(r["timestamp"] for r in lines) - min(r["timestamp"] for r in lines) + 1.0
+    return [
+        {**r, "id": r["id"] + copy * 10**12, "timestamp": r["timestamp"] + copy * span}
+        for copy in range(copies)
+        for r in lines
+    ]
 
 
 class Event:
@@ -70,6 +81,8 @@ class Instance:
         self.size = size
         self.drained: dict[int, str] = {}
         self.refuse_drain: OSError | None = None
+        self.outputs: dict[str, dict[str, str]] = {}  # kind -> recorded output eventlog
+        self.lookups: list[int] = []
         self.cond = threading.Condition()
 
     def posted(self, record: dict[str, Any]) -> bool:
@@ -135,7 +148,14 @@ class Handle:
 
     def rpc(self, topic: str, payload: Any = None, nodeid: int = 0, flags: int = 0) -> Future:
         instance = self.instance
-        targets = set(_decode(payload["targets"])) if payload else set()
+        targets = set(_decode(payload["targets"])) if payload and "targets" in payload else set()
+        if topic == "job-info.lookup":
+            jobid = payload["id"]
+            instance.lookups.append(jobid)
+            recorded = instance.outputs.get(instance.kinds.get(jobid) or "")
+            if recorded is None:
+                return Future(error=FileNotFoundError(errno.ENOENT, "No such file or directory"))
+            return Future({"id": jobid, **{key: recorded[key] for key in payload["keys"]}})
         if topic == "resource.status":
             drain = {
                 str(rank): {"timestamp": 1.0, "reason": r} for rank, r in instance.drained.items()
@@ -182,32 +202,42 @@ class Handle:
 
 
 class JournalConsumer:
-    """Recorded journal: live from the start, or (full) the sorted backlog, sentinel, then live."""
+    """Recorded journal: the sentinel then live events, or (full) the sorted backlog, sentinel,
+    then live. As in flux-python, the sentinel is returned only when asked for and while
+    `processing_inactive` (set from `full`, or by the caller) says the backlog is awaited, and
+    events at or before `since` are dropped; `break_after` counts the events handed out."""
 
     def __init__(self, handle: Handle, full: bool = True, since: float = 0.0, **kwargs: Any):
         self.instance = handle.instance
         self.full = full
+        self.since = since
         self.include_sentinel = kwargs.get("include_sentinel", False)
+        self.processing_inactive = full
         self.stopped = False
         self.pos = 0
+        self.handed_out = 0
 
     def start(self) -> JournalConsumer:
         instance = self.instance
         self.break_at = instance.break_after if not instance.consumers else None
         instance.consumers.append((self.full, self.include_sentinel))
-        self.items: list[dict[str, Any]] = list(instance.records)
-        if self.full:
+        sentinel = [SENTINEL] if self.include_sentinel and self.processing_inactive else []
+        self.items: list[dict[str, Any]] = sentinel + list(instance.records)
+        if self.full:  # the backlog: what was recorded before the cut and is posted by now
             cut = instance.sentinel_at if instance.sentinel_at is not None else instance.break_after
-            past = [r for r in instance.records[:cut] if r["name"] != "annotations"]
+            with instance.cond:
+                posted = [instance.posted(r) for r in instance.records[:cut]]
+            before = list(zip(instance.records[:cut], posted, strict=True))
+            past = [r for r, done in before if done and r["name"] != "annotations"]
             past.sort(key=lambda r: r["timestamp"])
-            self.items = past + [SENTINEL] * self.include_sentinel + instance.records[cut:]
+            later = [r for r, done in before if not done] + instance.records[cut:]
+            self.items = past + sentinel + later
+        self.items = [i for i in self.items if i is SENTINEL or i["timestamp"] > self.since]
         return self
 
     def poll(self, timeout: float = -1.0) -> Event | None:
         if self.instance.refuse_journal:
             raise PermissionError(errno.EPERM, "Request requires owner credentials")
-        if self.pos == self.break_at:
-            raise ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
         if self.pos >= len(self.items):
             if self.stopped:
                 return None
@@ -215,10 +245,15 @@ class JournalConsumer:
                 self.instance.cond.wait(None if timeout < 0 else timeout)
             raise TimeoutError(errno.ETIMEDOUT, "Connection timed out")
         item = self.items[self.pos]
-        if item is not SENTINEL:
-            self.instance.wait_posted(item, timeout)
+        if item is SENTINEL:
+            self.pos += 1
+            return Event({})
+        if self.handed_out == self.break_at:
+            raise ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
+        self.instance.wait_posted(item, timeout)
         self.pos += 1
-        return Event(item) if item is not SENTINEL else Event({})
+        self.handed_out += 1
+        return Event(item)
 
     def stop(self) -> None:
         self.stopped = True

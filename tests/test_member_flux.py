@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import errno
 import importlib.abc
+import json
 import logging
 import sys
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import flux_fake
@@ -18,6 +20,11 @@ from ensemble_core.errors import MemberError
 from ensemble_core.events import AttemptRecord, JobEvent, Outcome
 from ensemble_core.members import create_member
 from ensemble_core.members.flux import FluxMember, decode_idset, encode_idset
+from ensemble_core.members.flux_oom import (
+    killed_by_sigkill,
+    report_in_file,
+    report_in_output_eventlog,
+)
 from ensemble_core.spec import JobSpec
 
 #: The jobs of journal-basic.jsonl, in the order they were submitted, as JobSpecs.
@@ -44,20 +51,30 @@ EXPECTED = {
 class Run:
     """One member's life on a fake instance: what it emitted, per job."""
 
-    def __init__(self, instance: flux_fake.Instance, **settings: Any) -> None:
+    def __init__(
+        self,
+        instance: flux_fake.Instance,
+        fail_on: Callable[[JobEvent], bool] | None = None,
+        **settings: Any,
+    ) -> None:
         self.instance = instance
+        self.fail_on = fail_on  # the controller raises on these events
         self.member = FluxMember(reconnect_delay=0.0, **settings)
         self.events: dict[int, list[JobEvent]] = defaultdict(list)
         self.cleaned: set[int] = set()
         self.ids: list[int] = []
+        self.logs: dict[int, list[str]] = {}
         self.off_loop_emits = 0
 
     def emit(self, event: JobEvent) -> None:
+        if self.fail_on is not None and self.fail_on(event):
+            raise RuntimeError("rule engine exploded")
         if threading.current_thread() is not threading.main_thread():
             self.off_loop_emits += 1
         self.events[event.jobid].append(event)
         if event.name == "clean":
             self.cleaned.add(event.jobid)
+            self.logs[event.jobid] = self.member.log_paths(event.jobid)
 
     def record(self, jobid: int) -> AttemptRecord:
         attempt = AttemptRecord()
@@ -118,7 +135,7 @@ def test_each_recorded_outcome_comes_out_right(basic, break_after):
     cancelled = done.ids[4]
     assert instance.cancels == [(cancelled, "cancelled by the ensemble")]
     assert "cancel" in done.record(cancelled).reason
-    expected = [(False, False)] if break_after is None else [(False, False), (True, True)]
+    expected = [(False, True)] if break_after is None else [(False, True), (True, True)]
     assert instance.consumers == expected
 
 
@@ -170,7 +187,7 @@ def test_broken_stream_resumes_from_the_backlog_without_loss_or_double_count(
     spec = JobSpec(command=["true"])
     with caplog.at_level(logging.WARNING, logger="ensemble_core.members.flux_stream"):
         done = run(instance, [spec] * 4)
-    assert instance.consumers == [(False, False), (True, True)]
+    assert instance.consumers == [(False, True), (True, True)]
     assert any("broke" in r.getMessage() for r in caplog.records)
     assert done.member.describe()["reconnects"] == 1
     for jobid in done.ids:
@@ -224,7 +241,7 @@ def test_output_directories_are_made_before_submission(basic, monkeypatch, tmp_p
     monkeypatch.chdir(tmp_path)
     spec = JobSpec(command=["true"], stdout="logs/a/out.log", stderr="logs/b/err.log")
     done = run(basic(), [spec, *list(BASIC.values())[1:]], cancel=(4,))
-    assert done.member.log_paths(done.ids[0]) == [
+    assert done.logs[done.ids[0]] == [
         str(tmp_path / "logs/a/out.log"),
         str(tmp_path / "logs/b/err.log"),
     ]
@@ -411,3 +428,210 @@ def test_the_controller_gets_every_outcome_through_the_flux_member(basic):
     assert outcomes == [outcome for outcome, _code in EXPECTED.values()]
     assert [instance.kinds[handle.member_id] for handle in handles] == list(BASIC)
     assert [handles[1].exit_code, handles[2].exit_code] == [1, 3]
+
+
+def test_a_lost_node_is_a_node_failure_as_flux_reports_it(monkeypatch):
+    """Recorded: broker rank 1 killed under two 2-node jobs. The job that needs every rank gets
+    `exec` "node failure on vm (rank 1)"; the one told only rank 0 is critical gets a non-fatal
+    `node-failure` (severity 2), runs on and succeeds."""
+    instance = flux_fake.Instance(flux_fake.load("journal-node-failure.jsonl"))
+    flux_fake.install(monkeypatch, instance)
+    done = run(instance, [JobSpec(command=["sleep", "300"], nodes=2, tasks=2)] * 2)
+    critical, noncritical = (done.record(jobid) for jobid in done.ids)
+    assert [instance.kinds[jobid] for jobid in done.ids] == ["critical", "noncritical"]
+    assert critical.outcome is Outcome.NODE_FAILURE
+    assert critical.reason == "node-failure: node failure on vm (rank 1)"
+    assert noncritical.outcome is Outcome.SUCCESS
+    assert any(e.context.get("type") == "node-failure" for e in done.events[done.ids[1]])
+
+
+@pytest.fixture
+def oom_instance(monkeypatch):
+    instance = flux_fake.Instance(flux_fake.load("journal-oom.jsonl"))
+    outputs = json.loads((flux_fake.FIXTURES / "oom-outputs.json").read_text())
+    instance.outputs = {kind: {"guest.output": o["guest.output"]} for kind, o in outputs.items()}
+    flux_fake.install(monkeypatch, instance)
+    return instance, outputs
+
+
+def test_the_job_shells_oom_report_makes_an_oom_outcome(oom_instance, tmp_path):
+    """Recorded with a real 64 MiB limit (tests/flux_oom_bridge.py): the shell's oom plugin
+    reported in the KVS output eventlog (oom-kvs) or in the stderr file (oom-file); a job
+    that killed itself with SIGKILL (same finish status 35072) stays failed."""
+    instance, outputs = oom_instance
+    stderr = tmp_path / "hog.err"
+    stderr.write_text(outputs["oom-file"]["stderr"])
+    specs = [
+        JobSpec(command=["hog"]),
+        JobSpec(command=["hog"], stdout=str(tmp_path / "hog.out"), stderr=str(stderr)),
+        JobSpec(command=["sh", "-c", "kill -9 $$"]),
+    ]
+    done = run(instance, specs)
+    assert [instance.kinds[jobid] for jobid in done.ids] == ["oom-kvs", "oom-file", "sigkill"]
+    oom_kvs, oom_file, sigkill = (done.record(jobid) for jobid in done.ids)
+    report = "Memory cgroup out of memory: killed 1 task on vm. memory.peak = 64M"
+    assert (oom_kvs.outcome, oom_kvs.reason) == (Outcome.OOM, f"oom: {report}")
+    assert (oom_file.outcome, oom_file.reason) == (Outcome.OOM, f"oom: {report}")
+    assert (sigkill.outcome, sigkill.exit_code) == (Outcome.FAILED, 137)
+    for jobid in done.ids[:2]:
+        names = [event.name for event in done.events[jobid]]
+        assert names[-2:] == ["exception", "clean"]
+        assert done.delivered(jobid)[:-2] == instance.recorded(jobid)[:-1]
+    # the file held the report, so only the jobs without one asked the KVS
+    assert instance.lookups == [done.ids[0], done.ids[2]]
+    assert done.member.held == dict.fromkeys(done.member.held, 0)
+
+
+def test_oom_report_parsing_and_sigkill_statuses():
+    assert killed_by_sigkill(35072)  # the shell's exit 137, as recorded
+    assert killed_by_sigkill(9)  # a raw SIGKILL wait status
+    assert not killed_by_sigkill(36608)  # exit 143 (SIGTERM), as after a lost node
+    assert not killed_by_sigkill(256)
+    assert not killed_by_sigkill(0)
+    text = "output\nflux-shell[1]: ERROR: oom: Memory cgroup out of memory: killed 2 tasks on n1.\n"
+    assert report_in_file(text) == ["Memory cgroup out of memory: killed 2 tasks on n1."]
+    assert report_in_file("flux-shell[0]: ERROR: other: Memory cgroup out of memory\n") == []
+    noise = '{"name":"log","context":{"component":"shell","message":"x"}}\nnot json "log"\n'
+    assert report_in_output_eventlog(noise) == []
+
+
+def test_finished_jobs_leave_nothing_behind(monkeypatch):
+    """3,000 jobs (the recorded 300, ten times over, with fresh ids) in batches of 300, and
+    another user's jobs interleaved: whatever the member holds is for jobs still running."""
+    recorded = flux_fake.load("journal-300.jsonl")
+    lines = flux_fake.repeat(recorded, 10)
+    every_seventh = list(dict.fromkeys(line["id"] for line in recorded))[::7]
+    foreign = tuple(jobid + copy * 10**12 for copy in range(10) for jobid in every_seventh)
+    instance = flux_fake.Instance(lines, foreign=foreign)
+    flux_fake.install(monkeypatch, instance)
+    batch = 300 - len(every_seventh)  # our jobs of one copy
+    runner = Run(instance)
+    peak: dict[str, int] = defaultdict(int)
+
+    def emit(event: JobEvent) -> None:
+        runner.emit(event)
+        for key, value in runner.member.held.items():
+            peak[key] = max(peak[key], value)
+
+    async def scenario() -> list[dict[str, int]]:
+        await runner.member.start(emit)
+        after = []
+        try:
+            for _ in range(10):
+                ids = await asyncio.gather(
+                    *(runner.member.submit(JobSpec(command=["true"])) for _ in range(batch))
+                )
+                runner.ids += ids
+                async with asyncio.timeout(60):
+                    while not runner.cleaned >= set(runner.ids):
+                        await asyncio.sleep(0.005)
+                after.append(runner.member.held)
+        finally:
+            await runner.member.close()
+        return after
+
+    after = asyncio.run(scenario())
+    assert len(set(runner.ids)) == 10 * batch > 2500
+    assert all(runner.record(jobid).outcome is Outcome.SUCCESS for jobid in runner.ids)
+    assert after == [dict.fromkeys(after[0], 0)] * 10
+    assert max(peak.values()) <= batch
+    assert not set(foreign) & set(runner.events)
+
+
+BROKEN_START = ("start", "fail-exit1")
+
+
+def test_the_controller_failing_on_one_job_ends_that_job_alone(basic):
+    """An emit that raises for one job's `start`: that job gets a `member` exception and
+    `clean`, its Flux job is cancelled, the others run on; nothing reaches the loop."""
+    instance = basic()
+    runner = Run(instance, fail_on=lambda e: (e.name, instance.kinds[e.jobid]) == BROKEN_START)
+    loop_errors: list[dict] = []
+
+    async def scenario() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: loop_errors.append(ctx))
+        await runner(list(BASIC.values()), cancel=(4,))
+
+    asyncio.run(scenario())
+    failed = runner.ids[1]
+    outcomes = [runner.record(jobid).outcome for jobid in runner.ids]
+    assert outcomes == [
+        Outcome.FAILED if j == failed else EXPECTED[instance.kinds[j]][0] for j in runner.ids
+    ]
+    assert runner.record(failed).reason == (
+        "failed: the ensemble could not handle its start event: rule engine exploded"
+    )
+    assert [e.name for e in runner.events[failed]][-2:] == ["exception", "clean"]
+    assert sum(e.name == "clean" for e in runner.events[failed]) == 1
+    assert sorted(instance.cancels) == sorted(
+        [(failed, "cancelled by the ensemble"), (runner.ids[4], "cancelled by the ensemble")]
+    )
+    assert runner.record(runner.ids[2]).exit_code == 3
+    assert loop_errors == []
+
+
+def test_an_event_flux_python_cannot_give_ends_its_job_alone(monkeypatch):
+    lines = flux_fake.load("journal-basic.jsonl")
+    broken = next(
+        i for i, r in enumerate(lines) if r["kind"] == "fail-exit3" and r["name"] == "alloc"
+    )
+    lines[broken] = {**lines[broken], "context": 42}  # not a mapping: dict(42) raises
+    instance = flux_fake.Instance(lines)
+    flux_fake.install(monkeypatch, instance)
+    done = run(instance, list(BASIC.values()), cancel=(4,))
+    jobid = done.ids[2]
+    assert done.record(jobid).outcome is Outcome.FAILED
+    assert "could not read a Flux event of this job" in done.record(jobid).reason
+    assert (jobid, "cancelled by the ensemble") in instance.cancels
+    assert sum(e.name == "clean" for e in done.events[jobid]) == 1
+    others = [j for j in done.ids if j != jobid]
+    assert [done.record(j).outcome for j in others] == [
+        EXPECTED[instance.kinds[j]][0] for j in others
+    ]
+
+
+def test_a_stream_that_cannot_be_resumed_calls_on_lost_once(basic, caplog):
+    instance = basic(break_after=20)
+    lost: list[tuple[str, bool]] = []
+    member = FluxMember(reconnect_delay=0.05, reconnect_timeout=0.5)
+    member.on_lost = lambda reason: lost.append(
+        (reason, threading.current_thread() is threading.main_thread())
+    )
+
+    async def scenario() -> str:
+        await member.start(lambda event: None)
+        instance.unreachable = True  # from now on no new connection succeeds
+        try:
+            await asyncio.gather(*(member.submit(spec) for spec in BASIC.values()))
+            async with asyncio.timeout(10):
+                while not lost:
+                    await asyncio.sleep(0.01)
+            await asyncio.sleep(0.2)  # no second call
+            with pytest.raises(MemberError) as refused:
+                await member.submit(BASIC["success"])
+            return str(refused.value)
+        finally:
+            await member.close()
+
+    with caplog.at_level(logging.WARNING):
+        refused = asyncio.run(scenario())
+    assert len(lost) == 1
+    reason, on_loop = lost[0]
+    assert on_loop
+    assert reason.startswith("the Flux event stream broke and could not be resumed within")
+    assert "No such file or directory" in reason
+    assert refused.startswith("the Flux member lost its event stream: the Flux event stream")
+    assert member.describe()["lost"] == reason
+
+
+def test_start_fails_clearly_when_the_journal_never_answers(basic, monkeypatch):
+    basic()
+
+    def silent(self: flux_fake.JournalConsumer, timeout: float = -1.0) -> None:
+        threading.Event().wait(max(timeout, 0))
+        raise TimeoutError(errno.ETIMEDOUT, "Connection timed out")
+
+    monkeypatch.setattr(flux_fake.JournalConsumer, "poll", silent)
+    member = FluxMember(reconnect_timeout=0.3)
+    with pytest.raises(MemberError, match="did not answer within 0 s"):
+        asyncio.run(member.start(lambda event: None))

@@ -22,6 +22,8 @@ from typing import Any
 from ensemble_core.errors import MemberError
 from ensemble_core.events import JobEvent
 from ensemble_core.members.base import EmitEvent, Member
+from ensemble_core.members.flux_oom import find_report as find_oom_report
+from ensemble_core.members.flux_oom import killed_by_sigkill
 from ensemble_core.members.flux_stream import EventStream
 from ensemble_core.spec import JobSpec
 from ensemble_core.translate.flux import to_flux
@@ -34,8 +36,9 @@ INSTALL_HINT = (
 )
 #: Connection errors after which the command thread opens a new handle for the next call.
 _CONNECTION_ERRNOS = {errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN, errno.ECONNREFUSED}
-#: How long events of jobs not (yet) known as ours are kept while a submission is in flight.
-_STASH_SECONDS = 60.0
+#: A submission's result, handed from the command thread to the loop:
+#: (output paths, the submitter's future, the job id or None, the error or None).
+Submitted = tuple[list[str], "asyncio.Future[int]", int | None, Exception | None]
 
 
 def import_flux() -> ModuleType:
@@ -103,10 +106,18 @@ class FluxMember(Member):
     """Runs JobSpecs on a Flux instance; one journal stream reports every job's events.
 
     The journal shows every job of the instance. This member forwards only events of jobs it
-    submitted: it holds events of unknown ids while one of its submissions is in flight (their
-    events can arrive before `submit_async` returns the id), releases them when the id becomes
-    known, and drops the rest. After a reconnect it replays the backlog and drops, per job, every
-    (name, timestamp) it already delivered, and every event of a job whose `clean` it delivered.
+    submitted: events of unknown ids are held while a submission is in flight (their events can
+    arrive before `submit_async` returns the id) and released when the id becomes known; they
+    are dropped as soon as every submission that was in flight when they came has its id, so
+    they can only be someone else's. After a reconnect it replays the backlog and drops, per job,
+    every (name, timestamp) it already delivered; a job whose `clean` it delivered is forgotten,
+    so nothing of a finished job stays behind.
+
+    Failures stay with their job: a submission or cancel Flux refuses raises `MemberError` for
+    that call, and an event the member or the controller cannot handle ends that job alone
+    (`exception` of type `member`, then `clean`; the Flux job is cancelled). Only an event stream
+    that cannot be resumed within `reconnect_timeout` seconds concerns every job: the member then
+    calls `on_lost`.
     """
 
     name = "flux"
@@ -115,6 +126,7 @@ class FluxMember(Member):
         self,
         flux_uri: str | None = None,
         reconnect_delay: float = 1.0,
+        reconnect_timeout: float = 60.0,
         batch_size: int = 512,
         cancel_reason: str = "cancelled by the ensemble",
         inherit_environment: bool = True,
@@ -124,23 +136,28 @@ class FluxMember(Member):
         self.undrain_on_close = undrain_on_close
         self.inherit_environment = inherit_environment
         self.reconnect_delay = reconnect_delay
+        self.reconnect_timeout = reconnect_timeout
         self.batch_size = batch_size
         self.cancel_reason = cancel_reason
         self._flux: ModuleType | None = None
         self._handle: Any = None
         self._commands = concurrent.futures.ThreadPoolExecutor(1, "flux-member-commands")
-        self._outbox: deque[tuple[str, asyncio.Future[int]]] = deque()
+        self._outbox: deque[tuple[str, list[str], asyncio.Future[int]]] = deque()
         self._stream: EventStream | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._emit: EmitEvent | None = None
-        self._in_flight = 0
+        self._issued = 0  # submissions handed to the command thread, in order
+        self._resolved = 0  # of those, how many have their id (or their error), in order
         self._ours: set[int] = set()
-        self._done: set[int] = set()
         self._seen: dict[int, set[tuple[str, float]]] = {}
-        self._stash: dict[int, tuple[float, list[JobEvent]]] = {}
+        self._stash: dict[int, tuple[int, list[JobEvent]]] = {}
+        self._releasing: dict[int, list[JobEvent]] = {}  # ids whose submitter has not resumed
         self._outputs: dict[int, list[str]] = {}
+        self._sigkilled: set[int] = set()
         self._drained: list[int] = []
         self._info: dict[str, Any] = {}
+        self._started = False
+        self._lost: str | None = None
         self._closed = False
         self._drain_reason = f"ensemble shrink (pid {os.getpid()})"
 
@@ -155,26 +172,40 @@ class FluxMember(Member):
             self._flux,
             self._open,
             self._deliver_threadsafe,
+            self._lost_threadsafe,
             reconnect_delay=self.reconnect_delay,
+            give_up_after=self.reconnect_timeout,
             batch_size=self.batch_size,
         )
         self._stream.start(stream_handle)
+        # Jobs submitted before the journal request is in place and ended before it arrives
+        # would never be reported: return only once the job manager has answered it.
+        if not await asyncio.to_thread(self._stream.wait_live, self.reconnect_timeout):
+            reason = self._stream.lost_reason or (
+                f"the Flux job journal did not answer within {self.reconnect_timeout:.0f} s"
+            )
+            await asyncio.to_thread(self._stream.stop)
+            raise MemberError(f"the Flux member cannot follow its jobs: {reason}")
+        self._started = True
 
     async def submit(self, spec: JobSpec) -> int:
         if self._loop is None:
             raise MemberError("the Flux member is not started. Call start() before submit()")
-        jobspec = json.dumps(self.jobspec(spec))
+        if self._lost is not None:
+            raise MemberError(f"the Flux member lost its event stream: {self._lost}")
+        try:
+            jobspec = json.dumps(self.jobspec(spec))
+        except (ValueError, TypeError) as exc:
+            raise MemberError(f"Flux cannot run this job: {exc}") from None
         paths = self._paths(spec)
         for path in paths:  # Flux's job shell opens output files but makes no directory
             with contextlib.suppress(OSError):
                 os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         waiter: asyncio.Future[int] = self._loop.create_future()
-        self._in_flight += 1
-        self._outbox.append((jobspec, waiter))
+        self._issued += 1
+        self._outbox.append((jobspec, paths, waiter))
         self._commands.submit(self._send_outbox)
-        jobid = await waiter
-        self._outputs[jobid] = paths
-        return jobid
+        return await waiter
 
     def jobspec(self, spec: JobSpec) -> dict[str, Any]:
         """The Flux jobspec submitted for `spec`: like `flux submit`, the job runs in this process's
@@ -187,7 +218,11 @@ class FluxMember(Member):
         return document
 
     async def cancel(self, jobid: Any) -> None:
-        await self._in_commands(self._cancel, int(jobid))
+        try:
+            number = int(jobid)
+        except (TypeError, ValueError):
+            raise MemberError(f"the Flux member has no job {jobid!r}") from None
+        await self._in_commands(self._cancel, number)
 
     async def grow(self, value: int) -> str:
         return await self._in_commands(self._resize, self._undrain, value)
@@ -201,12 +236,30 @@ class FluxMember(Member):
             info["events"] = self._stream.mode
             if self._stream.reconnects:
                 info["reconnects"] = self._stream.reconnects
+        if self._lost is not None:
+            info["lost"] = self._lost
         if self._drained:
             info["drained_by_member"] = encode_idset(self._drained)
         return info
 
     def log_paths(self, jobid: Any) -> list[str]:
+        """The job's output files, while the job is active and as its `clean` is emitted."""
         return list(self._outputs.get(int(jobid), []))
+
+    @property
+    def held(self) -> dict[str, int]:
+        """Per-job state the member holds now: its active jobs, and events of unknown jobs while
+        submissions are in flight. A finished job leaves nothing behind (for tests and
+        diagnostics)."""
+        return {
+            "jobs": len(self._ours),
+            "seen": len(self._seen),
+            "outputs": len(self._outputs),
+            "sigkilled": len(self._sigkilled),
+            "stashed": len(self._stash),
+            "releasing": len(self._releasing),
+            "followed": self._stream.following if self._stream is not None else 0,
+        }
 
     async def close(self) -> None:
         if self._closed:
@@ -243,24 +296,31 @@ class FluxMember(Member):
         batch = []
         while self._outbox:
             batch.append(self._outbox.popleft())
-        sent: list[tuple[Any, asyncio.Future[int]]] = []
-        for jobspec, waiter in batch:
-            try:
-                sent.append((self._flux.job.submit_async(self._handle, jobspec), waiter))
-            except Exception as exc:
-                sent.append((exc, waiter))
-        results: list[tuple[asyncio.Future[int], int | None, Exception | None]] = []
-        for future, waiter in sent:
-            try:
-                if isinstance(future, Exception):
-                    raise future
-                results.append((waiter, int(future.get_id()), None))
-            except Exception as exc:
-                results.append((waiter, None, exc))
-                if isinstance(exc, OSError):
-                    self._reopen_if_disconnected(exc)
-        if results:
-            self._loop.call_soon_threadsafe(self._submitted, results)
+        results: list[Submitted] = []
+        try:
+            sent: list[tuple[Any, list[str], asyncio.Future[int]]] = []
+            for jobspec, paths, waiter in batch:
+                try:
+                    future = self._flux.job.submit_async(self._handle, jobspec)
+                except Exception as exc:
+                    future = exc
+                sent.append((future, paths, waiter))
+            for future, paths, waiter in sent:
+                try:
+                    if isinstance(future, Exception):
+                        raise future
+                    results.append((paths, waiter, int(future.get_id()), None))
+                except Exception as exc:
+                    results.append((paths, waiter, None, exc))
+                    if isinstance(exc, OSError):
+                        self._reopen_if_disconnected(exc)
+        finally:  # every submitter gets an answer, in the order they were issued
+            answered = {id(waiter) for _paths, waiter, _jobid, _exc in results}
+            cut = RuntimeError("the submission was interrupted")
+            results += [(p, w, None, cut) for _js, p, w in batch if id(w) not in answered]
+            if results:
+                with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+                    self._loop.call_soon_threadsafe(self._submitted, results)
 
     def _reopen_if_disconnected(self, exc: OSError) -> None:
         if exc.errno in _CONNECTION_ERRNOS:
@@ -276,6 +336,26 @@ class FluxMember(Member):
                 return  # the job is already inactive: nothing left to cancel
             self._reopen_if_disconnected(exc)
             raise MemberError(f"Flux could not cancel job {jobid}: {exc.strerror or exc}") from None
+        except Exception as exc:
+            raise MemberError(f"Flux could not cancel job {jobid}: {exc}") from None
+
+    def _cancel_quietly(self, jobid: int) -> None:
+        try:
+            self._cancel(jobid)
+        except MemberError as exc:
+            log.warning("%s", exc)
+
+    def _find_oom(self, jobid: int, paths: list[str]) -> str | None:
+        try:
+            return find_oom_report(self._handle, jobid, paths)
+        except Exception as exc:
+            log.warning(
+                "could not read the output of Flux job %s to look for the oom plugin's report "
+                "(%s); its exit code 137 stands",
+                jobid,
+                exc,
+            )
+            return None
 
     def _ranks(self) -> tuple[set[int], set[int], set[int]]:
         """(online ranks, ranks drained or excluded, ranks drained by this member) as the resource
@@ -330,32 +410,41 @@ class FluxMember(Member):
 
     # Loop thread: job bookkeeping and emission.
 
-    def _submitted(
-        self, results: list[tuple[asyncio.Future[int], int | None, Exception | None]]
-    ) -> None:
-        for waiter, jobid, exc in results:
-            self._in_flight -= 1
+    def _submitted(self, results: list[Submitted]) -> None:
+        assert self._loop is not None
+        for paths, waiter, jobid, exc in results:
+            self._resolved += 1
             if jobid is None:
                 if not waiter.done():
                     reason = getattr(exc, "strerror", None) or exc
                     waiter.set_exception(MemberError(f"Flux refused the job: {reason}"))
                 continue
             self._ours.add(jobid)
+            if paths:
+                self._outputs[jobid] = paths
             if self._stream is not None:
                 self._stream.watch(jobid)
-            _since, held = self._stash.pop(jobid, (0.0, []))
-            for event in held:
-                self._forward(event)
+            _ticket, held = self._stash.pop(jobid, (0, []))
+            self._releasing[jobid] = held
             if not waiter.done():
                 waiter.set_result(jobid)
+            # The submitter resumes first (its wake-up is queued before this), so the controller
+            # knows the id, and can ask for log_paths, before the job's first event reaches it.
+            self._loop.call_soon(self._release, jobid)
         self._prune_stash()
 
+    def _release(self, jobid: int) -> None:
+        held = self._releasing.pop(jobid, None)
+        if held:
+            self._deliver(held)
+
     def _prune_stash(self) -> None:
-        if not self._in_flight:
-            self._stash.clear()
-            return
-        limit = time.monotonic() - _STASH_SECONDS
-        for jobid in [j for j, (since, _events) in self._stash.items() if since < limit]:
+        """Drop held events once every submission in flight when they came has its id: they
+        are then another job's (another user's, or one of ours that is over)."""
+        while self._stash:
+            jobid, (ticket, _events) = next(iter(self._stash.items()))
+            if ticket > self._resolved:
+                return
             del self._stash[jobid]
 
     def _deliver_threadsafe(self, batch: list[JobEvent]) -> None:
@@ -363,30 +452,127 @@ class FluxMember(Member):
         with contextlib.suppress(RuntimeError):  # the loop closed without closing the member
             self._loop.call_soon_threadsafe(self._deliver, batch)
 
+    def _lost_threadsafe(self, reason: str) -> None:
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._stream_lost, reason)
+
+    def _stream_lost(self, reason: str) -> None:
+        self._lost = reason
+        if not self._started or self._closed:
+            return  # start() reports it, or nobody listens any more
+        try:
+            self.on_lost(reason)
+        except Exception:
+            log.exception("the controller failed while told that the Flux member is lost")
+
     def _deliver(self, batch: list[JobEvent]) -> None:
+        """Forward our jobs' events, hold those of unknown jobs; one job's trouble ends it alone."""
         for event in batch:
             jobid = event.jobid
-            if jobid in self._ours:
-                self._forward(event)
-            elif self._in_flight and jobid not in self._done:
-                self._stash.setdefault(jobid, (time.monotonic(), []))[1].append(event)
+            try:
+                if jobid in self._releasing:
+                    self._releasing[jobid].append(event)
+                elif jobid in self._ours:
+                    self._forward(event)
+                elif self._issued > self._resolved:
+                    held = self._stash.get(jobid)
+                    if held is None:
+                        self._stash[jobid] = (self._issued, [event])
+                    else:
+                        held[1].append(event)
+            except Exception as exc:
+                log.exception("the Flux member failed on event %s of job %s", event.name, jobid)
+                self._fail(jobid, f"the flux member could not handle its {event.name} event: {exc}")
 
     def _forward(self, event: JobEvent) -> None:
         """Emit an event of one of our jobs once, however often a replay repeats it."""
-        assert self._emit is not None
         jobid = event.jobid
         seen = self._seen.setdefault(jobid, set())
         key = (event.name, event.timestamp)
         if key in seen:
             return
         seen.add(key)
-        self._emit(event)
-        if event.name == "clean":
-            self._ours.discard(jobid)
-            self._done.add(jobid)
-            del self._seen[jobid]
-            if self._stream is not None:
-                self._stream.forget(jobid)
+        name = event.name
+        if name == "finish" and killed_by_sigkill(int(event.context.get("status", 0))):
+            self._sigkilled.add(jobid)
+        elif name == "clean" and jobid in self._sigkilled:
+            self._look_for_oom(event)
+            return
+        if not self._emit_or_fail(event):
+            return
+        if name == "clean":
+            self._forget(jobid)
+        elif name == "exception" and event.context.get("type") == "member":
+            self._fail(jobid, None)  # the stream could not read an event of this job
+
+    def _emit_or_fail(self, event: JobEvent) -> bool:
+        """Emit; if the controller raises, end that job (it cannot be followed reliably)."""
+        assert self._emit is not None
+        try:
+            self._emit(event)
+            return True
+        except Exception as exc:
+            log.exception("the ensemble failed on event %s of Flux job %s", event.name, event.jobid)
+            self._fail(event.jobid, f"the ensemble could not handle its {event.name} event: {exc}")
+            return False
+
+    def _fail(self, jobid: int, note: str | None) -> None:
+        """End one job of ours now: a fatal `member` exception (unless sent), `clean`, and a
+        cancel of the Flux job so that nothing is left running."""
+        if jobid not in self._ours:
+            return
+        assert self._emit is not None
+        self._ours.discard(jobid)  # first, so that a failure below cannot come back here
+        now = time.time()
+        events = [JobEvent(jobid, "clean", now)]
+        if note is not None:
+            context = {"type": "member", "severity": 0, "note": note}
+            events.insert(0, JobEvent(jobid, "exception", now, context))
+        for event in events:
+            try:
+                self._emit(event)
+            except Exception:
+                log.exception("the ensemble failed on event %s of Flux job %s", event.name, jobid)
+        self._forget(jobid)
+        if not self._closed:
+            self._commands.submit(self._cancel_quietly, jobid)
+
+    def _look_for_oom(self, clean: JobEvent) -> None:
+        """A job killed by SIGKILL: read the oom plugin's report, then emit `clean` (preceded by
+        an `exception` of type `oom` if the plugin reported an OOM kill)."""
+        assert self._loop is not None
+        jobid = clean.jobid
+        self._sigkilled.discard(jobid)
+        if self._closed:
+            self._checked_for_oom(clean, None)
+            return
+        paths = self._outputs.get(jobid, [])
+        future = self._loop.run_in_executor(self._commands, self._find_oom, jobid, paths)
+        future.add_done_callback(
+            lambda done: self._checked_for_oom(clean, None if done.cancelled() else done.result())
+        )
+
+    def _checked_for_oom(self, clean: JobEvent, report: str | None) -> None:
+        jobid = clean.jobid
+        if jobid not in self._ours:
+            return  # ended meanwhile (the member failed it)
+        if report is not None:
+            context = {"type": "oom", "severity": 0, "note": report}
+            if not self._emit_or_fail(JobEvent(jobid, "exception", clean.timestamp, context)):
+                return
+        if self._emit_or_fail(clean):
+            self._forget(jobid)
+
+    def _forget(self, jobid: int) -> None:
+        """The job is over: keep nothing of it."""
+        self._ours.discard(jobid)
+        self._releasing.pop(jobid, None)
+        self._seen.pop(jobid, None)
+        self._outputs.pop(jobid, None)
+        self._sigkilled.discard(jobid)
+        if self._stream is not None:
+            self._stream.forget(jobid)
 
     def _uri(self) -> str | None:
         return self.flux_uri or os.environ.get("FLUX_URI")

@@ -13,31 +13,50 @@ import errno
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
-from ensemble_core.errors import MemberError
 from ensemble_core.events import JobEvent
 
 log = logging.getLogger(__name__)
 
 Deliver = Callable[[list[JobEvent]], None]
+Lost = Callable[[str], None]
+
+#: Seconds of journal history replayed before the newest event seen, after a reconnect. Journal
+#: order is not timestamp order (a `submit` carries the time job-ingest took the job, which can
+#: precede events of other jobs posted before it), so the replay starts this much earlier.
+REPLAY_OVERLAP = 60.0
 
 
-def to_job_event(jobid: int, event: Any) -> JobEvent:
-    """A flux-python journal or eventlog event as a `JobEvent` (plain int id, own context dict)."""
-    return JobEvent(int(jobid), event.name, float(event.timestamp), dict(event.context or {}))
+def to_job_event(jobid: Any, event: Any) -> JobEvent:
+    """A flux-python journal or eventlog event as a `JobEvent` (plain int id, own context dict).
+
+    An event that cannot be read becomes a fatal `exception` of type `member` for its job, so
+    the member ends that job alone instead of losing the stream (or the job's `clean`)."""
+    try:
+        return JobEvent(int(jobid), event.name, float(event.timestamp), dict(event.context or {}))
+    except Exception as exc:
+        note = f"the flux member could not read a Flux event of this job ({exc!r})"
+        context = {"type": "member", "severity": 0, "note": note}
+        return JobEvent(int(jobid), "exception", time.time(), context)
 
 
 class EventStream:
-    """Reads every event of the instance and reconnects with a full replay when the stream breaks.
+    """Reads every event of the instance; reconnects with a replay when the stream breaks.
 
-    The first connection reads the journal live (`full=False`: Flux still starts it with the events
-    of active jobs, so nothing submitted after `start` is missed). After a break it reconnects with
-    `full=True, include_sentinel=True`: the backlog of every job the job manager still holds, then
-    the sentinel, then live events; the member drops what it already delivered. If the journal is
-    refused (EPERM: a guest on a system instance) it follows each job named by `watch` with
-    `event_watch_async` instead, logging one warning.
+    The first connection reads the journal live (`full=False`: Flux begins it with the events of
+    the jobs active at that moment). `wait_live` returns once the job manager has answered it
+    with its sentinel: from then on every job submitted is seen, so the member's `start` waits
+    for it (else a job submitted and ended before the request arrived would never be reported).
+    After a break it reconnects with `full=True`, from `REPLAY_OVERLAP` seconds before the newest
+    event it delivered: the backlog of every job the job manager holds, then live events; the
+    member drops what it already delivered. If it cannot get a live journal back within
+    `give_up_after` seconds of the break, it calls `lost(reason)` once and ends.
+
+    If the journal is refused (EPERM: a guest on a system instance) it follows each job named by
+    `watch` with `event_watch_async` instead, logging one warning.
     """
 
     def __init__(
@@ -45,26 +64,34 @@ class EventStream:
         flux: Any,
         connect: Callable[[], Any],
         deliver: Deliver,
+        lost: Lost,
         *,
         reconnect_delay: float = 1.0,
+        give_up_after: float = 60.0,
         wakeup: float = 0.05,
         batch_size: int = 512,
     ) -> None:
         self._flux = flux
         self._connect = connect
         self._deliver = deliver
+        self._lost = lost
         self._reconnect_delay = reconnect_delay
+        self._give_up_after = give_up_after
         self._wakeup = wakeup
         self._batch_size = batch_size
         self._closing = threading.Event()
+        self._answered = threading.Event()  # the first journal request is in place
+        self._live = False  # the current journal request is in place (this thread only)
         self._lock = threading.Lock()
         self._active: set[int] = set()
         self._watching = False
+        self._newest = 0.0
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._thread: threading.Thread | None = None
         self.reconnects = 0
+        self.lost_reason: str | None = None
 
     @property
     def mode(self) -> str:
@@ -77,6 +104,17 @@ class EventStream:
         )
         self._thread.start()
 
+    def wait_live(self, timeout: float) -> bool:
+        """Wait until the stream sees every new job (or gave up: then `lost_reason` says why).
+
+        Once the first request is in place, nothing is missed: a later break is followed by a
+        replay of everything the job manager holds."""
+        deadline = time.monotonic() + timeout
+        while not self._answered.wait(0.05):
+            if self.lost_reason is not None or time.monotonic() > deadline:
+                return False
+        return True
+
     def watch(self, jobid: int) -> None:
         """Note a job of the member; followed one by one only when the journal is refused."""
         with self._lock:
@@ -88,6 +126,11 @@ class EventStream:
         """The job is over (its `clean` was delivered): do not follow it again after a reconnect."""
         with self._lock:
             self._active.discard(jobid)
+
+    @property
+    def following(self) -> int:
+        """How many jobs the stream holds on to (the member's active jobs)."""
+        return len(self._active)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the thread (it notices within `wakeup` seconds) and wait for it."""
@@ -108,7 +151,9 @@ class EventStream:
 
     def _run(self, handle: Any) -> None:
         full = False
+        broken_at: float | None = None
         while not self._closing.is_set():
+            error: Exception | None = None
             try:
                 if handle is None:
                     handle = self._connect()
@@ -117,9 +162,7 @@ class EventStream:
                 else:
                     self._read_journal(handle, full)
             except OSError as exc:
-                if self._closing.is_set():
-                    break
-                if exc.errno == errno.EPERM and not self._watching:
+                if exc.errno == errno.EPERM and not self._watching and not self._closing.is_set():
                     log.warning(
                         "the Flux job journal is refused (%s): guests of a system instance may "
                         "not read it, so each job's eventlog is followed instead (a watch per job)",
@@ -128,26 +171,48 @@ class EventStream:
                     with self._lock:
                         self._watching = True
                     continue
-                log.warning(
-                    "the Flux event stream broke (%s); reconnecting in %.1f s and replaying",
-                    exc,
-                    self._reconnect_delay,
-                )
-                self._closing.wait(self._reconnect_delay)
-            except MemberError as exc:
-                log.warning("%s; trying again in %.1f s", exc, self._reconnect_delay)
-                self._closing.wait(self._reconnect_delay)
-            except Exception:
-                log.exception("the Flux event stream failed; reconnecting")
-                self._closing.wait(self._reconnect_delay)
+                error = exc
+            except Exception as exc:  # MemberError from connect, or a flux-python surprise
+                error = exc
             if self._closing.is_set():
                 break
+            if self._live or broken_at is None:
+                broken_at = time.monotonic()
+            self._live = False
+            waited = time.monotonic() - broken_at
+            if waited >= self._give_up_after:
+                self._give_up(error, waited)
+                return
+            log.warning(
+                "the Flux event stream broke (%s); reconnecting in %.1f s and replaying",
+                error,
+                self._reconnect_delay,
+            )
+            self._closing.wait(self._reconnect_delay)
             handle = None
             full = True
             self.reconnects += 1
 
+    def _went_live(self) -> None:
+        self._live = True
+        self._answered.set()
+
+    def _give_up(self, error: Exception | None, waited: float) -> None:
+        self.lost_reason = (
+            f"the Flux event stream broke and could not be resumed within {waited:.0f} s "
+            f"(last error: {error}); the instance may be gone"
+        )
+        log.error("%s", self.lost_reason)
+        self._lost(self.lost_reason)
+
     def _read_journal(self, handle: Any, full: bool) -> None:
-        consumer = self._flux.job.JournalConsumer(handle, full=full, include_sentinel=full)
+        since = max(0.0, self._newest - REPLAY_OVERLAP) if full else 0.0
+        consumer = self._flux.job.JournalConsumer(
+            handle, full=full, since=since, include_sentinel=True
+        )
+        # flux-python hands out the job manager's sentinel only in full mode; the job manager
+        # sends it in both. Asking for it in live mode too tells us when the request is in place.
+        consumer.processing_inactive = True
         consumer.start()
         try:
             while not self._closing.is_set():
@@ -158,7 +223,9 @@ class EventStream:
                 batch: list[JobEvent] = []
                 try:
                     while event is not None:
-                        if not event.is_empty():
+                        if event.is_empty():
+                            self._went_live()
+                        else:
                             batch.append(to_job_event(event.jobid, event))
                         if len(batch) >= self._batch_size:
                             break
@@ -168,6 +235,7 @@ class EventStream:
                             break
                 finally:
                     if batch:
+                        self._newest = max(self._newest, max(e.timestamp for e in batch))
                         self._deliver(batch)  # also what was read before the stream broke
                 if event is None:
                     raise OSError(errno.ENODATA, "the job journal stream ended")
@@ -183,6 +251,7 @@ class EventStream:
 
         def add_new() -> None:
             with self._lock:
+                ended.intersection_update(self._active)  # forgotten jobs leave no trace
                 new = self._active - watches.keys() - ended
             for jobid in sorted(new):
                 future = self._flux.job.event_watch_async(handle, jobid)
@@ -220,6 +289,7 @@ class EventStream:
         waker.start()
         try:
             add_new()
+            self._went_live()  # each job's eventlog is read from its first event
             handle.reactor_run()
         finally:
             waker.stop()
