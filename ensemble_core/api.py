@@ -2,28 +2,54 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ensemble_core.ensemble import Ensemble
+from ensemble_core.errors import ConfigError, MemberError
 from ensemble_core.members import create_member
 from ensemble_core.rules.loader import load_rules
 
 
 def open_ensemble(
     member: str = "local",
-    rules: Iterable[str] = (),
-    member_settings: dict[str, Any] | None = None,
+    rules: Iterable[str] | str = (),
+    member_settings: Mapping[str, Any] | None = None,
     *,
     allow_custom: bool = False,
 ) -> Ensemble:
-    """Validate the rules, create the member and start the controller.
+    """Validate the rules and the member settings, create the member and start the controller.
 
+    `rules`: rule sets by name or path; one name alone is one rule set, not a list of letters.
     Raises `EnsembleError` (ConfigError, MemberError) with a message fit to show a user as is.
     """
-    config = load_rules(list(rules))
+    config = load_rules(rule_names(rules))
+    if member_settings is not None and not isinstance(member_settings, Mapping):
+        raise MemberError(
+            "member settings must be a mapping of setting names to values, "
+            f"not {type(member_settings).__name__}"
+        )
     settings = {**config.member, **(member_settings or {})}
     settings.pop("name", None)
     ensemble = Ensemble(create_member(member, **settings), config, allow_custom=allow_custom)
     ensemble.start()
     return ensemble
+
+
+def rule_names(rules: Iterable[str] | str) -> list[str]:
+    """The rule sets as a list of names or paths; a ConfigError for anything else."""
+    if isinstance(rules, (str, os.PathLike)):
+        return [os.fspath(rules)]
+    try:
+        names = list(rules)
+    except TypeError:
+        raise ConfigError(
+            f"rules: give a list of rule set names or paths, not {type(rules).__name__}"
+        ) from None
+    for name in names:
+        if not isinstance(name, (str, os.PathLike)):
+            raise ConfigError(
+                f"rules: {name!r} is not a rule set name or path (give text such as 'retry-oom')"
+            )
+    return [os.fspath(name) for name in names]

@@ -36,6 +36,7 @@ from ensemble_core.events import Outcome
 from ensemble_core.jobs import JobHandle
 from ensemble_core.spec import JobSpec
 from parsl_ensemble import calls
+from parsl_ensemble.arguments import check_arguments
 from parsl_ensemble.errors import EnsembleTaskError
 from parsl_ensemble.resources import FIELDS, KEYS, job_fields
 
@@ -105,6 +106,7 @@ class EnsembleExecutor(ParslExecutor, RepresentationMixin):
         remote_monitoring_radio: RadioConfig | None = None,
         worker_command: Sequence[str] | None = None,
     ) -> None:
+        check_arguments(label, member, rules, member_settings, working_dir, worker_command)
         super().__init__()
         self.label = label
         self.member = member

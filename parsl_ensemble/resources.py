@@ -6,7 +6,12 @@ The keys are Parsl FluxExecutor's, so a config moves between the two unchanged, 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
+
+from parsl.executors.errors import InvalidResourceSpecification
+
+from ensemble_core import bounds
 
 #: resource_specification key -> JobSpec field
 KEYS = {
@@ -21,14 +26,42 @@ KEYS = {
 FIELDS = {field: key for key, field in KEYS.items()}
 
 
-def job_fields(resource_specification: dict[str, Any] | None) -> tuple[dict[str, Any], list[str]]:
-    """The JobSpec fields the keys set, and the keys this executor does not know."""
+#: The range of each numeric key (num_nodes 0: FluxExecutor's "let the queue choose").
+KEY_BOUNDS = {
+    "num_tasks": bounds.TASKS,
+    "num_nodes": bounds.Bound(0, bounds.NODES.high, whole=True),
+    "cores_per_task": bounds.CORES,
+    "gpus_per_task": bounds.GPUS,
+    "memory": bounds.MEGABYTES,
+    "walltime": bounds.Bound(0.001, bounds.DURATION.high),
+}
+
+
+def job_fields(resource_specification: Any) -> tuple[dict[str, Any], list[str]]:
+    """The JobSpec fields the keys set, and the keys this executor does not know; an
+    InvalidResourceSpecification for a value out of range, or for what is not a mapping."""
+    if resource_specification is None:
+        return {}, []
+    if not isinstance(resource_specification, Mapping):
+        raise InvalidResourceSpecification(
+            set(),
+            "resource_specification must be a dict such as {'cores_per_task': 2}, not "
+            f"{type(resource_specification).__name__}",
+        )
     fields: dict[str, Any] = {}
     unknown: list[str] = []
-    for key, value in (resource_specification or {}).items():
+    for key, value in resource_specification.items():
         field = KEYS.get(key)
         if field is None:
             unknown.append(key)
-        elif value is not None and not (key == "num_nodes" and value == 0):
-            fields[field] = value  # FluxExecutor's num_nodes=0: let the queue choose
+            continue
+        if value is None or (key == "num_nodes" and value == 0):
+            continue  # FluxExecutor's num_nodes=0: let the queue choose
+        bound = KEY_BOUNDS.get(key)
+        problem = bound.problem(value) if bound is not None else None
+        if key == "group" and (not isinstance(value, str) or not value):
+            problem = f"must be a group name (got {value!r})"
+        if problem:
+            raise InvalidResourceSpecification({key}, f"{key}: {problem}")
+        fields[field] = value
     return fields, unknown

@@ -8,6 +8,7 @@ from typing import Any
 
 from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 
+from ensemble_core import bounds
 from ensemble_core.spec import JobSpec
 
 #: Rank 0 runs the job; the other ranks only hold their share of the allocation until it ends,
@@ -55,9 +56,27 @@ def job_spec(
     )
 
 
+#: The range of each resource this reads (0 means unset), in Snakemake's units.
+RESOURCE_BOUNDS = {
+    "mem_mb": bounds.Bound(0, bounds.MEGABYTES.high),
+    "disk_mb": bounds.Bound(0, bounds.MEGABYTES.high),
+    "runtime": bounds.Bound(0, bounds.DURATION.high / 60),
+    "tasks": bounds.Bound(0, bounds.TASKS.high),
+    "nodes": bounds.Bound(0, bounds.NODES.high),
+    "cpus_per_task": bounds.Bound(0, bounds.CORES.high),
+    "_cores": bounds.Bound(0, bounds.CORES.high),
+    "gpu": bounds.Bound(0, bounds.GPUS.high),
+    "gpus": bounds.Bound(0, bounds.GPUS.high),
+}
+
+
 def _positive(resources: Mapping[str, Any], name: str) -> int | None:
-    """A numeric resource, or None where Snakemake leaves it unset, zero or symbolic."""
+    """A numeric resource, or None where Snakemake leaves it unset, zero or symbolic; a
+    ValueError for a negative, infinite or absurd one (it would run with no limit)."""
     value = resources.get(name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return math.ceil(value)
+    problem = RESOURCE_BOUNDS[name].problem(value)
+    if problem:
+        raise ValueError(f"resource {name}={value}: {problem}")
+    return math.ceil(value) if value > 0 else None

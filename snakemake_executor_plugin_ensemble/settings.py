@@ -10,24 +10,18 @@ from typing import Any
 from snakemake_interface_common.exceptions import WorkflowError
 from snakemake_interface_executor_plugins.settings import ExecutorSettingsBase
 
+from ensemble_core import bounds
 from ensemble_core.members import MEMBERS
+from ensemble_core.members.settings import SettingError, check_settings
 
 #: Where the jobs' logs go (the plugin names one file per job; the local member's log_dir).
 LOG_DIR = ".snakemake/ensemble_logs"
 
-#: Which member each member-specific flag belongs to (the flag name is the member's setting).
-MEMBER_OF_SETTING = {
-    "cores": "local",
-    "memory_mb": "local",
-    "gpus": "local",
-    "max_nodes": "local",
-    "flux_uri": "flux",
-    "namespace": "kubernetes",
-    "image": "kubernetes",
-    "kubeconfig": "kubernetes",
-    "context": "kubernetes",
-    "minicluster": "kubernetes",
-}
+#: The flags that are not member settings; every other field is one (`--ensemble-cores` is the
+#: local member's `cores`), and the member it belongs to is read from the members themselves.
+FRONT_DOOR_FIELDS = ("member", "rules", "memory_overhead_mb")
+#: `--ensemble-memory-overhead-mb`: 0 or more, at most a terabyte.
+MEMORY_OVERHEAD = bounds.Bound(0, 1_000_000, whole=True)
 
 
 def _optional(kind: type, metavar: str, help: str) -> Any:
@@ -107,18 +101,24 @@ class ExecutorSettings(ExecutorSettingsBase):
 
 
 def member_settings(settings: ExecutorSettings) -> dict[str, Any]:
-    """The settings given for the chosen member; a flag of another member is an error."""
-    chosen: dict[str, Any] = {"log_dir": LOG_DIR} if settings.member == "local" else {}
-    for setting in fields(settings):
-        member = MEMBER_OF_SETTING.get(setting.name)
-        value = getattr(settings, setting.name)
-        if member is None or value is None:
-            continue
-        if member != settings.member:
-            flag = "--ensemble-" + setting.name.replace("_", "-")
-            raise WorkflowError(
-                f"{flag} is a setting of the {member} member, but the member is "
-                f"'{settings.member}': drop it or add --ensemble-member {member}"
-            )
-        chosen[setting.name] = value
-    return chosen
+    """Every flag checked, then the settings of the chosen member: a flag out of range, or one
+    of another member, is a WorkflowError naming it, in the words `ensemble run` uses."""
+    problem = MEMORY_OVERHEAD.problem(settings.memory_overhead_mb)
+    if problem:
+        raise WorkflowError(f"{_flag('memory_overhead_mb')}: {problem}")
+    chosen = {
+        setting.name: getattr(settings, setting.name)
+        for setting in fields(settings)
+        if setting.name not in FRONT_DOOR_FIELDS and getattr(settings, setting.name) is not None
+    }
+    if settings.member == "local":
+        chosen.setdefault("log_dir", LOG_DIR)
+    try:
+        return check_settings(settings.member, chosen)
+    except SettingError as error:
+        name = _flag(error.setting) if error.setting != "log_dir" else "the job log directory"
+        raise WorkflowError(error.phrased(name, "--ensemble-member {}")) from None
+
+
+def _flag(name: str) -> str:
+    return "--ensemble-" + name.replace("_", "-")

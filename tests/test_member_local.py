@@ -206,8 +206,10 @@ def test_bad_settings_and_unknown_member():
         LocalMember(cores=-1)
     with pytest.raises(MemberError, match="unknown member 'slurmz': choose one of local"):
         create_member("slurmz")
-    with pytest.raises(MemberError, match="the local member has no setting image: it takes cores"):
+    with pytest.raises(MemberError, match="image is a setting of the kubernetes member, but the"):
         create_member("local", image="busybox")
+    with pytest.raises(MemberError, match="colour: the local member has no such setting: it takes"):
+        create_member("local", colour="blue")
 
 
 def test_no_process_is_left_after_close(log_dir):

@@ -274,13 +274,13 @@ def test_shared_rules_load_by_name():
         ),
         (
             "jobs:\n  - name: a\n    command: x\n    count: -1\n",
-            "x.yaml:4: jobs[0].count: Input should be greater than or equal to 0",
+            "x.yaml:4: jobs[0].count: must be at least 0 (got -1)",
         ),
         (
             "rules:\n  - trigger: start\n    acton: {name: grow}\n",
             "x.yaml:3: rules[0].acton: unknown key",
         ),
-        ("- 1\n- 2\n", "x.yaml:1: expected a mapping"),
+        ("- 1\n- 2\n", "x.yaml:1: top level: expected a mapping"),
         (
             "custom: |\n  def f(): pass\nrules: []\n",
             "x.yaml:1: custom: code in the YAML is not run",

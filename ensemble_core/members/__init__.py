@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from ensemble_core.errors import MemberError
@@ -30,12 +29,8 @@ def member_class(name: str) -> type[Member]:
 
 
 def create_member(name: str, **settings: Any) -> Member:
-    """The member called `name` with these settings; an unknown setting is a MemberError."""
-    cls = member_class(name)
-    known = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-    unknown = sorted(set(settings) - set(known))
-    if unknown:
-        raise MemberError(
-            f"the {name} member has no setting {', '.join(unknown)}: it takes {', '.join(known)}"
-        )
-    return cls(**settings)
+    """The member called `name` with these settings; a setting it cannot take is a MemberError
+    (a `SettingError` naming the setting)."""
+    from ensemble_core.members.settings import check_settings
+
+    return member_class(name)(**check_settings(name, settings))

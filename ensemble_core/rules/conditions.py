@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from ensemble_core.bounds import DAY, DURATION, THRESHOLD, as_float, shown
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _OPERATORS: dict[str, Callable[[float, float], bool]] = {
@@ -46,26 +49,35 @@ def _scaled(match: re.Match[str]) -> float:
 def parse_condition(when: int | float | str) -> Condition:
     """Compile a `when`; raise ValueError naming what is expected."""
     if isinstance(when, bool):
-        raise ValueError(f"when: {when!r} is not {CONDITION_HELP}")
+        raise ValueError(f"when: {str(when).lower()} is a yes/no, not {CONDITION_HELP}")
     if isinstance(when, (int, float)):
-        return Condition("==", float(when))
-    match = _CONDITION.match(when)
-    if match is None:
-        raise ValueError(f"when: {when!r} is not {CONDITION_HELP}")
-    return Condition(match["op"] or "==", _scaled(match))
+        symbol, threshold = "==", as_float(when)
+    else:
+        match = _CONDITION.match(when) if isinstance(when, str) else None
+        if match is None:
+            raise ValueError(f"when: {shown(when)} is not {CONDITION_HELP}")
+        symbol, threshold = match["op"] or "==", _scaled(match)
+    problem = THRESHOLD.problem(threshold)
+    if problem:
+        raise ValueError(f"when: the threshold {problem}")
+    return Condition(symbol, threshold)
 
 
 def parse_duration(value: int | float | str) -> float:
     """Seconds from a number or a string with a unit; raise ValueError naming what is expected."""
     if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a duration: give {DURATION_HELP}")
+        raise ValueError(f"{shown(value)} is not a duration: give {DURATION_HELP}")
     if isinstance(value, (int, float)):
-        seconds = float(value)
+        seconds = as_float(value)
     else:
-        match = _DURATION.match(value)
+        match = _DURATION.match(value) if isinstance(value, str) else None
         if match is None:
-            raise ValueError(f"{value!r} is not a duration: give {DURATION_HELP}")
+            raise ValueError(f"{shown(value)} is not a duration: give {DURATION_HELP}")
         seconds = _scaled(match)
     if seconds < 0:
-        raise ValueError(f"{value!r} is negative: a duration must be 0 or more")
+        raise ValueError(f"{shown(value)} is negative: a duration must be 0 or more")
+    if not math.isfinite(seconds) or seconds > DURATION.high:
+        raise ValueError(
+            f"{shown(value)}: a duration must be finite and at most {DURATION.high / DAY:g} days"
+        )
     return seconds

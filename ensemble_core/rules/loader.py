@@ -6,13 +6,17 @@ Every problem becomes one `ConfigError` line naming the file, the line, the plac
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
+from ensemble_core.bounds import shown
 from ensemble_core.errors import ConfigError
+from ensemble_core.members import MEMBERS
+from ensemble_core.members.settings import SettingError, check_settings
+from ensemble_core.rules import yamlfile
+from ensemble_core.rules.metric_names import check_metric_name, did_you_mean
 from ensemble_core.rules.schema import EnsembleFile, Rule
+from ensemble_core.rules.yamlfile import Document, collector_paused, place, read_text
 
 
 def library_dir() -> Path:
@@ -28,8 +32,11 @@ def library_names() -> list[str]:
 def resolve(path_or_name: str) -> Path:
     """A path as given, or a name from the shared library (`retry-oom` -> rules/retry-oom.yaml)."""
     path = Path(path_or_name)
-    if path.exists():
-        return path
+    try:
+        if path.exists():
+            return path
+    except ValueError:  # a NUL in the name
+        raise ConfigError(f"{path_or_name!r}: not a file name (it holds a NUL character)") from None
     candidate = library_dir() / f"{path_or_name.removesuffix('.yaml')}.yaml"
     if "/" not in path_or_name and candidate.exists():
         return candidate
@@ -40,48 +47,91 @@ def resolve(path_or_name: str) -> Path:
 
 
 def load(path_or_name: str) -> EnsembleFile:
-    """Load and validate one file."""
+    """Read, parse and validate one file, once."""
     path = resolve(path_or_name)
-    try:
-        text = path.read_text()
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read it ({error.strerror}); check the path") from None
-    return parse(text, str(path))
+    with collector_paused():
+        return parse(read_text(str(path)), str(path))
 
 
 def parse(text: str, source: str) -> EnsembleFile:
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or str(error)
-        raise ConfigError(f"{source}{where}: YAML syntax error: {problem}; fix the YAML") from None
-    if data is None:
-        data = {}
+    """Validate a file's text: the YAML, the schema, then what refers to what."""
+    document = yamlfile.parse(text, source)
+    data = document.data
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}:1: expected a mapping with rules: (and jobs:), not a list")
+        kind = "a list" if isinstance(data, list) else f"a single value ({shown(data)})"
+        raise ConfigError(
+            f"{source}:1: top level: expected a mapping with rules: (and jobs:), not {kind}"
+        )
     try:
         ensemble = EnsembleFile.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(_describe(error, node, source)) from None
-    _check_labels(ensemble, node, source)
+        raise ConfigError(_describe(error, document)) from None
+    _check_groups(ensemble, document)
+    _check_member(ensemble, document)
     return ensemble
 
 
-def _check_labels(ensemble: EnsembleFile, node: yaml.Node | None, source: str) -> None:
-    """A submit must name a group of this file's `jobs:`."""
-    names = {job.name for job in ensemble.jobs}
-    for index, rule in enumerate(ensemble.rules):
-        label = rule.action.label
-        if rule.action.name == "submit" and label not in names:
-            known = ", ".join(sorted(names)) or "none: add a jobs: section"
-            line = _line_of(node, ["rules", index, "action", "label"])
-            raise ConfigError(
-                f"{source}:{line}: rules[{index}].action.label: submit of unknown job group "
-                f"'{label}' (groups: {known})"
+def _check_groups(ensemble: EnsembleFile, document: Document) -> None:
+    """Group names are unique; what names a group names one of `jobs:` (when the file has them:
+    a shared rules file names Snakemake rules or Parsl functions, known only at run time)."""
+    names: dict[str, int] = {}
+    for index, job in enumerate(ensemble.jobs):
+        first = names.setdefault(job.name, index)
+        if first != index:
+            raise document.fail(
+                ["jobs", index, "name"],
+                f"a second job group '{job.name}' (the first is jobs[{first}]): rename one",
             )
+    known = ", ".join(sorted(names)) or "none: add a jobs: section"
+    for index, rule in enumerate(ensemble.rules):
+        action = rule.action
+        if action.name == "submit" and action.label not in names:
+            raise document.fail(
+                ["rules", index, "action", "label"],
+                f"submit of unknown job group '{action.label}' (groups: {known})"
+                + did_you_mean(action.label or "", names),
+            )
+        if not names:
+            continue
+        if action.name == "cancel" and action.label and action.label not in names:
+            raise document.fail(
+                ["rules", index, "action", "label"],
+                f"cancel of unknown job group '{action.label}' (groups: {known})"
+                + did_you_mean(action.label, names),
+            )
+        group_key = "group" if rule.group else "name"
+        if rule.trigger.startswith("job-") and rule.job_group and rule.job_group not in names:
+            raise document.fail(
+                ["rules", index, group_key],
+                f"no job group '{rule.job_group}' (groups: {known})"
+                + did_you_mean(rule.job_group, names)
+                + ": the rule would never fire",
+            )
+        if rule.trigger == "metric" and rule.name:
+            try:
+                check_metric_name(rule.name, names)
+            except ValueError as error:
+                raise document.fail(
+                    ["rules", index, "name"], f"{error}: the rule would never fire"
+                ) from None
+
+
+def _check_member(ensemble: EnsembleFile, document: Document) -> None:
+    """The `member:` block against the settings of the member it names (local by default)."""
+    settings = dict(ensemble.member)
+    name = settings.pop("name", "local")
+    if name not in MEMBERS:
+        raise document.fail(
+            ["member", "name"],
+            f"unknown member {shown(name)}: choose one of {', '.join(MEMBERS)}",
+        )
+    try:
+        check_settings(name, settings)
+    except SettingError as error:
+        raise document.fail(
+            ["member", error.setting],
+            error.hinted("member: {{name: {}}}"),
+        ) from None
 
 
 def load_rules(paths_or_names: list[str]) -> EnsembleFile:
@@ -103,37 +153,17 @@ def load_rules(paths_or_names: list[str]) -> EnsembleFile:
     return merged
 
 
-def _describe(error: ValidationError, node: yaml.Node | None, source: str) -> str:
+def _describe(error: ValidationError, document: Document) -> str:
     """The first problem as `file:line: place: message`."""
     errors = error.errors()
     first = min(errors, key=lambda e: e["type"] != "extra_forbidden")
     location = [part for part in first["loc"] if not str(part).startswith("function-")]
-    line = _line_of(node, location)
-    place = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in location).lstrip(".")
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = f"unknown key '{location[-1]}'; check its spelling (see `ensemble schema`)"
     elif first["type"] == "missing":
         message = f"missing key '{location[-1]}'; add it (see `ensemble schema`)"
     elif first["type"] == "literal_error":
-        message = f"{message} (got {first['input']!r})"
+        message = f"{message} (got {shown(first['input'])})"
     extra = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{source}:{line}: {place or 'top level'}: {message}{extra}"
-
-
-def _line_of(node: Any, location: list[Any]) -> int:
-    """The 1-based line of the deepest YAML node on `location` that exists."""
-    line = 1 if node is None else node.start_mark.line + 1
-    for part in location:
-        child = None
-        if isinstance(node, yaml.MappingNode):
-            child = next((v for k, v in node.value if k.value == part), None)
-            if child is None:
-                child = next((k for k, _ in node.value if k.value == part), None)
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            child = node.value[part] if part < len(node.value) else None
-        if child is None:
-            break
-        node = child
-        line = node.start_mark.line + 1
-    return line
+    return f"{document.source}:{document.line_of(location)}: {place(location)}: {message}{extra}"

@@ -6,10 +6,24 @@ Files written for ensemble-python validate unchanged. `ensemble schema` prints t
 
 from __future__ import annotations
 
+import re
+import shlex
+import string
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from ensemble_core import bounds
+from ensemble_core.bounds import shown
 from ensemble_core.events import JOB_EVENTS, OTHER_JOB_EVENTS
 from ensemble_core.rules.conditions import (
     CONDITION_HELP,
@@ -17,6 +31,7 @@ from ensemble_core.rules.conditions import (
     parse_condition,
     parse_duration,
 )
+from ensemble_core.rules.metric_names import check_metric_name, did_you_mean
 from ensemble_core.spec import JobSpec
 
 #: Triggers derived from a job's outcome, fired once per ended job attempt.
@@ -73,11 +88,52 @@ RESOURCE_ALIASES = {
 }
 
 
-def _duration(value: Any) -> float:
-    return parse_duration(value)
+#: The bound of each resource a `resubmit` may change, by JobSpec field.
+RESOURCE_BOUNDS = {
+    "memory_mb": bounds.MEGABYTES,
+    "disk_mb": bounds.MEGABYTES,
+    "walltime": bounds.DURATION,
+    "cores_per_task": bounds.CORES,
+    "gpus_per_task": bounds.GPUS,
+    "nodes": bounds.NODES,
+    "tasks": bounds.TASKS,
+}
+_CHANGE = re.compile(r"^\s*(?P<op>[x*+]?)\s*(?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+_FUNCTION = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
-Duration = Annotated[float, BeforeValidator(_duration), Field(description=DURATION_HELP)]
+def _within(bound: bounds.Bound) -> BeforeValidator:
+    """A validator refusing what is not a number in `bound` (booleans included)."""
+
+    def check(value: Any) -> Any:
+        if value is not None:
+            problem = bound.problem(value)
+            if problem:
+                raise ValueError(problem)
+        return value
+
+    return BeforeValidator(check)
+
+
+def _duration_within(bound: bounds.Bound, *, zero: bool = False) -> BeforeValidator:
+    """A duration in `bound` (or exactly 0, meaning none, if `zero`)."""
+
+    def check(value: Any) -> float:
+        seconds = parse_duration(value)
+        problem = None if zero and seconds == 0 else bound.problem(seconds)
+        if problem:
+            raise ValueError(problem)
+        return seconds
+
+    return BeforeValidator(check)
+
+
+Duration = Annotated[float, _duration_within(bounds.DURATION), Field(description=DURATION_HELP)]
+Period = Annotated[float, _duration_within(bounds.PERIOD), Field(description=DURATION_HELP)]
+#: ensemble-python's heartbeat: 0 means none.
+Heartbeat = Annotated[
+    float, _duration_within(bounds.PERIOD, zero=True), Field(description=DURATION_HELP)
+]
 
 
 class _Strict(BaseModel):
@@ -89,32 +145,65 @@ class Action(_Strict):
 
     name: Literal[ACTIONS] = Field(description="the action")  # type: ignore[valid-type]
     label: str | None = Field(None, description="submit/cancel: the job group")
-    value: int | None = Field(None, ge=1, description="grow/shrink: nodes; submit: job count")
+    value: Annotated[int | None, _within(bounds.NODES)] = Field(
+        None, description="grow/shrink: nodes; submit: job count"
+    )
     resources: dict[str, int | float | str] = Field(
         default_factory=dict,
         description='resubmit: changes such as {mem_mb: "x2", walltime: "x1.5", cores: 4}',
     )
     function: str | None = Field(None, description="custom: 'module:function' to call")
-    repetitions: int = Field(
-        1, ge=1, description="times the action may run (resubmit: per job, others: per rule)"
+    repetitions: Annotated[int, _within(bounds.REPETITIONS)] = Field(
+        1, description="times the action may run (resubmit: per job, others: per rule)"
     )
-    backoff: int | None = Field(None, ge=0, description="evaluations skipped between runs")
+    backoff: Annotated[int | None, _within(bounds.BACKOFF)] = Field(
+        None, description="evaluations skipped between runs"
+    )
     cooldown: Duration | None = Field(None, description="time that must pass between runs")
+
+    @field_validator("value")
+    @classmethod
+    def _value_used(cls, value: int | None, info: ValidationInfo) -> int | None:
+        name = info.data.get("name")
+        if value is not None and name not in (None, "submit", "grow", "shrink"):
+            raise ValueError(f"the {name} action takes no value (submit, grow and shrink do)")
+        return value
 
     @field_validator("resources")
     @classmethod
-    def _known_resources(cls, resources: dict[str, Any]) -> dict[str, Any]:
+    def _known_resources(cls, resources: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        name = info.data.get("name")
+        if resources and name not in (None, "resubmit"):
+            raise ValueError(f"the {name} action changes no resources (resubmit does)")
         unknown = [key for key in resources if key not in RESOURCE_ALIASES]
         if unknown:
             raise ValueError(
                 f"unknown resource {', '.join(unknown)}: use one of {', '.join(RESOURCE_ALIASES)}"
             )
         for key, change in resources.items():
-            if isinstance(change, str) and not _is_change(change):
-                raise ValueError(
-                    f'{key}: {change!r} is not a change: write "x2", "+512" or a number'
-                )
+            problem = change_problem(RESOURCE_ALIASES[key], change)
+            if problem:
+                raise ValueError(f"{key}: {problem}")
         return resources
+
+    @field_validator("function")
+    @classmethod
+    def _module_function(cls, function: str | None) -> str | None:
+        if function is not None and not _FUNCTION.match(function):
+            raise ValueError(
+                f"{shown(function)} is not 'module:function' (e.g. 'my_actions:on_oom'): name "
+                "an importable module and a function in it"
+            )
+        return function
+
+    @field_validator("repetitions")
+    @classmethod
+    def _resubmits_per_job(cls, repetitions: int, info: ValidationInfo) -> int:
+        if info.data.get("name") == "resubmit":
+            problem = bounds.RESUBMITS.problem(repetitions)
+            if problem:
+                raise ValueError(f"a resubmit's repetitions (per job) {problem}")
+        return repetitions
 
     @model_validator(mode="after")
     def _needs(self) -> Action:
@@ -122,6 +211,8 @@ class Action(_Strict):
             raise ValueError(
                 "a custom action needs function: 'module:function' (code in the YAML is not run)"
             )
+        if self.function is not None and self.name != "custom":
+            raise ValueError(f"the {self.name} action calls no function (custom does)")
         if self.name == "submit" and not self.label:
             raise ValueError("a submit action needs label: the job group to submit")
         return self
@@ -132,13 +223,25 @@ class Action(_Strict):
         return {RESOURCE_ALIASES[key]: change for key, change in self.resources.items()}
 
 
-def _is_change(text: str) -> bool:
-    body = text.strip().lstrip("x*+")
-    try:
-        float(body)
-    except ValueError:
-        return False
-    return True
+def change_problem(field: str, change: Any) -> str | None:
+    """Why a resource change ("x2", "+512", 4096) is not one, or None if it is."""
+    bound = RESOURCE_BOUNDS[field]
+    if isinstance(change, str):
+        match = _CHANGE.match(change)
+        if match is None:
+            return f'{shown(change)} is not a change: write "x2" (multiply), "+512" (add) or 4096'
+        amount = float(match["number"])
+        if match["op"] in ("x", "*"):
+            problem = bounds.FACTOR.problem(amount)
+            return f"the factor {problem}" if problem else None
+        if match["op"] == "+":
+            problem = bound.problem(amount) if amount > 0 else "must be more than 0"
+            return f"the amount added {problem}" if problem else None
+        change = amount
+    problem = bound.problem(change)
+    if problem is None and field == "walltime" and change == 0:
+        problem = "must be more than 0"
+    return problem
 
 
 class Rule(_Strict):
@@ -150,7 +253,7 @@ class Rule(_Strict):
     )
     group: str | None = Field(None, description="job triggers: only jobs of this group")
     when: int | float | str | None = Field(None, description=f"metric: {CONDITION_HELP}")
-    every: Duration | None = Field(None, description="interval: how often the rule fires")
+    every: Period | None = Field(None, description="interval: how often the rule fires")
     action: Action
 
     @field_validator("trigger")
@@ -160,16 +263,34 @@ class Rule(_Strict):
             raise ValueError(
                 f"unknown trigger '{trigger}': use start, interval, metric, "
                 f"job-<event> ({', '.join(JOB_EVENTS)}) or an outcome "
-                f"({', '.join(OUTCOME_TRIGGERS)})"
+                f"({', '.join(OUTCOME_TRIGGERS)})" + did_you_mean(trigger, TRIGGERS)
             )
         return trigger
 
-    @field_validator("when")
+    @field_validator("name")
     @classmethod
-    def _valid_when(cls, when: Any) -> Any:
+    def _metric_name(cls, name: str | None, info: ValidationInfo) -> str | None:
+        if name is not None and info.data.get("trigger") == "metric":
+            check_metric_name(name)
+        return name
+
+    @field_validator("when", mode="before")
+    @classmethod
+    def _valid_when(cls, when: Any, info: ValidationInfo) -> Any:
+        trigger = info.data.get("trigger")
+        if when is not None and trigger not in (None, "metric"):
+            raise ValueError(f"only a metric rule has a condition; a {trigger} rule has none")
         if when is not None:
             parse_condition(when)
         return when
+
+    @field_validator("every")
+    @classmethod
+    def _interval_only(cls, every: float | None, info: ValidationInfo) -> float | None:
+        trigger = info.data.get("trigger")
+        if every is not None and trigger not in (None, "interval"):
+            raise ValueError(f"only an interval rule has every:; a {trigger} rule has none")
+        return every
 
     @model_validator(mode="after")
     def _trigger_needs(self) -> Rule:
@@ -194,20 +315,69 @@ class Rule(_Strict):
         return self.group
 
 
+#: Characters with no meaning to a shell's word splitting beyond separating words at spaces.
+_PLAIN = frozenset(string.ascii_letters + string.digits + " \t\n\r!#$%&()*+,-./:;<=>?@[]^_`{|}~")
+
+
+def split_command(command: str) -> list[str]:
+    """`shlex.split`, without its cost for the common command that has no quote or escape."""
+    if _PLAIN.issuperset(command):
+        return command.split()
+    return shlex.split(command)
+
+
 class JobGroup(_Strict):
     """A group of identical jobs that `submit` actions start (ensemble files only)."""
 
-    name: str
+    name: str = Field(min_length=1)
     command: str | list[str]
-    count: int = Field(1, ge=0, description="jobs per submit")
-    nodes: int | None = Field(1, ge=1)
-    tasks: int | None = Field(None, ge=1)
-    cores: int = Field(1, ge=1, description="cores per task")
-    gpus: int = Field(0, ge=0, description="gpus per task")
-    memory: int | None = Field(None, ge=1, description="MB for the whole job")
+    count: Annotated[int, _within(bounds.JOBS_PER_SUBMIT)] = Field(1, description="jobs per submit")
+    nodes: Annotated[int | None, _within(bounds.NODES)] = 1
+    tasks: Annotated[int | None, _within(bounds.TASKS)] = None
+    cores: Annotated[int, _within(bounds.CORES)] = Field(1, description="cores per task")
+    gpus: Annotated[int, _within(bounds.GPUS)] = Field(0, description="gpus per task")
+    memory: Annotated[int | None, _within(bounds.MEGABYTES)] = Field(
+        None, description="MB for the whole job"
+    )
     duration: Duration | None = Field(None, description="walltime; 0 or unset is unlimited")
     workdir: str | None = None
     environment: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("command")
+    @classmethod
+    def _runnable(cls, command: str | list[str]) -> list[str]:
+        """The argv: a string is split as a shell would (without running one)."""
+        try:
+            argv = split_command(command) if isinstance(command, str) else command
+        except ValueError as error:
+            raise ValueError(f"{shown(command)} cannot be split like a shell: {error}") from None
+        if not argv or not argv[0]:
+            raise ValueError("the command is empty: give the program to run and its arguments")
+        if any("\0" in part for part in argv):
+            raise ValueError("the command holds a NUL character, which no program can receive")
+        return argv
+
+    @field_validator("environment")
+    @classmethod
+    def _names(cls, environment: dict[str, str]) -> dict[str, str]:
+        for name, value in environment.items():
+            if not name or "=" in name or "\0" in name or "\0" in value:
+                raise ValueError(
+                    f"{shown(name)}: an environment variable's name is not empty and holds "
+                    "no '=', and neither holds a NUL character"
+                )
+        return environment
+
+    @model_validator(mode="after")
+    def _spec_builds(self) -> JobGroup:
+        """Build the spec now, so that what validates also runs."""
+        try:
+            self.spec()
+        except ValidationError as error:
+            problem = error.errors()[0]
+            where = ".".join(str(part) for part in problem["loc"])
+            raise ValueError(f"its job would be invalid: {where}: {problem['msg']}") from None
+        return self
 
     def spec(self) -> JobSpec:
         """The JobSpec of one job of this group (ensemble-python: one task per node by default)."""
@@ -228,7 +398,7 @@ class JobGroup(_Strict):
 
 class Logging(_Strict):
     debug: bool = False
-    heartbeat: Duration | None = Field(
+    heartbeat: Heartbeat | None = Field(
         None, description="re-evaluate metric rules (and record pending time) this often"
     )
 
@@ -236,8 +406,12 @@ class Logging(_Strict):
 class Limits(_Strict):
     """Global limits, so that a rule set that feeds itself stops."""
 
-    max_actions: int = Field(1000, ge=1, description="actions performed by all rules together")
-    max_jobs: int = Field(10000, ge=1, description="member jobs submitted, resubmissions included")
+    max_actions: Annotated[int, _within(bounds.LIMIT)] = Field(
+        1000, description="actions performed by all rules together"
+    )
+    max_jobs: Annotated[int, _within(bounds.LIMIT)] = Field(
+        10000, description="member jobs submitted, resubmissions included"
+    )
 
 
 class EnsembleFile(_Strict):
