@@ -1,7 +1,11 @@
 """`ensemble`: run, validate and inspect ensembles from the command line.
 
 Exit status: 0 when the ensemble ran to its end or a rule terminated it, 1 when it stopped at a
-global limit or on a member error, 2 for bad input, 130 on Ctrl-C.
+global limit or on a member error, 2 for bad input, 128 + the signal on SIGINT (130) or SIGTERM
+(143), after every job was cancelled.
+
+The signal handlers are the first thing `main` sets, and the modules that take time to import are
+imported after that, so a signal at any moment ends the command with one line.
 """
 
 from __future__ import annotations
@@ -11,39 +15,89 @@ import json
 import logging
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ensemble_core.ensemble import Ensemble
-from ensemble_core.errors import EnsembleError
-from ensemble_core.members import MEMBERS, create_member
-from ensemble_core.report import status_line, summary_table
-from ensemble_core.rules.loader import load, load_rules
-from ensemble_core.rules.schema import EnsembleFile
-from ensemble_core.translate.command import add_translate_parser
+from ensemble_core.errors import ConfigError, EnsembleError
+from ensemble_core.members import MEMBERS
 
-EXIT_STATUS = {"completed": 0, "terminated": 0, "limit": 1, "error": 1, "interrupted": 130}
+if TYPE_CHECKING:
+    from ensemble_core.ensemble import Ensemble
+    from ensemble_core.rules.schema import EnsembleFile
+
+EXIT_STATUS = {"completed": 0, "terminated": 0, "limit": 1, "error": 1}
+BAD_INPUT = 2
 STATUS_SECONDS = 0.5
 
-#: CLI flags that become member settings, by member.
-MEMBER_FLAGS = {
-    "local": ("cores", "memory_mb", "gpus", "nodes", "max_nodes", "log_dir"),
-    "flux": ("flux_uri",),
-    "kubernetes": ("namespace", "image", "kubeconfig", "minicluster"),
-}
+#: CLI flags that become member settings (each member takes some of them).
+MEMBER_FLAGS = (
+    "cores",
+    "memory_mb",
+    "gpus",
+    "nodes",
+    "max_nodes",
+    "log_dir",
+    "flux_uri",
+    "namespace",
+    "image",
+    "kubeconfig",
+    "context",
+    "minicluster",
+)
+
+
+class Interrupted(BaseException):
+    """A signal that arrived before the ensemble ran: nothing to cancel, end the command."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class Signals:
+    """SIGINT and SIGTERM, from the first instruction of `main` on.
+
+    Before the ensemble runs, a signal ends the command at once (no job exists yet); once it
+    runs, a signal stops it, which cancels every job, and the run ends with 128 + the signal.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.ensemble: Ensemble | None = None
+        signal.signal(signal.SIGINT, self._handle)
+        signal.signal(signal.SIGTERM, self._handle)
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.received).name if self.received else ""
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received is None:
+            self.received = signum
+        if self.ensemble is None:
+            raise Interrupted(signum)
+        self.ensemble.stop(f"interrupted ({self.name})", "interrupted")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
-        format="%(message)s",
-    )
+    signals = Signals()
     try:
+        args = _parser().parse_args(argv)
+        args.signals = signals
+        logging.basicConfig(
+            level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+            format="%(message)s",
+        )
         return args.command(args)
+    except Interrupted as interrupted:
+        name = signal.Signals(interrupted.signum).name
+        print(f"ensemble: interrupted by {name} before any job started", file=sys.stderr)
+        return 128 + interrupted.signum
+    except ConfigError as error:
+        print(f"ensemble: {error}", file=sys.stderr)
+        return BAD_INPUT
     except EnsembleError as error:
         print(f"ensemble: {error}", file=sys.stderr)
-        return 2
+        return EXIT_STATUS["error"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -79,6 +133,7 @@ def _parser() -> argparse.ArgumentParser:
     kube.add_argument("--namespace", help="namespace for Jobs")
     kube.add_argument("--image", help="container image the jobs run in")
     kube.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster or ~/.kube)")
+    kube.add_argument("--context", help="kubeconfig context (default: its current one)")
     kube.add_argument("--minicluster", help="MiniCluster (namespace/name) grow/shrink resize")
     run.set_defaults(command=_run)
 
@@ -89,79 +144,83 @@ def _parser() -> argparse.ArgumentParser:
     schema = commands.add_parser("schema", help="print the JSON Schema of the YAML format")
     schema.set_defaults(command=_schema)
 
+    from ensemble_core.translate.command import add_translate_parser
+
     add_translate_parser(commands)
     return parser
 
 
-def _load_run_config(args: argparse.Namespace) -> EnsembleFile:
-    config = load(args.file)
-    if args.rules:
-        extra = load_rules(args.rules)
-        config = config.model_copy(update={"rules": [*config.rules, *extra.rules]})
-    return config
-
-
 def _member_settings(args: argparse.Namespace, config: EnsembleFile, member: str) -> dict[str, Any]:
+    """The file's `member:` settings with the flags over them, checked for `member`."""
+    from ensemble_core.members.settings import SettingError, check_settings
+
     settings = {k: v for k, v in config.member.items() if k != "name"}
-    for flag in MEMBER_FLAGS.get(member, ()):
-        value = getattr(args, flag, None)
-        if value is not None:
-            settings[flag] = value
-    return settings
+    flags = {flag for flag in MEMBER_FLAGS if getattr(args, flag, None) is not None}
+    settings.update({flag: getattr(args, flag) for flag in flags})
+    try:
+        return check_settings(member, settings)
+    except SettingError as error:
+        if error.setting in flags:
+            name = "--" + error.setting.replace("_", "-")
+        else:
+            name = f"member.{error.setting} (in {args.file})"
+        raise ConfigError(error.phrased(name, "--member {}")) from None
 
 
 def _run(args: argparse.Namespace) -> int:
-    config = _load_run_config(args)
+    from ensemble_core.ensemble import Ensemble
+    from ensemble_core.members import create_member
+    from ensemble_core.report import status_line
+    from ensemble_core.rules.loader import load_rules
+
+    config = load_rules([args.file, *args.rules])
     if config.logging.debug:
         logging.getLogger().setLevel(logging.INFO)
     member_name = args.member or config.member.get("name", "local")
     member = create_member(member_name, **_member_settings(args, config, member_name))
     ensemble = Ensemble(member, config, allow_custom=args.allow_custom)
-    interrupted = _watch_signals()
+    signals: Signals = args.signals
+    signals.ensemble = ensemble  # from here on a signal stops the ensemble
     try:
         ensemble.start()
         live = sys.stderr.isatty() and not args.json
         while not ensemble.wait(STATUS_SECONDS):
-            if interrupted:
-                ensemble.stop("interrupted (Ctrl-C)", "interrupted")
-                ensemble.wait(30)
-                break
             if live:
                 print(f"\r\033[K{status_line(ensemble.snapshot())}", end="", file=sys.stderr)
         if live:
             print("\r\033[K", end="", file=sys.stderr)
-        snapshot = ensemble.snapshot()
     finally:
         ensemble.close()
+    return _report(args, ensemble, signals)
+
+
+def _report(args: argparse.Namespace, ensemble: Ensemble, signals: Signals) -> int:
+    """Print the summary (or the JSON report); the exit status."""
+    from ensemble_core.report import summary_table
+
+    snapshot = ensemble.snapshot()
+    described = ensemble.member.describe()
     exit_name = ensemble.exit
     if args.json:
         report = {**snapshot, "exit": exit_name, "reason": ensemble.stop_reason}
-        print(json.dumps({**report, "member": member.describe()}))
+        print(json.dumps({**report, "member": described}))
     else:
         print(summary_table(snapshot))
-        described = member.describe()
         settings = ", ".join(f"{k} {v}" for k, v in described.items() if k != "member")
-        print(f"member {described.get('member', member.name)}: {settings}")
+        print(f"member {described.get('member', ensemble.member.name)}: {settings}")
         if ensemble.stop_reason:
             print(f"ended: {ensemble.stop_reason}")
+    if exit_name == "interrupted" and signals.received:
+        print(f"ensemble: interrupted by {signals.name}: its jobs were cancelled", file=sys.stderr)
+        return 128 + signals.received
     if exit_name in ("limit", "error"):
         print(f"ensemble: stopped: {ensemble.stop_reason}", file=sys.stderr)
-    return EXIT_STATUS[exit_name]
-
-
-def _watch_signals() -> list[int]:
-    """Turn SIGINT/SIGTERM into a flag the run loop checks, so jobs are cancelled, not orphaned."""
-    received: list[int] = []
-
-    def handler(signum: int, frame: Any) -> None:
-        received.append(signum)
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-    return received
+    return EXIT_STATUS.get(exit_name, EXIT_STATUS["error"])
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from ensemble_core.rules.loader import load
+
     for item in args.file:
         config = load(item)
         print(f"{item}: ok ({len(config.jobs)} job groups, {len(config.rules)} rules)")
@@ -169,6 +228,8 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _schema(args: argparse.Namespace) -> int:
+    from ensemble_core.rules.schema import EnsembleFile
+
     print(json.dumps(EnsembleFile.model_json_schema(), indent=2))
     return 0
 
