@@ -233,44 +233,23 @@ class MemoryCgroups:
 # -- the kubelet API: container logs -------------------------------------------------------------
 
 
-class LogServer:
-    """`GET /containerLogs/NS/POD/CONTAINER` over HTTPS, what the API server proxies `pods/log`
-    to (at the Node's InternalIP and `status.daemonEndpoints.kubeletEndpoint.Port`)."""
+class HttpsServer:
+    """A threaded HTTPS server on 127.0.0.1 (a free port) with a self-signed certificate, which
+    `cert` names: the API server reaches a kubelet, or an admission webhook, this way."""
 
-    def __init__(self, directory: Path, logs: dict[tuple[str, str, str], Path]) -> None:
-        cert, key = directory / "kubelet.crt", directory / "kubelet.key"
-        if not cert.exists():
+    def __init__(self, directory: Path, handler: type[http.server.BaseHTTPRequestHandler]) -> None:
+        self.cert, key = directory / "serving.crt", directory / "serving.key"
+        if not self.cert.exists():
             subprocess.run(
                 ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
-                 "-keyout", str(key), "-out", str(cert), "-subj", "/CN=simulated-kubelet",
+                 "-keyout", str(key), "-out", str(self.cert), "-subj", "/CN=127.0.0.1",
                  "-addext", "subjectAltName=IP:127.0.0.1"],
                 check=True, capture_output=True,
             )  # fmt: skip
-        logs_of = logs
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                parts = self.path.split("?", 1)[0].strip("/").split("/")
-                path = logs_of.get(tuple(parts[1:])) if parts[0] == "containerLogs" else None
-                if path is None or len(parts) != 4:
-                    self._answer(404, f"no container {'/'.join(parts[1:])} on this node\n")
-                else:
-                    self._answer(200, path.read_text(errors="replace"))
-
-            def _answer(self, code: int, text: str) -> None:
-                body = text.encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "text/plain")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                log.debug(format, *args)
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(cert, key)
+        context.load_cert_chain(self.cert, key)
         self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -281,6 +260,36 @@ class LogServer:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class QuietHandler(http.server.BaseHTTPRequestHandler):
+    """Answers in one call, logs at debug level only."""
+
+    def answer(self, code: int, body: bytes, content_type: str = "text/plain") -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug(format, *args)
+
+
+def log_server(directory: Path, logs: dict[tuple[str, str, str], Path]) -> HttpsServer:
+    """`GET /containerLogs/NS/POD/CONTAINER`, what the API server proxies `pods/log` to (at the
+    Node's InternalIP and `status.daemonEndpoints.kubeletEndpoint.Port`)."""
+
+    class ContainerLogs(QuietHandler):
+        def do_GET(self) -> None:
+            parts = self.path.split("?", 1)[0].strip("/").split("/")
+            path = logs.get(tuple(parts[1:])) if parts[0] == "containerLogs" else None
+            if path is None or len(parts) != 4:
+                self.answer(404, f"no container {'/'.join(parts[1:])} on this node\n".encode())
+            else:
+                self.answer(200, path.read_bytes())
+
+    return HttpsServer(directory, ContainerLogs)
 
 
 # -- Pods ----------------------------------------------------------------------------------------
@@ -322,7 +331,7 @@ class Kubelet:
         (directory / "logs").mkdir(parents=True, exist_ok=True)
         self.cgroups = MemoryCgroups.find()
         self.logs: dict[tuple[str, str, str], Path] = {}
-        self.server = LogServer(directory, self.logs)
+        self.server = log_server(directory, self.logs)
         self.runs: dict[str, PodRun] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopped = asyncio.Event()
