@@ -99,8 +99,15 @@ class Bridge:
 
 
 def write_events(directory: Path, oom_kills: int) -> None:
+    """Rewrite `memory.events` in place in one write of the same length, as the kernel updates
+    it: a truncation would show the plugin an empty file (and a new file would end its watch)."""
     lines = ["low 0", "high 0", f"max {oom_kills}", f"oom {oom_kills}", f"oom_kill {oom_kills}"]
-    (directory / "memory.events").write_text("\n".join(lines) + "\n")
+    path = directory / "memory.events"
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        os.pwrite(descriptor, ("\n".join(lines) + "\n").encode(), 0)
+    finally:
+        os.close(descriptor)
 
 
 def serve(v1: Path, events: Path) -> None:

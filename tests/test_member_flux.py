@@ -21,6 +21,9 @@ from ensemble_core.events import AttemptRecord, JobEvent, Outcome
 from ensemble_core.members import create_member
 from ensemble_core.members.flux import FluxMember, decode_idset, encode_idset
 from ensemble_core.members.flux_oom import (
+    find_report as find_oom_report,
+)
+from ensemble_core.members.flux_oom import (
     killed_by_sigkill,
     report_in_file,
     report_in_output_eventlog,
@@ -493,6 +496,32 @@ def test_oom_report_parsing_and_sigkill_statuses():
     assert report_in_file("flux-shell[0]: ERROR: other: Memory cgroup out of memory\n") == []
     noise = '{"name":"log","context":{"component":"shell","message":"x"}}\nnot json "log"\n'
     assert report_in_output_eventlog(noise) == []
+
+
+class OutputLookups:
+    """A handle that answers `job-info.lookup` with one output eventlog, and counts the asks."""
+
+    def __init__(self, output: str) -> None:
+        self.output, self.asked = output, 0
+
+    def rpc(self, topic: str, payload: dict) -> flux_fake.Future:
+        assert (topic, payload["keys"]) == ("job-info.lookup", ["guest.output"])
+        self.asked += 1
+        return flux_fake.Future({"guest.output": self.output})
+
+
+def test_the_oom_plugins_own_errors_are_no_oom(tmp_path):
+    """Only the plugin's report of a kill counts; its complaint about reading the file does
+    not, and is left out of the note. The KVS is asked only when the files hold no report."""
+    stderr = tmp_path / "err"
+    lines = ["error reading memory.events", "Memory cgroup out of memory: killed 1 task on n0."]
+    stderr.write_text("".join(f"flux-shell[0]: ERROR: oom: {line}\n" for line in lines))
+    kvs = OutputLookups("")
+    assert find_oom_report(kvs, 1, [str(stderr)]) == lines[1]
+    assert kvs.asked == 0
+    stderr.write_text(f"flux-shell[0]: ERROR: oom: {lines[0]}\n")
+    assert find_oom_report(kvs, 1, [str(stderr), str(tmp_path / "missing")]) is None
+    assert kvs.asked == 1
 
 
 def test_finished_jobs_leave_nothing_behind(monkeypatch):

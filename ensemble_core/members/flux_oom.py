@@ -24,6 +24,8 @@ import re
 import signal
 from typing import Any
 
+#: How the plugin's report of a kill begins; it may be followed by "memory.peak = SIZE".
+OOM_KILL = "Memory cgroup out of memory: "
 #: How much of the end of an output file is searched (the report comes after the job's output).
 TAIL_BYTES = 256 * 1024
 _FILE_LINE = re.compile(r"^flux-shell\[\d+\]: ERROR: oom: (.*)$", re.MULTILINE)
@@ -73,9 +75,15 @@ def find_report(handle: Any, jobid: int, paths: list[str]) -> str | None:
             messages += report_in_file(tail(path))
         except OSError:
             continue
-    if not messages:
+    if not _kills(messages):
         keys = {"id": jobid, "keys": ["guest.output"], "flags": 0}
         answer = handle.rpc("job-info.lookup", keys).get()
         messages = report_in_output_eventlog(answer.get("guest.output") or "")
-    unique = list(dict.fromkeys(message.strip() for message in messages if message.strip()))
-    return " ".join(unique) or None
+    if not _kills(messages):
+        return None  # the plugin's own trouble ("error reading memory.events") is no OOM
+    report = dict.fromkeys(m.strip() for m in messages if m.startswith((OOM_KILL, "memory.peak")))
+    return " ".join(report)
+
+
+def _kills(messages: list[str]) -> bool:
+    return any(message.startswith(OOM_KILL) for message in messages)
