@@ -59,7 +59,6 @@ def planes(tmp_path_factory: pytest.TempPathFactory):
             tmp_path_factory.mktemp("compacting"),
             NAMESPACE,
             apiserver_args=COMPACTING,
-            binaries=main.directory / "bin",
         )
         relist = RelistScenario(second, tmp_path_factory.mktemp("relist"))
         relist.start()
