@@ -133,7 +133,9 @@ class EventStream:
         return len(self._active)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop the thread (it notices within `wakeup` seconds) and wait for it."""
+        """Stop the thread (it notices within `wakeup` seconds) and wait for it; once."""
+        if self._closing.is_set():
+            return
         self._closing.set()
         self._wake()
         if self._thread is not None:
@@ -176,17 +178,20 @@ class EventStream:
                 error = exc
             if self._closing.is_set():
                 break
-            if self._live or broken_at is None:
+            first = self._live or broken_at is None
+            if first:
                 broken_at = time.monotonic()
             self._live = False
-            waited = time.monotonic() - broken_at
-            if waited >= self._give_up_after:
-                self._give_up(error, waited)
+            if time.monotonic() - broken_at >= self._give_up_after:
+                self._give_up(error)
                 return
-            log.warning(
-                "the Flux event stream broke (%s); reconnecting in %.1f s and replaying",
+            log.log(
+                logging.WARNING if first else logging.DEBUG,
+                "the Flux event stream broke (%s); reconnecting every %.1f s for up to %.0f s, "
+                "then replaying what it missed",
                 error,
                 self._reconnect_delay,
+                self._give_up_after,
             )
             self._closing.wait(self._reconnect_delay)
             handle = None
@@ -197,9 +202,10 @@ class EventStream:
         self._live = True
         self._answered.set()
 
-    def _give_up(self, error: Exception | None, waited: float) -> None:
+    def _give_up(self, error: Exception | None) -> None:
         self.lost_reason = (
-            f"the Flux event stream broke and could not be resumed within {waited:.0f} s "
+            f"the Flux event stream broke and could not be resumed within "
+            f"{self._give_up_after:.0f} s "
             f"(last error: {error}); the instance may be gone"
         )
         log.error("%s", self.lost_reason)
