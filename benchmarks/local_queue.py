@@ -15,6 +15,7 @@ no arguments; to measure another checkout, put it first on PYTHONPATH.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import statistics
 import tempfile
 import time
@@ -59,7 +60,7 @@ async def per_event(settings: dict[str, Any], fields: dict[str, Any], waiting: i
     submit = (time.perf_counter() - started) / TIMED_SUBMITS
     await enough.wait()
     await member.close()
-    end = statistics.median(b - a for a, b in zip(cleaned, cleaned[1:], strict=False))
+    end = statistics.median(b - a for a, b in itertools.pairwise(cleaned))
     return submit, end
 
 
