@@ -447,3 +447,23 @@ def test_nothing_starts_after_close_and_output_is_closed(log_dir):
     assert "alloc" not in [e.name for e in events[ids[1]]]
     lines = (Path(log_dir) / "ensemble.log").read_text().splitlines()
     assert lines[1:] == [f"default-{ids[0]}.out: before"]
+
+
+def test_a_failing_memory_watch_stays_inside_the_member(monkeypatch, log_dir):
+    def unreadable_proc():
+        raise RuntimeError("injected: /proc unreadable")
+
+    monkeypatch.setattr("ensemble_core.members.local._resident_by_group", unreadable_proc)
+    spec = JobSpec(command=["sleep", "0.3"], memory_mb=100)
+    ids, events = run_jobs(LocalMember(log_dir=log_dir), [spec])
+    assert outcome_of(events[ids[0]]).outcome is Outcome.SUCCESS
+
+
+def test_an_output_path_with_a_nul_byte_fails_its_job_only(log_dir):
+    specs = [JobSpec(command=["true"], stdout="bad\0name"), JobSpec(command=["true"])]
+    ids, events = run_jobs(LocalMember(log_dir=log_dir), specs)
+    record = outcome_of(events[ids[0]])
+    assert (
+        record.reason == "failed: cannot open the job's output file bad\0name: embedded null byte"
+    )
+    assert outcome_of(events[ids[1]]).outcome is Outcome.SUCCESS

@@ -108,6 +108,7 @@ class LocalMember(Member):
         self._emit: EmitEvent = lambda event: None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._memory_watch: asyncio.Task[None] | None = None
+        self._memory_watch_failed = False
         self._scheduling = False
         self._again = False
         self._closed = False
@@ -352,21 +353,28 @@ class LocalMember(Member):
                 }
                 if not limited:
                     return
-                used: dict[int, float] = dict.fromkeys(limited, 0.0)
-                for pgid, rss_mb in _resident_by_group():
-                    if pgid in used:
-                        used[pgid] += rss_mb
-                for job in {id(j): j for j in limited.values()}.values():
-                    total = sum(used[pid] for pid in job.pids)
-                    if job.spec.memory_mb and total > job.spec.memory_mb:
-                        self._guarded(
-                            job, self._end, job, "oom",
-                            f"memory use {total:.0f} MB exceeded the limit of "
-                            f"{job.spec.memory_mb} MB",
-                        )  # fmt: skip
+                try:
+                    self._check_memory(limited)
+                except Exception:  # a task of the loop: nothing may escape into it
+                    if not self._memory_watch_failed:
+                        log.exception("local member: the memory watch failed (it goes on)")
+                    self._memory_watch_failed = True
                 await asyncio.sleep(MEMORY_CHECK_SECONDS)
         finally:
             self._memory_watch = None
+
+    def _check_memory(self, limited: dict[int, _Job]) -> None:
+        used: dict[int, float] = dict.fromkeys(limited, 0.0)
+        for pgid, rss_mb in _resident_by_group():
+            if pgid in used:
+                used[pgid] += rss_mb
+        for job in {id(j): j for j in limited.values()}.values():
+            total = sum(used.get(pid, 0.0) for pid in job.pids)
+            if job.spec.memory_mb and total > job.spec.memory_mb:
+                self._guarded(
+                    job, self._end, job, "oom",
+                    f"memory use {total:.0f} MB exceeded the limit of {job.spec.memory_mb} MB",
+                )  # fmt: skip
 
     # Containment ------------------------------------------------------------------------------
 
@@ -447,7 +455,7 @@ def _resident_by_group() -> list[tuple[int, float]]:
         try:
             with open(f"/proc/{entry.name}/stat", "rb") as stat:
                 fields = stat.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        found.append((int(fields[2]), int(fields[21]) * PAGE_MB))
+            found.append((int(fields[2]), int(fields[21]) * PAGE_MB))
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile, or not a process's stat
     return found

@@ -124,11 +124,10 @@ class JobFiles:
                     self._created.append(path)
                 except FileExistsError:
                     fd = os.open(path, _APPEND)
-            except OSError as error:
+            except (OSError, ValueError) as error:  # ValueError: a NUL byte in the path
                 self._close_fds()
-                raise OutputError(
-                    f"cannot open the job's output file {path}: {error.strerror or error}"
-                ) from None
+                reason = getattr(error, "strerror", None) or error
+                raise OutputError(f"cannot open the job's output file {path}: {reason}") from None
             self._fds.append(fd)
         return self._fds[0], self._fds[-1]
 
