@@ -6,6 +6,8 @@ drain/undrain/status, and `job-info.lookup` of a recorded output eventlog),
 `event_watch_async`, `cancel_async`; `flux.constants.FLUX_POLLIN`. Errors are raised as flux-python
 raises them (OSError subclasses with an errno and Flux's text).
 
+`Emitted` collects what a member emits, for these tests and those on a real instance.
+
 The instance posts a recorded event only once its job was submitted (and the recorded cancel
 only once the job was cancelled), so events may reach the member before `submit_async`'s id does,
 as they can on a real instance.
@@ -13,16 +15,54 @@ as they can on a real instance.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import json
 import select
 import sys
 import threading
 import types
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from ensemble_core.events import AttemptRecord, JobEvent
+
 FIXTURES = Path(__file__).parent / "fixtures" / "flux"
+
+
+class Emitted:
+    """What a member emitted, per job, and its log paths as they stood at each job's `clean`
+    (a member keeps them until then). The `emit` to give the member's `start`; used on the
+    fake and on real instances alike."""
+
+    def __init__(self, member: Any) -> None:
+        self.member = member
+        self.events: dict[int, list[JobEvent]] = defaultdict(list)
+        self.cleaned: set[int] = set()
+        self.logs: dict[int, list[str]] = {}
+
+    def emit(self, event: JobEvent) -> None:
+        self.events[event.jobid].append(event)
+        if event.name == "clean":
+            self.cleaned.add(event.jobid)
+            self.logs[event.jobid] = self.member.log_paths(event.jobid)
+
+    def record(self, jobid: int) -> AttemptRecord:
+        attempt = AttemptRecord()
+        for event in self.events[jobid]:
+            attempt.observe(event)
+        return attempt
+
+    def delivered(self, jobid: int) -> list[tuple[str, float]]:
+        return [(e.name, e.timestamp) for e in self.events[jobid]]
+
+    async def until_clean(self, jobids: list[int], timeout: float = 60) -> None:
+        async with asyncio.timeout(timeout):
+            while not self.cleaned >= set(jobids):
+                await asyncio.sleep(0.005)
+
+
 SENTINEL = {"sentinel": True}
 
 

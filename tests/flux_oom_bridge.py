@@ -33,7 +33,7 @@ from pathlib import Path
 V1_ROOT = Path("/sys/fs/cgroup/memory")
 V2_ROOT = Path("/sys/fs/cgroup/unified")
 #: How long the plugin gets to read `memory.events` before the tasks are killed.
-REPORT_GRACE = 0.3
+REPORT_GRACE = 0.5
 
 
 def unavailable() -> str | None:

@@ -20,16 +20,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import flux_fake
 import flux_oom_bridge
 import pytest
 
 from ensemble_core.errors import MemberError
-from ensemble_core.events import AttemptRecord, JobEvent, Outcome
+from ensemble_core.events import Outcome
 from ensemble_core.members.flux import FluxMember, import_flux
 from ensemble_core.spec import JobSpec
 
@@ -91,29 +91,11 @@ def flux_uri() -> Iterator[str]:
         yield instance.uri
 
 
-class Session:
-    """A FluxMember on the instance and the events it emitted, per job."""
+class Session(flux_fake.Emitted):
+    """A FluxMember on a real instance and the events it emitted, per job."""
 
     def __init__(self, uri: str, **settings: float) -> None:
-        self.member = FluxMember(flux_uri=uri, **settings)
-        self.events: dict[int, list[JobEvent]] = defaultdict(list)
-        self.logs: dict[int, list[str]] = {}
-
-    def emit(self, event: JobEvent) -> None:
-        self.events[event.jobid].append(event)
-        if event.name == "clean":  # a member keeps a job's output paths until then
-            self.logs[event.jobid] = self.member.log_paths(event.jobid)
-
-    def record(self, jobid: int) -> AttemptRecord:
-        attempt = AttemptRecord()
-        for event in self.events[jobid]:
-            attempt.observe(event)
-        return attempt
-
-    async def until_clean(self, jobids: list[int], timeout: float = 60) -> None:
-        async with asyncio.timeout(timeout):
-            while not all(any(e.name == "clean" for e in self.events[j]) for j in jobids):
-                await asyncio.sleep(0.05)
+        super().__init__(FluxMember(flux_uri=uri, **settings))
 
 
 def run_and_cancel(uri: str, specs: list[JobSpec], cancel: int) -> tuple[Session, list[int]]:
@@ -561,7 +543,7 @@ def test_a_lost_node_fails_the_job_that_needs_it_as_node_failure() -> None:
             try:
                 specs = [
                     JobSpec(command=["sleep", "300"], nodes=2, tasks=2),
-                    JobSpec(command=["sleep", "2"], nodes=2, tasks=2),
+                    JobSpec(command=["sleep", "3"], nodes=2, tasks=2),
                 ]
                 ids = list(await asyncio.gather(*(session.member.submit(s) for s in specs)))
                 handle = flux.Flux(instance.uri)

@@ -17,7 +17,7 @@ import flux_fake
 import pytest
 
 from ensemble_core.errors import MemberError
-from ensemble_core.events import AttemptRecord, JobEvent, Outcome
+from ensemble_core.events import JobEvent, Outcome
 from ensemble_core.members import create_member
 from ensemble_core.members.flux import FluxMember, decode_idset, encode_idset
 from ensemble_core.members.flux_oom import (
@@ -51,7 +51,7 @@ EXPECTED = {
 }
 
 
-class Run:
+class Run(flux_fake.Emitted):
     """One member's life on a fake instance: what it emitted, per job."""
 
     def __init__(
@@ -60,13 +60,10 @@ class Run:
         fail_on: Callable[[JobEvent], bool] | None = None,
         **settings: Any,
     ) -> None:
+        super().__init__(FluxMember(reconnect_delay=0.0, **settings))
         self.instance = instance
         self.fail_on = fail_on  # the controller raises on these events
-        self.member = FluxMember(reconnect_delay=0.0, **settings)
-        self.events: dict[int, list[JobEvent]] = defaultdict(list)
-        self.cleaned: set[int] = set()
         self.ids: list[int] = []
-        self.logs: dict[int, list[str]] = {}
         self.off_loop_emits = 0
 
     def emit(self, event: JobEvent) -> None:
@@ -74,19 +71,7 @@ class Run:
             raise RuntimeError("rule engine exploded")
         if threading.current_thread() is not threading.main_thread():
             self.off_loop_emits += 1
-        self.events[event.jobid].append(event)
-        if event.name == "clean":
-            self.cleaned.add(event.jobid)
-            self.logs[event.jobid] = self.member.log_paths(event.jobid)
-
-    def record(self, jobid: int) -> AttemptRecord:
-        attempt = AttemptRecord()
-        for event in self.events[jobid]:
-            attempt.observe(event)
-        return attempt
-
-    def delivered(self, jobid: int) -> list[tuple[str, float]]:
-        return [(e.name, e.timestamp) for e in self.events[jobid]]
+        super().emit(event)
 
     async def __call__(self, specs: list[JobSpec], cancel: tuple[int, ...] = ()) -> Run:
         await self.member.start(self.emit)
@@ -94,9 +79,7 @@ class Run:
             self.ids = list(await asyncio.gather(*(self.member.submit(s) for s in specs)))
             for index in cancel:
                 await self.member.cancel(self.ids[index])
-            async with asyncio.timeout(60):
-                while not self.cleaned >= set(self.ids):
-                    await asyncio.sleep(0.005)
+            await self.until_clean(self.ids)
         finally:
             await self.member.close()
         return self
