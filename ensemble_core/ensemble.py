@@ -440,7 +440,11 @@ class Ensemble:
         self._waiting.pop(attempt.member_id, None)
         if attempt.phase < 3:
             group = attempt.spec.group
-            self.metrics.count(group, "running" if attempt.phase == 2 else "pending", -1)
+            if attempt.phase == 2:
+                self.metrics.count(group, "running", -1)
+                self.metrics.count(group, "finished")
+            else:
+                self.metrics.count(group, "pending", -1)
             self._count_outcome(group, outcome)
             attempt.phase = 3
         self._finish_job(handle, outcome, why)
