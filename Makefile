@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo test lint format benchmark venv clean
+.PHONY: demo test soak lint format benchmark venv clean
 
 venv: $(VENV)/.installed
 
@@ -25,6 +25,10 @@ test: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -p no:randomly -p no:random_order tests
+
+# Fault injection over many seeds (tests/test_faults.py runs one): every job resolves, counts add up.
+soak: venv
+	$(BIN)/python -m benchmarks.soak --seeds 20 --jobs 5000
 
 benchmark: venv
 	$(BIN)/python -m benchmarks
