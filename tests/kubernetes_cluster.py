@@ -97,7 +97,8 @@ class Cluster:
         self.api = config.new_client_from_config(config_file=self.kubeconfig)
         self.core = client.CoreV1Api(self.api)
         self.batch = client.BatchV1Api(self.api)
-        self.core.create_namespace({"metadata": {"name": self.namespace}})
+        if self.namespace not in {n.metadata.name for n in self.core.list_namespace().items}:
+            self.core.create_namespace({"metadata": {"name": self.namespace}})
         self._wait_for_default_service_account()
         self.kubelet = start_kubelet(self.kubeconfig, self.namespace, self.directory / "kubelet")
         return self

@@ -21,7 +21,14 @@ from urllib.parse import parse_qs, urlsplit
 from kubernetes.client import rest
 
 FIXTURES = Path(__file__).parent / "fixtures" / "kubernetes"
-REASONS = {200: "OK", 201: "Created", 403: "Forbidden", 404: "Not Found", 409: "Conflict"}
+REASONS = {
+    200: "OK",
+    201: "Created",
+    403: "Forbidden",
+    404: "Not Found",
+    409: "Conflict",
+    500: "Internal Server Error",
+}
 
 
 def fixture_lines(name: str) -> list[str]:
@@ -95,6 +102,7 @@ class FakeCluster:
         self.logs: dict[str, str] = {}
         self.miniclusters: dict[tuple[str, str], dict[str, Any]] = {}
         self.failures: dict[tuple[str, str], tuple[int, str, str]] = {}
+        self.watch_failures: dict[str, tuple[int, str, str]] = {}
         self._happened: dict[str, threading.Event] = defaultdict(threading.Event)
         self._counts: dict[str, int] = defaultdict(int)
         self._lock = threading.Lock()
@@ -119,6 +127,10 @@ class FakeCluster:
 
     def fail(self, method: str, resource: str, code: int, reason: str, message: str) -> None:
         self.failures[(method, resource)] = (code, reason, message)
+
+    def fail_watches(self, resource: str, code: int, reason: str, message: str) -> None:
+        """Every watch request on `resource` from now on is answered with this error."""
+        self.watch_failures[resource] = (code, reason, message)
 
     def happen(self, name: str) -> None:
         self._happened[name].set()
@@ -145,8 +157,11 @@ class FakeCluster:
         segments = parts.path.strip("/").split("/")
         resource = self._resource(segments)
         self.calls.append((method, resource, query, body))
-        if (method, resource) in self.failures:
-            code, reason, message = self.failures[(method, resource)]
+        failure = self.failures.get((method, resource))
+        if "watch" in query and resource in self.watch_failures:
+            failure = self.watch_failures[resource]
+        if failure is not None:
+            code, reason, message = failure
             return rest.RESTResponse(FakeResponse(code, status_body(code, reason, message)))
         response = self._answer(method, resource, segments, query, body, header_params or {})
         return rest.RESTResponse(response)

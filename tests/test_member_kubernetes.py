@@ -1,8 +1,10 @@
 """The Kubernetes member against recorded watch streams, the client mocked at its HTTP call.
 
 Every outcome (success, exit code, OOMKilled, the Pod's and the Job's DeadlineExceeded, cancel) is
-replayed from tests/fixtures/kubernetes in the shape the API server streams it; the resume from a
-BOOKMARK's resourceVersion and the re-list after 410 Gone must neither lose nor repeat an event.
+replayed from tests/fixtures/kubernetes, recorded from a real API server by
+tests/record_kubernetes.py; the resume from a BOOKMARK's resourceVersion and the re-list after
+410 Gone must neither lose nor repeat an event. tests/test_kubernetes_cluster.py runs the same
+member against the real API server.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from ensemble_core.spec import JobSpec
 from ensemble_core.translate.kubernetes import to_kubernetes
 
 JOB = "ens-test-1"
-POD = "ens-test-1-x7k2p"
 NORMAL = ["submit", "validate", "depend", "priority", "alloc", "start", "finish"]
 END = ["release", "free", "clean"]
 SPEC = JobSpec(command=["sleep", "1"], group="sim", memory_mb=64)
@@ -127,6 +128,22 @@ def obj(line: str) -> dict:
     return json.loads(line)["object"]
 
 
+def pod_of(scenario: str) -> str:
+    """The name the Job controller gave the Pod of a recorded scenario."""
+    return obj(fixture_lines(f"{scenario}.pods.jsonl")[0])["metadata"]["name"]
+
+
+def index(lines: list[str], phase: str | None = None, kind: str | None = None) -> int:
+    """The first line of a recorded Pod stream in this phase (or of this event type)."""
+    for number, line in enumerate(lines):
+        event = json.loads(line)
+        if kind is not None and event["type"] == kind:
+            return number
+        if phase is not None and (event["object"].get("status") or {}).get("phase") == phase:
+            return number
+    raise AssertionError(f"no {phase or kind} line")
+
+
 @pytest.mark.parametrize(
     ("scenario", "names", "status", "exception", "outcome"),
     [
@@ -142,7 +159,7 @@ def obj(line: str) -> dict:
         (
             "timeout",
             [*NORMAL[:-1], "exception", "finish"],
-            137 << 8,
+            143 << 8,
             {
                 "type": "timeout",
                 "severity": 0,
@@ -154,7 +171,7 @@ def obj(line: str) -> dict:
         (
             "deadline-job",
             [*NORMAL, "exception"],
-            137 << 8,
+            143 << 8,
             {
                 "type": "timeout",
                 "severity": 0,
@@ -168,7 +185,7 @@ def test_each_outcome_from_recorded_streams(
     tmp_path, cluster, kubeconfig, scenario, names, status, exception, outcome
 ):
     play(cluster, scenario)
-    cluster.logs[POD] = f"log of {scenario}\n"
+    cluster.logs[pod_of(scenario)] = f"log of {scenario}\n"
     state = run(member(tmp_path), submit_and_wait)
 
     assert state.names == [*names, *END]
@@ -197,15 +214,17 @@ def test_submission_creates_the_translated_job(tmp_path, cluster, kubeconfig):
 
 def test_one_watch_per_resource_resumes_from_the_bookmark(tmp_path, cluster, kubeconfig):
     lines = fixture_lines("success.pods.jsonl")
-    assert json.loads(lines[4])["type"] == "BOOKMARK"
-    cluster.add_watch("pods", lines[:5])
-    cluster.add_watch("pods", lines[5:], wait_for=None)
+    bookmark = index(lines, kind="BOOKMARK")  # sent while the Pod runs, before the watch's end
+    assert bookmark < index(lines, phase="Succeeded")
+    cluster.add_watch("pods", lines[: bookmark + 1])
+    cluster.add_watch("pods", lines[bookmark + 1 :], wait_for=None)
     cluster.add_watch("jobs", fixture_lines("success.jobs.jsonl"), wait_for="watch-pods-2-done")
     state = run(member(tmp_path), submit_and_wait)
 
     assert state.names == [*NORMAL, *END]
     watches = cluster.watch_calls("pods")
-    assert [w["resourceVersion"] for w in watches[:2]] == ["990", "1009"]
+    version = obj(lines[bookmark])["metadata"]["resourceVersion"]
+    assert [w["resourceVersion"] for w in watches[:2]] == ["990", version]
     assert all(
         w["labelSelector"] == "ensemble.flux-framework.org/ensemble=ens-test" for w in watches
     )
@@ -217,10 +236,9 @@ def test_one_watch_per_resource_resumes_from_the_bookmark(tmp_path, cluster, kub
 def test_relist_after_410_gone_loses_and_repeats_nothing(tmp_path, cluster, kubeconfig):
     lines = fixture_lines("success.pods.jsonl")
     expired = fixture_lines("expired.json")
-    final = obj(lines[6])
-    assert final["status"]["phase"] == "Succeeded"
+    final = obj(lines[index(lines, phase="Succeeded")])
     # The watch expires while the Pod runs; its end happens while no watch is open.
-    cluster.add_watch("pods", lines[:4] + expired)
+    cluster.add_watch("pods", lines[: index(lines, phase="Running") + 1] + expired)
     cluster.add_list("pods", [], "990")
     cluster.add_list("pods", [final], "1046")
     again = {"type": "MODIFIED", "object": {**final, "metadata": {**final["metadata"]}}}
@@ -237,7 +255,8 @@ def test_relist_after_410_gone_loses_and_repeats_nothing(tmp_path, cluster, kube
 
 def test_relist_that_lacks_a_job_reads_it_and_ends_it_as_deleted(tmp_path, cluster, kubeconfig):
     """The Job was deleted while the Job watch was away and its Pod still ran."""
-    cluster.add_watch("pods", fixture_lines("success.pods.jsonl")[:4])
+    pods = fixture_lines("success.pods.jsonl")
+    cluster.add_watch("pods", pods[: index(pods, phase="Running") + 1])
     jobs = fixture_lines("success.jobs.jsonl")
     cluster.add_watch("jobs", jobs[:3] + fixture_lines("expired.json"), "watch-pods-1-done")
     cluster.add_list("jobs", [], "990")
@@ -253,9 +272,9 @@ def test_relist_that_lacks_a_job_reads_it_and_ends_it_as_deleted(tmp_path, clust
 
 def test_job_end_seen_before_the_pod_end_reads_the_pod(tmp_path, cluster, kubeconfig):
     pods = fixture_lines("success.pods.jsonl")
-    cluster.add_watch("pods", pods[:5])
+    cluster.add_watch("pods", pods[: index(pods, phase="Running") + 1])
     cluster.add_watch("jobs", fixture_lines("success.jobs.jsonl"), wait_for="watch-pods-1-done")
-    cluster.job_pods[JOB] = [obj(pods[6])]
+    cluster.job_pods[JOB] = [obj(pods[index(pods, phase="Succeeded")])]
     state = run(member(tmp_path), submit_and_wait)
 
     assert state.names == [*NORMAL, *END]
@@ -298,6 +317,77 @@ def test_job_deleted_outside_the_ensemble_is_cancelled(tmp_path, cluster, kubeco
     assert state.names == [*NORMAL[:-1], "exception", *END]
     assert state.context("exception")["note"] == "the Job was deleted outside the ensemble"
     assert state.outcome is Outcome.CANCELLED
+
+
+def test_the_pods_final_state_ends_the_job_without_the_jobs_condition(
+    tmp_path, cluster, kubeconfig
+):
+    """restartPolicy Never and backoffLimit 0: the terminated Pod is final, the Job controller's
+    condition (seconds later) is not waited for."""
+    cluster.add_watch("pods", fixture_lines("success.pods.jsonl"))
+    state = run(member(tmp_path), submit_and_wait)
+
+    assert state.names == [*NORMAL, *END]
+    assert cluster.watch_calls("jobs")  # watched, but nothing came
+    assert cluster.list_calls("pods") == cluster.list_calls("pods")[:1]  # no read of the Pod
+
+
+def test_an_unreadable_object_ends_its_job_only(tmp_path, cluster, kubeconfig, caplog):
+    second = "ens-test-2"
+    broken = json.loads(fixture_lines("success.pods.jsonl")[0])
+    broken["object"]["status"] = {"phase": "Running", "containerStatuses": 7}
+    cluster.add_watch(
+        "pods", [json.dumps(broken), *renamed("success.pods.jsonl", second)], f"create-{second}"
+    )
+
+    async def scenario(state: Run) -> None:
+        assert await state.member.submit(SPEC) == JOB
+        assert await state.member.submit(SPEC) == second
+        while sum(event.name == "clean" for event in state.events) < 2:
+            await asyncio.sleep(0.01)
+
+    state = run(member(tmp_path), scenario)
+    first = [event for event in state.events if event.jobid == JOB]
+    assert [event.name for event in first] == [*NORMAL[:4], "exception", "clean"]
+    assert first[4].context == {
+        "type": "member",
+        "severity": 0,
+        "note": "the kubernetes member cannot read the pod (TypeError: 'int' object is not "
+        "iterable)",
+    }
+    assert [e.name for e in state.events if e.jobid == second] == [*NORMAL, *END]
+    assert "cannot read a pods ADDED event" in caplog.text
+
+
+def test_a_watch_that_cannot_be_resumed_tells_the_controller(tmp_path, cluster, kubeconfig):
+    cluster.fail_watches("pods", 500, "InternalError", "etcdserver: no leader")
+    lost: list[str] = []
+    subject = member(tmp_path, reconnect_seconds=1)
+    subject.on_lost = lost.append
+
+    async def scenario(state: Run) -> None:
+        while not lost:
+            await asyncio.sleep(0.02)
+
+    run(subject, scenario)
+    assert lost == [
+        "the Kubernetes pods watch in namespace 'default' could not be resumed for 1 s "
+        "(last error: 500 etcdserver: no leader)"
+    ]
+
+
+def test_a_log_that_cannot_be_read_is_one_line(tmp_path, cluster, kubeconfig, caplog):
+    play(cluster, "failed")
+    page = "<html>\n<body>502 Bad Gateway</body>\n</html>"
+    cluster.fail("GET", "log", 500, "InternalError", page)
+    state = run(member(tmp_path), submit_and_wait)
+
+    assert state.outcome is Outcome.FAILED
+    assert state.member.log_paths(JOB) == []
+    (record,) = [r for r in caplog.records if "could not be saved" in r.getMessage()]
+    assert record.getMessage() == (
+        f"kubernetes: the log of {JOB} (Pod {pod_of('failed')}) could not be saved: 500 <html>"
+    )
 
 
 MINICLUSTER = {
@@ -470,7 +560,7 @@ def test_controller_reports_the_saved_log_of_a_failed_job(tmp_path, cluster, kub
     from ensemble_core.api import open_ensemble
 
     play(cluster, "failed")
-    cluster.logs[POD] = "sh: exit 3\n"
+    cluster.logs[pod_of("failed")] = "sh: exit 3\n"
     settings = {"image": "busybox:1.36", "ensemble_id": "ens-test", "log_dir": str(tmp_path)}
     ensemble = open_ensemble("kubernetes", [], settings)
     try:
@@ -491,12 +581,13 @@ def test_what_the_watches_see_before_create_returns_waits_for_submit():
     tracker = JobTracker(emitted.append, ended.append, clock=lambda: 1.0)
     pods = fixture_lines("success.pods.jsonl")
     tracker.expect(JOB)
+    running = obj(pods[index(pods, phase="Running")])
     tracker.observe("pods", obj(pods[0]))
-    tracker.observe("pods", obj(pods[3]))
+    tracker.observe("pods", running)
     assert emitted == []
     tracker.submitted(JOB)
     assert [e.name for e in emitted] == NORMAL[:-1]
-    tracker.observe("pods", obj(pods[3]))
+    tracker.observe("pods", running)
     tracker.observe("jobs", {"metadata": {"name": "someone-else"}})
     assert len(emitted) == len(NORMAL) - 1
     assert ended == []
