@@ -479,9 +479,10 @@ class Ensemble:
         self._cancel_many(targets)
         return len(targets)
 
-    def _cancel_many(self, handles: list[JobHandle]) -> None:
+    def _cancel_many(self, handles: list[JobHandle], pause_every: int = 256) -> None:
         """Cancel now the jobs the member has; the others as soon as their submission returns
-        (or instead of it, for those still queued)."""
+        (or instead of it, for those still queued). Events are let in every `pause_every`
+        cancels (0: never, for a stop that must not let the member start another job)."""
         known = []
         for handle in handles:
             handle.cancel_requested = True
@@ -489,13 +490,15 @@ class Ensemble:
             if member_id is not None and member_id in self._by_member_id:
                 known.append((handle, member_id))
         if known:
-            self.spawn(self._cancel_member_jobs(known))
+            self.spawn(self._cancel_member_jobs(known, pause_every))
 
-    async def _cancel_member_jobs(self, jobs: list[tuple[JobHandle, Any]]) -> None:
+    async def _cancel_member_jobs(
+        self, jobs: list[tuple[JobHandle, Any]], pause_every: int
+    ) -> None:
         for count, (handle, member_id) in enumerate(jobs, 1):
             if member_id in self._by_member_id:
                 await self._cancel_member_job(handle, member_id)
-            if count % 256 == 0:
+            if pause_every and count % pause_every == 0:
                 await asyncio.sleep(0)
 
     async def _cancel_member_job(self, handle: JobHandle, member_id: Any) -> None:
@@ -570,7 +573,10 @@ class Ensemble:
             item = self._to_submit.popleft()
             if not isinstance(item, _Batch):
                 self._unsubmitted(item[0], item[1], Outcome.CANCELLED, why)
-        self._cancel_many(list(self._active.values()))
+        # Jobs not started first, newest first: a running job cancelled first would free its
+        # cores for the next queued one, which would start after the stop.
+        handles = sorted(reversed(self._active.values()), key=lambda h: h.attempts[-1].phase == 2)
+        self._cancel_many(handles, pause_every=0)
         self.check_idle()
 
     def _ended_why(self) -> str:

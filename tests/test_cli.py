@@ -179,11 +179,6 @@ def test_a_signal_while_the_file_loads_ends_with_one_line(tmp_path, signum, stat
     assert stderr == f"ensemble: interrupted by {name} before any job started\n"
 
 
-@pytest.mark.xfail(
-    reason="controller/local member: cancelling a running job frees its cores and the next "
-    "queued job starts before its own cancel arrives (1 to 80 jobs start after the signal)",
-    strict=False,
-)
 def test_a_signal_stops_a_large_queue_at_once_and_starts_no_more_jobs(tmp_path):
     """20,000 queued jobs, two running: the stop does not wait behind the queue, and no job
     starts after the signal."""
