@@ -16,7 +16,8 @@ def main() -> int:
         if script.name.startswith("_"):
             continue
         print(f"== {script.stem}", flush=True)
-        failed += subprocess.run([sys.executable, str(script)]).returncode != 0
+        module = f"{HERE.name}.{script.stem}"
+        failed += subprocess.run([sys.executable, "-m", module], cwd=HERE.parent).returncode != 0
     return 1 if failed else 0
 
 

@@ -351,10 +351,13 @@ class Ensemble:
             self._started(group, attempt)
         elif name == "clean":
             self._attempt_ended(handle, attempt)
-        if name in self.engine.job_event_names:
-            self._perform_all(self.engine.job_event(name, group, handle))
-        self._evaluate_metrics()
-        self.check_idle()
+        engine = self.engine
+        if name in engine.job_event_names:
+            self._perform_all(engine.job_event(name, group, handle))
+        if self.metrics.changed or engine.armed:
+            self._evaluate_metrics()
+        if name == "clean":
+            self.check_idle()
 
     def _event_failed(self, event: JobEvent, error: Exception) -> None:
         """A bug met while handling an event: log it; a job whose end it was still ends."""

@@ -81,7 +81,7 @@ class JobHandle:
 
     __slots__ = (
         "_callbacks",
-        "_done",
+        "_event",
         "_lock",
         "attempts",
         "cancel_requested",
@@ -95,6 +95,7 @@ class JobHandle:
     def __init__(self, key: int, spec: JobSpec, *, reactive: bool = False) -> None:
         self.key = key
         self.attempts: list[Attempt] = [Attempt(spec)]
+        #: Set last when the job resolves: not None means reason and log_paths are final.
         self.outcome: Outcome | None = None
         self.reason = ""
         self.log_paths: list[str] = []
@@ -102,7 +103,8 @@ class JobHandle:
         #: Submitted by a rule that reacts to jobs or metrics (counts against limits.max_jobs).
         self.reactive = reactive
         self._lock = threading.Lock()
-        self._done = threading.Event()
+        #: Made only when a thread waits: most handles (a million a run) are never waited on.
+        self._event: threading.Event | None = None
         self._callbacks: list[Callable[[JobHandle], None]] = []
 
     @property
@@ -118,20 +120,27 @@ class JobHandle:
         return self.attempts[-1].record.exit_code
 
     def done(self) -> bool:
-        return self._done.is_set()
+        return self.outcome is not None
 
     def wait(self, timeout: float | None = None) -> Outcome | None:
         """The outcome, once final (None if `timeout` passes first)."""
-        if not self._done.is_set():
-            refuse_on_controller_thread("JobHandle.wait()")
-        self._done.wait(timeout)
+        if self.outcome is not None:
+            return self.outcome
+        refuse_on_controller_thread("JobHandle.wait()")
+        with self._lock:
+            if self.outcome is not None:
+                return self.outcome
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        event.wait(timeout)
         return self.outcome
 
     def add_done_callback(self, callback: Callable[[JobHandle], None]) -> None:
         """Call `callback(handle)` once the outcome is final: at once if it is, else on the
         thread that resolves it (the controller's, as a rule)."""
         with self._lock:
-            if not self._done.is_set():
+            if self.outcome is None:
                 self._callbacks.append(callback)
                 return
         _call_back(callback, self)
@@ -139,11 +148,14 @@ class JobHandle:
     def resolve(self, outcome: Outcome, reason: str, log_paths: list[str]) -> bool:
         """Make the outcome final; False (and nothing changes) if it already was."""
         with self._lock:
-            if self._done.is_set():
+            if self.outcome is not None:
                 return False
-            self.outcome, self.reason, self.log_paths = outcome, reason, log_paths
-            self._done.set()
+            self.reason, self.log_paths = reason, log_paths
+            self.outcome = outcome
+            event, self._event = self._event, None
             callbacks, self._callbacks = self._callbacks, []
+        if event is not None:
+            event.set()
         for callback in callbacks:
             _call_back(callback, self)
         return True

@@ -100,7 +100,8 @@ class RuleEngine:
             lambda: defaultdict(list)
         )
         self._metrics_by_group: defaultdict[str, list[int]] = defaultdict(list)
-        self._armed: set[int] = set()
+        #: Metric rules whose `when` held at their last evaluation: evaluated on every event.
+        self.armed: set[int] = set()
         self._resubmit_states: list[_State] = []
         for index, rule in enumerate(rules):
             key = rule.key
@@ -168,7 +169,7 @@ class RuleEngine:
         by_group = self._metrics_by_group
         if not by_group:
             return []
-        candidates = set(self._armed)
+        candidates = set(self.armed)
         changed = False
         for group in groups:
             changed = True
@@ -222,7 +223,7 @@ class RuleEngine:
 
     def _fire_metrics(self, indexes: Iterable[int], value: Callable[[str], float | None]):
         firings = []
-        armed = self._armed
+        armed = self.armed
         for index in indexes:
             state = self._states[index]
             if state.repetitions_left <= 0:
