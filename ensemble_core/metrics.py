@@ -8,23 +8,33 @@ the groups' counters, `oldest-pending` asks the controller.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from river import stats
-
-STATISTICS: dict[str, Callable[[], Any]] = {
-    "mean": stats.Mean,
-    "variance": stats.Var,
-    "min": stats.Min,
-    "max": stats.Max,
-    "iqr": lambda: stats.IQR(q_inf=0.25, q_sup=0.75),
-    "mad": stats.MAD,
-}
+#: The statistics kept of each series, as rules name them.
+STATISTICS = ("mean", "variance", "min", "max", "iqr", "mad")
 STATISTIC_ALIASES = {"var": "variance"}
 SUMMARY_SERIES = {"duration": "duration", "pending": "pending_time"}
 COUNTS = ("submitted", "pending", "running", "finished", "success", "failed")
+
+
+@functools.cache
+def _makers() -> dict[str, Callable[[], Any]]:
+    """river's statistics, imported when the first value is recorded: river imports numpy,
+    which `ensemble validate`, `--help` and the start of a run do not need."""
+    from river import stats
+
+    makers: dict[str, Callable[[], Any]] = {
+        "mean": stats.Mean,
+        "variance": stats.Var,
+        "min": stats.Min,
+        "max": stats.Max,
+        "iqr": lambda: stats.IQR(q_inf=0.25, q_sup=0.75),
+        "mad": stats.MAD,
+    }
+    return makers
 
 
 class GroupMetrics:
@@ -39,7 +49,7 @@ class GroupMetrics:
     def record(self, series: str, value: float) -> None:
         models = self.series.get(series)
         if models is None:
-            models = self.series[series] = {name: make() for name, make in STATISTICS.items()}
+            models = self.series[series] = {name: make() for name, make in _makers().items()}
         for model in models.values():
             model.update(value)
 
