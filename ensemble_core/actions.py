@@ -13,6 +13,7 @@ import asyncio
 import importlib
 import logging
 import time
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 
 #: The longest a grow or shrink may take before the ensemble stops waiting for it.
 ACTION_TIMEOUT_SECONDS = 300.0
+#: Entries of the action record kept (the latest); counts per rule cover every action.
+KEPT_ACTIONS = 1000
 
 
 def one_line(error: BaseException) -> str:
@@ -47,8 +50,11 @@ class Actions:
     def __init__(self, ensemble: Ensemble, started_at: float) -> None:
         self._ensemble = ensemble
         self._started_at = started_at
-        #: What every action did, in order (`--json`, summaries).
-        self.entries: list[dict[str, Any]] = []
+        #: What the latest actions did, in order (`--json`, summaries): a run that retries a
+        #: million jobs keeps the last KEPT_ACTIONS, and `counts` has them all.
+        self.entries: deque[dict[str, Any]] = deque(maxlen=KEPT_ACTIONS)
+        #: Actions recorded per (rule, action).
+        self.counts: Counter[tuple[int, str]] = Counter()
         #: grow/shrink still running: the ensemble does not end before they do.
         self.running = 0
 
@@ -84,7 +90,15 @@ class Actions:
         if job is not None:
             entry["job"] = job
         self.entries.append(entry)
+        self.counts[firing.index, entry["action"]] += 1
         log.log(level, "rule %d %s: %s", firing.index, entry["action"], detail)
+
+    def summary(self) -> list[dict[str, Any]]:
+        """How many times each rule's action was recorded, in rule order."""
+        return [
+            {"rule": rule, "action": action, "count": count}
+            for (rule, action), count in sorted(self.counts.items())
+        ]
 
     # The actions ------------------------------------------------------------------------------
 

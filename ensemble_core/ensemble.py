@@ -104,8 +104,9 @@ class Ensemble:
 
     @property
     def actions(self) -> list[dict[str, Any]]:
-        """What the rules did, in order: each entry's `detail` is the action's result."""
-        return self._actions.entries
+        """What the rules did, in order (the latest `KEPT_ACTIONS`): each entry's `detail` is
+        the action's result."""
+        return list(self._actions.entries)
 
     # Thread-safe API --------------------------------------------------------------------------
 
@@ -207,7 +208,11 @@ class Ensemble:
         return self._snapshot_now()
 
     def _snapshot_now(self) -> dict[str, Any]:
-        return {"groups": self.metrics.summary(), "actions": list(self.actions)}
+        return {
+            "groups": self.metrics.summary(),
+            "actions": self.actions,
+            "action_counts": self._actions.summary(),
+        }
 
     # Submission -------------------------------------------------------------------------------
 

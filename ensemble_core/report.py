@@ -46,7 +46,15 @@ def summary_table(snapshot: dict[str, Any]) -> str:
         for row in rows
     ]
     lines.insert(1, "  ".join("-" * width for width in widths))
-    for action in snapshot.get("actions", []):
+    shown = snapshot.get("actions", [])
+    recorded = sum(entry["count"] for entry in snapshot.get("action_counts", []))
+    if recorded > len(shown):
+        per_rule = ", ".join(
+            f"rule {entry['rule']} {entry['action']} {entry['count']:,}"
+            for entry in snapshot["action_counts"]
+        )
+        lines.append(f"{recorded:,} actions ({per_rule}); the latest {len(shown):,}:")
+    for action in shown:
         where = f" [{action['group']}]" if action.get("group") else ""
         lines.append(
             f"rule {action['rule']} {action['action']}{where} at {action['time']:.1f}s: "
