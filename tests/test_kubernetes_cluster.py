@@ -113,7 +113,7 @@ def wait_until(condition, timeout: float = 30.0, what: str = "the condition"):
 def run_cli(*args: str, cwd: Path, kubeconfig: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "KUBECONFIG": kubeconfig}
     return subprocess.run(
-        [str(BIN / "ensemble"), "run", *args],
+        [sys.executable, "-m", "ensemble_core.cli", "run", *args],
         cwd=cwd,
         env=env,
         capture_output=True,
