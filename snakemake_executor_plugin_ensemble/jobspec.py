@@ -14,6 +14,12 @@ from ensemble_core.spec import JobSpec
 #: Rank 0 runs the job; the other ranks only hold their share of the allocation until it ends,
 #: as a batch script runs once on the first node of a Slurm or Flux allocation.
 RANK_ZERO_ONLY = 'if [ "${{FLUX_TASK_RANK:-0}}" = 0 ]; then {command}; fi'
+#: The job gets a temporary directory of its own (TMPDIR), removed when the job ends however it
+#: ends: a cancelled job's Snakemake dies of SIGTERM and cannot remove the one it made itself.
+OWN_TMPDIR = (
+    'if d="$(mktemp -d 2>/dev/null)"; then export TMPDIR="$d"; '
+    "trap 'rm -rf \"$d\"' EXIT; trap 'exit 143' TERM; trap 'exit 130' INT; fi; {command}"
+)
 
 
 def job_spec(
@@ -33,6 +39,7 @@ def job_spec(
     cores = _positive(resources, "cpus_per_task") or _positive(resources, "_cores") or 1
     gpus = _positive(resources, "gpu") or _positive(resources, "gpus") or 0
     runtime = _positive(resources, "runtime")
+    command = OWN_TMPDIR.format(command=command)
     if tasks > 1:
         command = RANK_ZERO_ONLY.format(command=command)
     return JobSpec(

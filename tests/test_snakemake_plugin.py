@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from snakemake_interface_common.exceptions import WorkflowError
 
-from snakemake_executor_plugin_ensemble.jobspec import job_spec
+from snakemake_executor_plugin_ensemble.jobspec import OWN_TMPDIR, RANK_ZERO_ONLY, job_spec
 from snakemake_executor_plugin_ensemble.settings import LOG_DIR, ExecutorSettings, member_settings
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
@@ -70,7 +70,8 @@ def test_job_resources_become_a_jobspec() -> None:
         rules=["align"],
     )
     spec = job_spec(job, "python -m snakemake --target-jobs 'align:'", "/work", "/logs/a.log", 200)
-    assert spec.command == ["/bin/sh", "-c", "python -m snakemake --target-jobs 'align:'"]
+    command = OWN_TMPDIR.format(command="python -m snakemake --target-jobs 'align:'")
+    assert spec.command == ["/bin/sh", "-c", command]
     assert (spec.group, spec.name) == ("align", "align.7")
     assert (spec.tasks, spec.cores_per_task, spec.gpus_per_task, spec.nodes) == (1, 4, 1, None)
     assert (spec.memory_mb, spec.disk_mb, spec.walltime) == (1200, 2000, 600)
@@ -100,7 +101,8 @@ def test_tasks_and_nodes_reserve_an_allocation_that_runs_the_job_once() -> None:
     spec = job_spec(job, "snakemake-job", "/work", "/logs/m.log")
     assert (spec.nodes, spec.tasks, spec.cores_per_task, spec.gpus_per_task) == (2, 8, 2, 1)
     shell = spec.command[2]
-    assert shell.startswith('if [ "${FLUX_TASK_RANK:-0}" = 0 ]; then snakemake-job;')
+    assert shell == RANK_ZERO_ONLY.format(command=OWN_TMPDIR.format(command="snakemake-job"))
+    assert shell.startswith('if [ "${FLUX_TASK_RANK:-0}" = 0 ]; then if d="$(mktemp -d')
 
 
 def test_group_jobs_are_one_jobspec_under_the_group_name() -> None:
@@ -261,9 +263,12 @@ def test_sigint_cancels_every_job_and_leaves_no_process(tmp_path: Path) -> None:
             shell: "sleep {marker} && touch {{output}}"
         """,
     )
+    tmpdir = tmp_path / "tmp"  # the jobs' Snakemake makes its temporary directory in it
+    tmpdir.mkdir()
     snakemake = subprocess.Popen(
         [SNAKEMAKE, "--executor", "ensemble", "-j", "4"],
         cwd=tmp_path,
+        env={**os.environ, "TMPDIR": str(tmpdir)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -286,6 +291,7 @@ def test_sigint_cancels_every_job_and_leaves_no_process(tmp_path: Path) -> None:
     assert processes_with(marker) == []
     assert processes_with(str(tmp_path)) == []
     assert "cancelled" in stderr[stderr.index("Ensemble summary:") :]
+    assert list(tmpdir.iterdir()) == [], "temporary directories were left behind"
 
 
 def processes_with(text: str) -> list[str]:
