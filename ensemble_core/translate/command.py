@@ -1,113 +1,92 @@
-"""`ensemble translate --to TARGET SPEC`: show what a job becomes on each queue.
+"""`ensemble translate [--from FORMAT] --to FORMAT FILE`: a job in another queue's format.
 
-SPEC is a JobSpec (YAML or JSON) or a Flux jobspec v1 (JSON or YAML, told apart by its `version`
-and `resources` keys). The CLI prints the text and, on stderr, what the target could not carry.
+FILE is a batch script (Slurm, PBS, LSF, Flux), a JobSpec, a Flux jobspec or a Kubernetes Job;
+without --from its format is told from its directives or keys. The translation goes to stdout;
+stderr lists what reading could not carry into the JobSpec and what the target could not take.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import ValidationError
-
 from ensemble_core.errors import ConfigError
-from ensemble_core.spec import JobSpec
-from ensemble_core.translate import Translation
-from ensemble_core.translate.flux import from_flux, to_flux
-from ensemble_core.translate.kubernetes import to_kubernetes
-from ensemble_core.translate.slurm import to_slurm
-
-TARGETS = ("flux", "kubernetes", "slurm")
-#: The image a Kubernetes Job names when none was given; `kubectl apply` refuses it.
-IMAGE_PLACEHOLDER = "IMAGE-NOT-SET"
+from ensemble_core.translate import formats
 
 
-def load_spec(path: str) -> JobSpec:
-    """The JobSpec in a file, or a ConfigError naming the file and what is wrong."""
+@dataclass
+class Result:
+    """The translated text, and what was lost reading the file and writing the target."""
+
+    text: str
+    lost_reading: list[str]
+    lost_writing: list[str]
+
+
+def translate_file(
+    path: str,
+    target: str,
+    *,
+    source_format: str | None = None,
+    image: str | None = None,
+    namespace: str = "default",
+) -> Result:
+    """What `ensemble translate` prints for `path`."""
+    for name in (source_format, target):
+        if name is not None and name not in formats.FORMATS:
+            raise ConfigError(
+                f"unknown format '{name}': choose one of {', '.join(formats.FORMATS)}"
+            )
+    reading = formats.read(formats.read_file(path), path, source_format)
     try:
-        text = Path(path).read_text()
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read it ({error.strerror or error})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML or JSON ({_yaml_problem(error)})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a JobSpec or a Flux jobspec (a mapping)")
-    try:
-        if "version" in data and "resources" in data:
-            return from_flux(data)
-        return JobSpec.model_validate(data)
-    except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in error.errors()
+        writing = formats.write(
+            reading.document, target, image=image, namespace=namespace, ensemble_id=Path(path).stem
         )
-        raise ConfigError(f"{path}: not a valid JobSpec ({problems})") from None
-    except (KeyError, TypeError, ValueError) as error:
-        raise ConfigError(f"{path}: not a valid Flux jobspec v1 ({error})") from None
-
-
-def translate_command(
-    path: str, target: str, *, image: str | None = None, namespace: str = "default"
-) -> tuple[str, list[str]]:
-    """The text `ensemble translate` prints for `path` on `target`, and what was lost."""
-    if target not in TARGETS:
-        raise ConfigError(f"unknown target '{target}': choose one of {', '.join(TARGETS)}")
-    spec = load_spec(path)
-    translation: Translation
-    if target == "flux":
-        try:
-            translation = to_flux(spec)
-        except ValueError as error:
-            raise ConfigError(f"{path}: {error}") from None
-        return json.dumps(translation.document, indent=2) + "\n", translation.lost
-    if target == "slurm":
-        translation = to_slurm(spec)
-        return translation.document, translation.lost
-    translation = to_kubernetes(
-        spec,
-        image=image or IMAGE_PLACEHOLDER,
-        namespace=namespace,
-        ensemble_id=Path(path).stem,
-    )
-    lost = list(translation.lost)
-    if not image:
-        lost.insert(0, f"image (none given: pass --image; the Job names {IMAGE_PLACEHOLDER})")
-    return _yaml(translation.document), lost
+    except ValueError as error:
+        raise ConfigError(f"{path}: cannot be written as {target}: {error}") from None
+    return Result(writing.document, reading.lost, writing.lost)
 
 
 def add_translate_parser(commands: Any) -> None:
     """The `translate` subcommand, added to the CLI's subparsers."""
     translate = commands.add_parser(
-        "translate", help="print a job as Flux jobspec, Kubernetes Job or Slurm script"
+        "translate",
+        help="a job in another queue's format: Slurm, PBS, LSF, Flux, Kubernetes, JobSpec",
+        description=(
+            "Translate FILE (a batch script, JobSpec, Flux jobspec or Kubernetes Job) to "
+            "another format. What cannot be carried is listed on stderr."
+        ),
     )
-    translate.add_argument("spec", help="a JobSpec (YAML/JSON) or a Flux jobspec v1 file")
-    translate.add_argument("--to", required=True, choices=TARGETS, help="the target format")
+    translate.add_argument("file", metavar="FILE", help="the job to translate")
+    translate.add_argument(
+        "--from",
+        dest="source_format",
+        choices=formats.FORMATS,
+        help="FILE's format (default: told from FILE)",
+    )
+    translate.add_argument(
+        "--to", required=True, choices=formats.FORMATS, help="the format to write"
+    )
     translate.add_argument("--image", help="kubernetes: the container image")
     translate.add_argument("--namespace", default="default", help="kubernetes: the namespace")
     translate.set_defaults(command=run_translate)
 
 
 def run_translate(args: argparse.Namespace) -> int:
-    """Print the translation on stdout and what the target could not carry on stderr."""
-    text, lost = translate_command(args.spec, args.to, image=args.image, namespace=args.namespace)
-    print(text, end="")
-    for item in lost:
+    """Print the translation on stdout and what could not be carried on stderr."""
+    result = translate_file(
+        args.file,
+        args.to,
+        source_format=args.source_format,
+        image=args.image,
+        namespace=args.namespace,
+    )
+    print(result.text, end="")
+    for item in result.lost_reading:
+        print(f"not carried from {args.file}: {item}", file=sys.stderr)
+    for item in result.lost_writing:
         print(f"not carried to {args.to}: {item}", file=sys.stderr)
     return 0
-
-
-def _yaml_problem(error: yaml.YAMLError) -> str:
-    """PyYAML's several-line message as one line: where, and what."""
-    mark = getattr(error, "problem_mark", None)
-    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
-
-
-def _yaml(document: Any) -> str:
-    return yaml.safe_dump(document, sort_keys=False, default_flow_style=False)

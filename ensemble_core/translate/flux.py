@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 from ensemble_core.spec import JobSpec
-from ensemble_core.translate import Translation
+from ensemble_core.translate import ARRAY, BATCH, Translation
 
 ENSEMBLE_KEY = "ensemble"
 _CARRIED_IN_USER = ("memory_mb", "disk_mb", "attempt")
@@ -72,6 +72,13 @@ def to_flux(spec: JobSpec) -> Translation:
         for key in ("memory_mb", "disk_mb")
         if key in extras
     ]
+    if spec.attributes.get(BATCH):
+        lost.append(
+            f"batch (a batch script's body runs once per task here, {spec.tasks} times: "
+            "`flux batch` runs it once, see the flux-batch format)"
+        )
+    if ARRAY in spec.attributes:
+        lost.append(f"array={spec.attributes[ARRAY]} (Flux has no job arrays)")
 
     return Translation(
         document={
@@ -111,7 +118,19 @@ def from_flux(jobspec: dict[str, Any]) -> JobSpec:
     nodes = node["count"] if node else None
     tasks = task["count"].get("total") or slot["count"] * (nodes or 1)
 
-    attributes = jobspec.get("attributes", {})
+    return JobSpec(
+        command=task["command"],
+        nodes=nodes,
+        tasks=tasks,
+        cores_per_task=core["count"] if core else 1,
+        gpus_per_task=gpu["count"] if gpu else 0,
+        exclusive=bool(node and node.get("exclusive")),
+        **attribute_fields(jobspec.get("attributes", {})),
+    )
+
+
+def attribute_fields(attributes: dict[str, Any]) -> dict[str, Any]:
+    """The JobSpec fields a jobspec's `attributes` hold: all but the command and the shape."""
     system = dict(attributes.get("system", {}))
     user = dict(attributes.get("user", {}))
     output = system.pop("shell", {}).get("options", {}).get("output", {})
@@ -120,21 +139,14 @@ def from_flux(jobspec: dict[str, Any]) -> JobSpec:
     job = system.pop("job", {})
     known = {"duration", "environment", "cwd"}
     free.update({f"system.{key}": value for key, value in system.items() if key not in known})
-
-    return JobSpec(
-        command=task["command"],
-        group=user.get("group", "default"),
-        name=job.get("name"),
-        nodes=nodes,
-        tasks=tasks,
-        cores_per_task=core["count"] if core else 1,
-        gpus_per_task=gpu["count"] if gpu else 0,
-        exclusive=bool(node and node.get("exclusive")),
-        walltime=system.get("duration") or None,
-        environment=system.get("environment", {}),
-        cwd=system.get("cwd"),
-        stdout=output.get("stdout", {}).get("path"),
-        stderr=output.get("stderr", {}).get("path"),
-        attributes=free,
+    return {
+        "group": user.get("group", "default"),
+        "name": job.get("name"),
+        "walltime": system.get("duration") or None,
+        "environment": system.get("environment", {}),
+        "cwd": system.get("cwd"),
+        "stdout": output.get("stdout", {}).get("path"),
+        "stderr": output.get("stderr", {}).get("path"),
+        "attributes": free,
         **extras,
-    )
+    }

@@ -1,14 +1,21 @@
-"""JobSpec -> Kubernetes Job and Slurm batch script: exact documents and what each loses."""
+"""JobSpec <-> Kubernetes Job: exact documents, what each way loses, and bad manifests."""
 
 import json
 from pathlib import Path
 
 import pytest
+import yaml
 
+from ensemble_core.errors import ConfigError
 from ensemble_core.spec import JobSpec
 from ensemble_core.translate.flux import from_flux
-from ensemble_core.translate.kubernetes import dns_label, label_value, to_kubernetes
-from ensemble_core.translate.slurm import slurm_time, to_slurm
+from ensemble_core.translate.kubernetes import (
+    dns_label,
+    from_kubernetes,
+    label_value,
+    to_kubernetes,
+)
+from ensemble_core.translate.slurm import to_slurm
 
 FLUX_JOBSPECS = Path(__file__).parent / "fixtures" / "flux" / "jobspecs.json"
 
@@ -82,7 +89,7 @@ def test_simple_job_is_one_pod_with_its_resources_and_deadline():
             },
         },
     }
-    assert translation.lost == []
+    assert translation.lost == ["walltime=59.2s exactly (rounded up to whole seconds)"]
 
 
 def test_full_job_carries_resources_and_lists_what_kubernetes_cannot_hold():
@@ -117,6 +124,7 @@ def test_full_job_carries_resources_and_lists_what_kubernetes_cannot_hold():
         "nodes=2 (a Job's Pod runs on one node)",
         "tasks=4 as separate processes (the command runs once, with all 8 cores)",
         "exclusive (a Pod cannot reserve a whole node)",
+        "walltime=90061.5s exactly (rounded up to whole seconds)",
         "stdout=out %j.log (the container's output goes to the Pod log)",
         "stderr=err.log (the container's output goes to the Pod log)",
     ]
@@ -151,63 +159,6 @@ def test_dns_label_lowercases_and_never_returns_empty():
     assert dns_label("x" * 80, 10) == "x" * 10
 
 
-def test_slurm_script_for_a_full_job():
-    translation = to_slurm(FULL)
-    assert translation.document == (
-        "#!/bin/bash\n"
-        "#SBATCH --job-name=align\n"
-        "#SBATCH --nodes=2\n"
-        "#SBATCH --ntasks=4\n"
-        "#SBATCH --cpus-per-task=2\n"
-        "#SBATCH --gpus-per-task=1\n"
-        "#SBATCH --exclusive\n"
-        "#SBATCH --mem=2048M\n"
-        "#SBATCH --tmp=500M\n"
-        "#SBATCH --time=1-01:01:02\n"
-        '#SBATCH --chdir="/work dir"\n'
-        '#SBATCH --output="out %%j.log"\n'
-        "#SBATCH --error=err.log\n"
-        "\n"
-        "export A=1,2\n"
-        "srun --cpus-per-task=2 python -c 'print('\"'\"'hi, there'\"'\"')'\n"
-    )
-    assert translation.lost == [
-        "group=Align Reads! (a Slurm job has one name; it holds the job's name)",
-        "attributes ['k'] (Slurm has no free job attributes)",
-        "environment variable 'BAD-NAME' (not a valid shell variable name)",
-    ]
-
-
-def test_slurm_script_for_a_small_job_uses_the_group_as_name():
-    translation = to_slurm(JobSpec(command=["true"], group="echo"))
-    assert translation.document == (
-        "#!/bin/bash\n"
-        "#SBATCH --job-name=echo\n"
-        "#SBATCH --ntasks=1\n"
-        "#SBATCH --cpus-per-task=1\n"
-        "\n"
-        "srun --cpus-per-task=1 true\n"
-    )
-    assert translation.lost == []
-
-
-def test_slurm_memory_without_nodes_is_per_cpu_for_several_tasks():
-    spec = JobSpec(command=["a.out"], tasks=3, cores_per_task=2, memory_mb=1000, disk_mb=10)
-    lines = to_slurm(spec).document.splitlines()
-    assert "#SBATCH --mem-per-cpu=167M" in lines
-    assert "#SBATCH --tmp=10M" in lines
-    single = to_slurm(JobSpec(command=["a.out"], memory_mb=1000)).document.splitlines()
-    assert "#SBATCH --mem=1000M" in single
-
-
-@pytest.mark.parametrize(
-    ("seconds", "expected"),
-    [(1, "00:00:01"), (59.01, "00:01:00"), (3600, "01:00:00"), (86400, "1-00:00:00")],
-)
-def test_slurm_time(seconds, expected):
-    assert slurm_time(seconds) == expected
-
-
 def test_every_recorded_flux_jobspec_translates():
     for name, jobspec in json.loads(FLUX_JOBSPECS.read_text()).items():
         spec = from_flux(jobspec)
@@ -216,3 +167,76 @@ def test_every_recorded_flux_jobspec_translates():
         assert container["command"] == spec.command, name
         assert container["resources"]["limits"]["cpu"] == str(spec.total_cores), name
         assert f"--ntasks={spec.tasks}" in to_slurm(spec).document, name
+
+
+def test_a_written_job_reads_back_as_its_jobspec_on_one_pod():
+    job = to_kubernetes(FULL, image="python:3.12", namespace="ns", ensemble_id="e").document
+    read = from_kubernetes(yaml.safe_dump(job), "job.yaml")
+    assert read.document == FULL.model_copy(
+        update={
+            "nodes": None,
+            "tasks": 1,
+            "cores_per_task": 8,
+            "gpus_per_task": 4,
+            "exclusive": False,
+            "walltime": 90062.0,
+            "stdout": None,
+            "stderr": None,
+        }
+    )
+    assert read.lost == ["image python:3.12 (a JobSpec runs on the member's image)"]
+
+
+def test_a_foreign_job_is_named_by_its_metadata_and_its_command_takes_its_args():
+    manifest = """\
+apiVersion: batch/v1
+kind: Job
+metadata: {name: pi}
+spec:
+  template:
+    spec:
+      containers:
+        - name: pi
+          image: perl
+          command: [perl, -wle]
+          args: [print 1]
+          resources: {limits: {cpu: 1500m, memory: 1G, amd.com/gpu: 2}}
+"""
+    read = from_kubernetes(manifest, "pi.yaml")
+    assert read.document.model_dump(exclude_defaults=True) == {
+        "command": ["perl", "-wle", "print 1"],
+        "name": "pi",
+        "cores_per_task": 2,
+        "gpus_per_task": 2,
+        "memory_mb": 954,
+    }
+    assert "cpu 1500m (a JobSpec counts whole cores: 2)" in read.lost
+    assert "backoffLimit 6 (the ensemble's rules decide resubmission)" in read.lost
+
+
+@pytest.mark.parametrize(
+    ("manifest", "message"),
+    [
+        ("kind: Pod\n", "job.yaml:1: no Kubernetes Jobs (kind: Job): give a file with one"),
+        (
+            "kind: Job\nspec:\n  template:\n    spec:\n      containers:\n        - name: a\n"
+            "          image: busybox\n",
+            "job.yaml:6: the container names no command (it runs its image's entrypoint)",
+        ),
+        (
+            "kind: Job\nspec:\n  template:\n    spec:\n      containers:\n        - name: a\n"
+            "          command: [x]\n          resources: {limits: {memory: lots}}\n",
+            "job.yaml:6: memory must be a quantity such as 2, 500m or 4Gi, not 'lots'",
+        ),
+        ("kind: Job\nspec: [\n", "job.yaml:3: not valid YAML or JSON"),
+        (
+            "kind: Job\nspec: {template: {spec: {containers: [{command: x}]}}}\n",
+            "job.yaml:2: command is a list of strings",
+        ),
+    ],
+)
+def test_bad_manifests_are_one_line_naming_the_place(manifest, message):
+    with pytest.raises(ConfigError) as error:
+        from_kubernetes(manifest, "job.yaml")
+    assert str(error.value).startswith(message)
+    assert "\n" not in str(error.value)
