@@ -106,6 +106,11 @@ class ReplayMember(Member):
 
     def _play(self, jobid: int, steps: list[Step], origin: float, index: int = 0) -> None:
         """Emit the steps due by now; wait (in recorded time) for the next one."""
+        emit = self._emit
+        if not self.speed:
+            for name, at, context in steps[index:]:
+                emit(JobEvent(jobid, name, origin + at, context))
+            return
         self._playing.pop(jobid, None)
         offset = steps[index][1]
         while index < len(steps):
@@ -116,7 +121,7 @@ class ReplayMember(Member):
                 timer = self._loop.call_later(delay, self._play, jobid, steps[index:], origin)
                 self._playing[jobid] = timer
                 return
-            self._emit(JobEvent(jobid, name, origin + at, context))
+            emit(JobEvent(jobid, name, origin + at, context))
             index += 1
 
 
