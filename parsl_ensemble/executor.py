@@ -38,6 +38,7 @@ from ensemble_core.spec import JobSpec
 from parsl_ensemble import calls
 from parsl_ensemble.arguments import check_arguments
 from parsl_ensemble.errors import EnsembleTaskError
+from parsl_ensemble.lifetime import ExitGuard
 from parsl_ensemble.resources import FIELDS, KEYS, job_fields
 
 LOG_TAIL_LINES = 5
@@ -129,6 +130,7 @@ class EnsembleExecutor(ParslExecutor, RepresentationMixin):
         self._warned: set[str] = set()
         self._made_dir: Path | None = None
         self._results = cf.ThreadPoolExecutor(1, thread_name_prefix=f"{label}-results")
+        self._exit_guard: ExitGuard | None = None
 
     @property
     def outstanding(self) -> int:
@@ -141,6 +143,7 @@ class EnsembleExecutor(ParslExecutor, RepresentationMixin):
             self.ensemble = open_ensemble(self.member, self.rules, self.member_settings)
         except EnsembleError as error:
             raise ConfigurationError(f"EnsembleExecutor '{self.label}': {error}") from error
+        self._exit_guard = ExitGuard(self.shutdown)  # SIGTERM or exit: no job, no file left
 
     def submit(
         self,
@@ -173,6 +176,8 @@ class EnsembleExecutor(ParslExecutor, RepresentationMixin):
 
     def shutdown(self) -> None:
         """Cancel the jobs still running (their Futures fail as cancelled); stop the ensemble."""
+        if self._exit_guard is not None:
+            self._exit_guard.remove()
         with self._lock:
             self._closed = True
         try:

@@ -1,0 +1,64 @@
+"""An executor that ends with its process: jobs cancelled, task files removed.
+
+Parsl cleans up only when the script calls `parsl.dfk().cleanup()` (or leaves `with
+parsl.load(...)`): its exit hook merely warns. A script killed with SIGTERM runs no Python at
+all, so its jobs ran on and its `task-*.in` files stayed. While an EnsembleExecutor runs, SIGTERM
+therefore ends the script as an exception would (SystemExit, status 143: `finally` blocks and
+`with` exits run), and an exit hook shuts the executor down if the script did not. The hook
+runs when the main thread ends, before the interpreter stops its thread pools (which the
+executor still needs to resolve its Futures). A SIGTERM handler the program set itself is left
+alone.
+"""
+
+from __future__ import annotations
+
+import atexit
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any
+
+
+class ExitGuard:
+    """Calls `shutdown` when the interpreter exits; turns SIGTERM into SystemExit meanwhile."""
+
+    _active = 0  # guards in place: the SIGTERM handler stays while any is
+
+    def __init__(self, shutdown: Callable[[], None]) -> None:
+        self._shutdown: Callable[[], None] | None = shutdown
+        _when_main_thread_ends(self._at_exit)
+        if _in_main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _exit_on_signal)
+        ExitGuard._active += 1
+
+    def remove(self) -> None:
+        """The executor shut down by itself: no hook, and SIGTERM as it was once no guard is."""
+        if self._shutdown is None:
+            return
+        self._shutdown = None
+        ExitGuard._active -= 1
+        if (
+            not ExitGuard._active
+            and _in_main_thread()
+            and signal.getsignal(signal.SIGTERM) is _exit_on_signal
+        ):
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    def _at_exit(self) -> None:
+        if self._shutdown is not None:
+            self._shutdown()
+
+
+def _exit_on_signal(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _when_main_thread_ends(hook: Callable[[], None]) -> None:
+    """`threading._register_atexit` (as concurrent.futures uses it): run before the interpreter
+    joins threads and closes pools; plain `atexit` where it is missing."""
+    register = getattr(threading, "_register_atexit", atexit.register)
+    register(hook)
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()

@@ -1,0 +1,86 @@
+"""A Parsl script killed with SIGTERM or interrupted with SIGINT leaves no worker and no task file.
+
+The script runs as users run theirs, in a process of its own; the workers are found by the
+script's directory in their command lines. (`ensemble run`'s signals are tested in test_cli.py,
+Snakemake's in test_snakemake_plugin.py.)
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+SCRIPT = """
+    import parsl
+    from parsl import python_app
+    from parsl.config import Config
+    from parsl_ensemble.executor import EnsembleExecutor
+
+    @python_app
+    def nap(i):
+        import time
+        time.sleep(300)
+        return i
+
+    executor = EnsembleExecutor(member_settings={"cores": 2, "log_dir": "logs"})
+    parsl.load(Config(executors=[executor], run_dir="runinfo"))
+    futures = [nap(i) for i in range(4)]
+    print([future.result() for future in futures])
+"""
+
+
+@pytest.mark.parametrize(
+    ("signum", "status"),
+    [(signal.SIGTERM, 143), (signal.SIGINT, -signal.SIGINT)],
+    ids=["SIGTERM", "SIGINT"],
+)
+def test_a_parsl_script_ended_by_a_signal_leaves_no_worker_and_no_task_file(
+    tmp_path: Path, signum: int, status: int
+) -> None:
+    (tmp_path / "script.py").write_text(textwrap.dedent(SCRIPT))
+    script = subprocess.Popen(
+        [sys.executable, "script.py"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(workers(tmp_path)) < 2:
+            assert time.monotonic() < deadline, "the workers never started"
+            assert script.poll() is None, script.communicate()[1]
+            time.sleep(0.1)
+        assert list(tmp_path.glob("runinfo/*/ensemble/task-*.in"))
+        script.send_signal(signum)
+        _, stderr = script.communicate(timeout=60)
+    finally:
+        if script.poll() is None:
+            script.kill()
+    assert script.returncode == status, stderr
+    time.sleep(0.3)
+    assert workers(tmp_path) == []
+    assert list(tmp_path.glob("runinfo/*/ensemble/task-*")) == []
+
+
+def workers(directory: Path) -> list[str]:
+    """Command lines of the Parsl workers whose task files are under `directory`."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "parsl_ensemble.worker" in command and str(directory) in command:
+            found.append(command)
+    return found
