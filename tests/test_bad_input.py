@@ -4,23 +4,31 @@ directory, a file too large or nested 200,000 levels deep).
 
 Each case is refused with exactly its line by the loader every front door shares, by `ensemble
 validate` and `ensemble run` (exit 2, that line alone, no job), and through Parsl's and
-Snakemake's rules settings.
+Snakemake's rules settings. The front doors' own settings (flags, `member_settings`, resources)
+are refused the same way, in the same words.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from parsl.errors import ConfigurationError
+from parsl.executors.errors import InvalidResourceSpecification
+from snakemake_interface_common.exceptions import WorkflowError
 
 from ensemble_core.errors import ConfigError
 from ensemble_core.rules.loader import load, load_rules
 from ensemble_core.rules.yamlfile import MAX_FILE_BYTES
 from parsl_ensemble.executor import EnsembleExecutor
+from parsl_ensemble.resources import job_fields
+from snakemake_executor_plugin_ensemble.jobspec import job_spec
+from snakemake_executor_plugin_ensemble.settings import ExecutorSettings, member_settings
 
 CORPUS = Path(__file__).parent / "bad_input"
 CASES = sorted(CORPUS.glob("*.yaml"))
@@ -160,3 +168,70 @@ def test_a_rules_list_is_merged_once_per_file_and_each_file_read_once(tmp_path):
     assert len(load_rules([str(good), "retry-oom"]).rules) == 2
     with pytest.raises(ConfigError, match=r"^.*empty.yaml:1: the file is empty"):
         load_rules([str(good), str(CORPUS / "empty.yaml")])
+
+
+# Front-door settings: the same values refused in the same words everywhere -------------------
+
+
+def test_cli_snakemake_and_parsl_refuse_a_setting_in_the_same_words(tmp_path):
+    example = Path(__file__).parents[1] / "examples" / "ensembles" / "hello-world.yaml"
+    for setting, value, problem in [
+        ("cores", 0, "must be at least 1 (got 0)"),
+        ("max_nodes", -1, "must be at least 1 (got -1)"),
+        ("memory_mb", 2 * 10**12, "must be at most 1e+12 (got 2000000000000)"),
+        (
+            "image",
+            "python",
+            "is a setting of the kubernetes member, but the member is 'local': drop it or "
+            "choose the kubernetes member",
+        ),
+    ]:
+        joiner = " " if setting == "image" else ": "
+        flag = setting.replace("_", "-")
+        result = ensemble("run", str(example), f"--{flag}", str(value), cwd=tmp_path)
+        assert result.returncode == 2
+        assert result.stderr.startswith(f"ensemble: --{flag}{joiner}{problem}"), result.stderr
+        with pytest.raises(WorkflowError) as snakemake:
+            member_settings(ExecutorSettings(**{setting: value}))
+        assert str(snakemake.value).startswith(f"--ensemble-{flag}{joiner}{problem}")
+        with pytest.raises(ConfigurationError) as parsl:
+            EnsembleExecutor(member_settings={setting: value})
+        assert f"member_settings['{setting}']{joiner}{problem}" in str(parsl.value)
+    assert not (tmp_path / "ensemble-logs").exists()
+
+
+def test_snakemake_refuses_a_negative_memory_overhead():
+    with pytest.raises(WorkflowError, match=r"^--ensemble-memory-overhead-mb: must be at least 0"):
+        member_settings(ExecutorSettings(memory_overhead_mb=-5))
+
+
+@pytest.mark.parametrize(
+    ("resources", "message"),
+    [
+        ({"mem_mb": -5}, "resource mem_mb=-5: must be at least 0 (got -5)"),
+        ({"runtime": -3}, "resource runtime=-3: must be at least 0 (got -3)"),
+        ({"_cores": float("inf")}, "resource _cores=inf: must be a finite number (got inf)"),
+    ],
+)
+def test_snakemake_resources_that_would_run_without_a_limit_are_refused(resources, message):
+    job = SimpleNamespace(name="a", jobid=1, resources=resources, attempt=1, rules=["a"])
+    with pytest.raises(ValueError, match=re.escape(message)):
+        job_spec(job, "true", "/work", "/logs/a.log")
+
+
+def test_parsl_takes_one_rule_set_by_name_and_refuses_what_is_not_settings(tmp_path):
+    executor = EnsembleExecutor(rules="retry-oom", member_settings={"log_dir": str(tmp_path)})
+    executor.start()
+    try:
+        assert executor.ensemble is not None
+        assert [rule.trigger for rule in executor.ensemble.config.rules] == ["job-oom"]
+    finally:
+        executor.shutdown()
+    with pytest.raises(ConfigurationError, match=r"member_settings must be a dict .*, not list"):
+        EnsembleExecutor(member_settings=["cores", 4])
+    with pytest.raises(ConfigurationError, match=r"member_settings\['cores'\]: must be a whole"):
+        EnsembleExecutor(member_settings={"cores": "four"})
+    with pytest.raises(InvalidResourceSpecification, match=r"must be a dict .*, not list"):
+        job_fields(["num_tasks", 2])
+    with pytest.raises(InvalidResourceSpecification, match=r"walltime: must be a finite number"):
+        job_fields({"walltime": float("nan")})
