@@ -52,7 +52,7 @@ def test_slurm_script_for_a_full_job():
         "srun --cpus-per-task=2 python -c 'print('\"'\"'hi, there'\"'\"')'\n"
     )
     assert translation.lost == [
-        "group=Align Reads! (a Slurm job has one name; it holds the job's name)",
+        "group=Align Reads! (Slurm gives a job one name: it holds the name)",
         "attempt=2 (Slurm does not count attempts)",
         "walltime=90061.5s to the second (Slurm enforces whole minutes: 1502 min)",
         "attributes ['k'] (Slurm has no free job attributes)",

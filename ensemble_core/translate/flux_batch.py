@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+from collections.abc import Iterator
 from typing import Any
 
 from ensemble_core.errors import ConfigError
@@ -154,10 +155,16 @@ def words_of(text: str) -> list[str]:
     lexer = shlex.shlex(text, posix=True, punctuation_chars=True)
     lexer.whitespace_split = True
     lexer.escapedquotes = "\"'"
-    words = list(lexer)
+    return list(lexer)
+
+
+def _options(words: list[str]) -> Iterator[Found]:
+    """A directive's options; a directive that is not options is unknown to Flux."""
     if words and not words[0].startswith("-"):
-        raise ValueError(f"unknown directive '{text.strip()}': a directive is flux batch options")
-    return words
+        raise OptionError(
+            f"unknown directive '{' '.join(words)}': a directive is flux batch options"
+        )
+    return FLUX_BATCH.getopt(words, abbreviations=False)
 
 
 def from_flux_batch(text: str, source: str = "<flux batch script>") -> Translation:
@@ -170,10 +177,10 @@ def from_flux_batch(text: str, source: str = "<flux batch script>") -> Translati
     reading.directives(
         script,
         words_of,
-        lambda words: FLUX_BATCH.getopt(words, abbreviations=False),
+        _options,
         lambda r, found: _apply(r, found, state),
     )
-    _shape(reading, state)
+    reading.settle(_shape, state)
     fields = attribute_fields({"system": state["system"], "user": state["user"]})
     reading.environment.update(fields.pop("environment"))
     reading.attributes.update(fields.pop("attributes"))

@@ -140,7 +140,7 @@ def from_lsf(text: str, source: str = "<lsf script>") -> Translation:
     reading = batch.Reading(source, "LSF")
     state: dict[str, Any] = {}
     reading.directives(script, batch.words_of, BSUB.words, lambda r, f: _apply(r, f, state))
-    _finish(reading, state)
+    reading.settle(_finish, state)
     reading.body(script, [batch.mpi_launcher])
     return reading.translation()
 

@@ -142,7 +142,7 @@ def from_pbs(text: str, source: str = "<pbs script>") -> Translation:
         lambda words: QSUB.getopt(words, abbreviations=False),
         lambda r, found: _apply(r, found, state),
     )
-    _finish(reading, state)
+    reading.settle(_finish, state)
     if script.interpreter is None and "shell" in state:
         script.interpreter = [state["shell"]]
     reading.body(script, [batch.mpi_launcher], workdir_variable=WORKDIR)

@@ -151,6 +151,16 @@ class Reading:
                 f"{self.dialect} reads directives only before the script's first command",
             )
 
+    def settle(
+        self, finish: Callable[[Reading, dict[str, Any]], None], state: dict[str, Any]
+    ) -> None:
+        """Run a dialect's `finish` (what needs every directive first); its ValueError is a
+        ConfigError at the line it was reading."""
+        try:
+            finish(self, state)
+        except ValueError as error:
+            raise self.error(str(error)) from None
+
     def body(
         self,
         script: Script,
@@ -355,7 +365,7 @@ def lose_attributes(spec: JobSpec, known: set[str], dialect: str, lost: list[str
 def lose_name_and_attempt(spec: JobSpec, dialect: str, lost: list[str]) -> str | None:
     """The job name a script carries (the name, else the group) and what that leaves out."""
     if spec.name and spec.group != "default":
-        lost.append(f"group={spec.group} (a {dialect} job has one name; it holds the job's name)")
+        lost.append(f"group={spec.group} ({dialect} gives a job one name: it holds the name)")
     if spec.attempt != 1:
         lost.append(f"attempt={spec.attempt} ({dialect} does not count attempts)")
     name = spec.name or spec.group

@@ -141,7 +141,8 @@ def from_slurm(text: str, source: str = "<slurm script>") -> Translation:
     reading.directives(
         script, batch.words_of, SBATCH.getopt, lambda r, found: _apply(r, found, state)
     )
-    _finish(reading, state, os.path.basename(source))
+    state["script"] = os.path.basename(source)
+    reading.settle(_finish, state)
     reading.body(script, [_read_srun, batch.mpi_launcher])
     return reading.translation()
 
@@ -266,7 +267,7 @@ def _dependency(reading: batch.Reading, value: str, spelling: str) -> None:
         entries += batch.dependencies(",".join(kept), spelling)
 
 
-def _finish(reading: batch.Reading, state: dict[str, Any], script_name: str) -> None:
+def _finish(reading: batch.Reading, state: dict[str, Any]) -> None:
     """What needs every directive first: tasks, memory, disk and GPUs counted over the job."""
     fields = reading.fields
     nodes = fields.get("nodes")
@@ -305,7 +306,7 @@ def _finish(reading: batch.Reading, state: dict[str, Any], script_name: str) -> 
     for stream, field in (("output", "stdout"), ("error", "stderr")):
         if stream in state:
             path, reading.line = state[stream]
-            name = fields.get("name") or script_name
+            name = fields.get("name") or state["script"]
             fields[field] = _path(reading, path, name, f"--{stream}")
 
 
