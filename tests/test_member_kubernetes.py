@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -359,8 +360,9 @@ def test_an_unreadable_object_ends_its_job_only(tmp_path, cluster, kubeconfig, c
     assert "cannot read a pods ADDED event" in caplog.text
 
 
-def test_a_watch_that_cannot_be_resumed_tells_the_controller(tmp_path, cluster, kubeconfig):
-    cluster.fail_watches("pods", 500, "InternalError", "etcdserver: no leader")
+def test_watches_that_cannot_be_resumed_tell_the_controller_once(tmp_path, cluster, kubeconfig):
+    for resource in ("pods", "jobs"):
+        cluster.fail_watches(resource, 500, "InternalError", "etcdserver: no leader")
     lost: list[str] = []
     subject = member(tmp_path, reconnect_seconds=1)
     subject.on_lost = lost.append
@@ -368,12 +370,16 @@ def test_a_watch_that_cannot_be_resumed_tells_the_controller(tmp_path, cluster, 
     async def scenario(state: Run) -> None:
         while not lost:
             await asyncio.sleep(0.02)
+        await asyncio.sleep(0.5)  # both watches have given up by now
 
     run(subject, scenario)
-    assert lost == [
-        "the Kubernetes pods watch in namespace 'default' could not be resumed for 1 s "
-        "(last error: 500 etcdserver: no leader)"
-    ]
+    (reason,) = lost
+    assert re.fullmatch(
+        r"the Kubernetes (pods|jobs) watch in namespace 'default' could not be resumed for 1 s "
+        r"\(last error: 500 etcdserver: no leader\)",
+        reason,
+    )
+    assert len(cluster.watch_calls("pods")) >= 2  # it tried again before giving up
 
 
 def test_a_log_that_cannot_be_read_is_one_line(tmp_path, cluster, kubeconfig, caplog):
@@ -596,15 +602,15 @@ def test_what_the_watches_see_before_create_returns_waits_for_submit():
 def test_a_list_that_ran_while_the_job_was_being_created_makes_the_member_check_it():
     tracker = JobTracker(lambda event: None, lambda name: None, clock=lambda: 1.0)
     tracker.expect(JOB)
-    assert tracker.sync("jobs", []) == []  # not created yet, as far as we know
+    assert tracker.listed("jobs", []) == []  # not created yet, as far as we know
     assert tracker.submitted(JOB) is True  # so read it: it may have been created and deleted
-    assert tracker.sync("jobs", []) == []  # that read is in flight: no second one
+    assert tracker.listed("jobs", []) == []  # that read is in flight: no second one
     tracker.confirmed(JOB)
-    assert tracker.sync("jobs", []) == [JOB]
+    assert tracker.listed("jobs", []) == [JOB]
 
     tracker.expect("listed-meanwhile")
-    tracker.sync("jobs", [])
-    tracker.sync("jobs", [{"metadata": {"name": "listed-meanwhile"}}])
+    tracker.listed("jobs", [])
+    tracker.listed("jobs", [{"metadata": {"name": "listed-meanwhile"}}])
     assert tracker.submitted("listed-meanwhile") is False
 
 

@@ -90,6 +90,8 @@ class KubernetesMember(Member):
         self._tasks: set[asyncio.Task[None]] = set()
         self._watches: list[ResourceWatch] = []
         self._threads: list[threading.Thread] = []
+        self._lost_lock = threading.Lock()
+        self._lost_reported = False
 
     # -- the Member protocol ---------------------------------------------------------------
 
@@ -207,7 +209,12 @@ class KubernetesMember(Member):
     # -- watches to tracker ----------------------------------------------------------------
 
     def _lost(self, reason: str) -> None:
-        """What a watch thread calls when it gives up: the controller hears it on its loop."""
+        """What a watch thread calls when it gives up: the controller hears it on its loop,
+        once (the other watch may give up too)."""
+        with self._lost_lock:
+            if self._lost_reported:
+                return
+            self._lost_reported = True
         self._loop.call_soon_threadsafe(self.on_lost, reason)
 
     def _deliverer(self, kind: str) -> Callable[[str, Any], None]:
@@ -219,19 +226,23 @@ class KubernetesMember(Member):
         return deliver
 
     def _observe(self, kind: str, event_type: str, payload: Any) -> None:
-        """One observation, on the loop thread. An object this member cannot read ends the job
-        it belongs to (an `exception` naming it), never the watch or the other jobs."""
-        objects = payload if event_type == "SYNC" else [payload]
+        """What a watch saw, on the loop thread: a list ("SYNC") or one object's change."""
+        if event_type != "SYNC":
+            self._observe_one(kind, event_type, payload)
+            return
+        for obj in payload:
+            self._observe_one(kind, "listed", obj)
+        for name in self._tracker.listed(kind, payload):
+            self._spawn(self._confirm_gone(name))
+
+    def _observe_one(self, kind: str, event_type: str, obj: Any) -> None:
+        """An object this member cannot read ends the job it belongs to (an `exception` saying
+        why), never the watch or the other jobs."""
         try:
-            if event_type == "SYNC":
-                for name in self._tracker.sync(kind, payload):
-                    self._spawn(self._confirm_gone(name))
-            else:
-                self._tracker.observe(kind, payload, deleted=event_type == "DELETED")
+            self._tracker.observe(kind, obj, deleted=event_type == "DELETED")
         except Exception as error:
             log.exception("kubernetes: cannot read a %s %s event", kind, event_type)
-            for obj in objects:
-                self._tracker.fail_unreadable(kind, obj, f"{type(error).__name__}: {error}")
+            self._tracker.fail_unreadable(kind, obj, f"{type(error).__name__}: {error}")
 
     def _ended(self, name: str) -> None:
         self._spawn(self._finish(name))

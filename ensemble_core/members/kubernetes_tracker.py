@@ -60,6 +60,12 @@ def _container_state(pod: dict[str, Any]) -> dict[str, Any]:
     return (statuses[0].get("state") or {}) if statuses else {}
 
 
+def _name(obj: Any) -> str | None:
+    """An object's name, or None for what is not an object with one."""
+    metadata = obj.get("metadata") if isinstance(obj, dict) else None
+    return metadata.get("name") if isinstance(metadata, dict) else None
+
+
 def _scheduled(pod: dict[str, Any]) -> bool:
     if (pod.get("spec") or {}).get("nodeName"):
         return True
@@ -186,13 +192,12 @@ class JobTracker:
             self._job(name, job, obj, deleted)
         self._check(name, job)
 
-    def sync(self, kind: str, objects: list[dict[str, Any]]) -> list[str]:
-        """A full list after a (re)list: observe each; return submitted Jobs the list lacks."""
-        for obj in objects:
-            self.observe(kind, obj)
+    def listed(self, kind: str, objects: list[Any]) -> list[str]:
+        """A full list after a (re)list, its objects observed one by one already: the submitted
+        Jobs it lacks (deleted, or only late?), which the member reads to tell."""
         if kind != "jobs":
             return []
-        listed = {(obj.get("metadata") or {}).get("name") for obj in objects}
+        listed = {_name(obj) for obj in objects}
         missing = []
         for name, job in self._jobs.items():
             if name in listed:
@@ -224,8 +229,8 @@ class JobTracker:
         """An observation of this object could not be handled: end the job it belongs to, if it
         can be told, as a failure that says why (its other sightings are then ignored)."""
         try:
-            name = job_name_of(obj) if kind == "pods" else obj["metadata"]["name"]
-        except (AttributeError, KeyError, TypeError):
+            name = job_name_of(obj) if kind == "pods" else _name(obj)
+        except (AttributeError, TypeError):
             return
         job = self._jobs.get(name)
         if job is None or job.ending:
