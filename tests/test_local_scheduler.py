@@ -322,3 +322,29 @@ def test_a_shrink_that_leaves_the_oldest_unable_to_fit_drops_its_hold():
     assert queue.unsettled
     assert [key for key, _ in queue.schedule()] == ["narrow"]
     assert queue.reserved is None
+
+
+@pytest.mark.parametrize("reserve_after", [None, 0.0])
+def test_what_the_queue_keeps_is_bounded_by_what_waits(reserve_after):
+    """10,000 jobs pass through the queue behind a job that never starts (it needs the GPU a
+    job that never ends holds; with a reservation it holds a core too), and 10,000 more wait and
+    are cancelled: what the queue keeps stays proportional to what waits, not to what passed."""
+    queue = Scheduler(Capacity(3, 1000, 1), 1, 1, reserve_after, Clock())
+    gpu = JobSpec(command=["true"], gpus_per_task=1)
+    assert queue.submit("forever", gpu) is not None
+    assert queue.submit("stuck", gpu) is None
+    narrow = JobSpec(command=["true"])
+    running = None
+    for key in range(10_000):
+        shares = queue.submit(key, narrow)
+        if shares is None and running is not None:
+            queue.release(running)
+            ((_, shares),) = queue.schedule()
+        running = shares
+    for key in range(10_000, 20_000):
+        assert queue.submit(key, JobSpec(command=["true"], tasks=2)) is None
+        assert queue.cancel(key)
+
+    kept = len(queue._order) + sum(map(len, queue._buckets.values())) + len(queue._heads)
+    assert queue.waiting <= 2 and kept <= 300
+    assert queue.reserved == ("stuck" if reserve_after is not None else None)

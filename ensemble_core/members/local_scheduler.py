@@ -255,6 +255,7 @@ class Scheduler:
         bucket.append(ticket)
         self._order.append(ticket)
         self._tickets[key] = ticket
+        self._compact_if_bloated()
         return None
 
     def cancel(self, key: Hashable) -> bool:
@@ -336,10 +337,20 @@ class Scheduler:
                 break
         for entry in tried:
             heapq.heappush(heads, entry)
-        if len(heads) > 2 * len(self._buckets) + 64:
+        self._compact_if_bloated()
+        return again
+
+    def _compact_if_bloated(self) -> None:
+        """Tickets that left are dropped lazily from the age order and the buckets, and stale
+        heads from the heap; once they outnumber the live ones, drop them all. Each rebuild
+        costs what the dead entries it drops cost to add: O(1) per ticket, amortized."""
+        if len(self._order) > 2 * len(self._tickets) + 64:
+            self._order = deque(ticket for ticket in self._order if ticket.queued)
+            for shape, bucket in self._buckets.items():
+                self._buckets[shape] = deque(ticket for ticket in bucket if ticket.queued)
+        if len(self._heads) > 2 * len(self._buckets) + 64:
             self._heads = [(bucket[0].seq, shape) for shape, bucket in self._buckets.items()]
             heapq.heapify(self._heads)
-        return again
 
     def _advance(self, shape: Shape, bucket: deque[Ticket]) -> None:
         """The head of the bucket left: drop cancelled ones behind it, index the new head."""
