@@ -14,6 +14,7 @@ from ensemble_core.errors import MemberError
 from ensemble_core.events import AttemptRecord, JobEvent, Outcome
 from ensemble_core.members import create_member
 from ensemble_core.members.local import LocalMember
+from ensemble_core.members.local_output import MADE_DIRS, JobFiles
 from ensemble_core.spec import JobSpec
 
 NORMAL_ORDER = ["submit", "validate", "depend", "priority", "alloc", "start", "finish", "release",
@@ -467,3 +468,12 @@ def test_an_output_path_with_a_nul_byte_fails_its_job_only(log_dir):
         record.reason == "failed: cannot open the job's output file bad\0name: embedded null byte"
     )
     assert outcome_of(events[ids[1]]).outcome is Outcome.SUCCESS
+
+
+def test_output_directories_made_are_remembered_within_a_bound(tmp_path):
+    made: set[Path] = set()
+    for n in range(MADE_DIRS + 10):
+        files = JobFiles(tmp_path / f"job{n}" / "out", tmp_path / f"job{n}" / "out", made)
+        files.open()
+        assert files.finish() == []  # empty: removed
+    assert len(made) <= MADE_DIRS and (tmp_path / f"job{MADE_DIRS + 9}").is_dir()

@@ -36,6 +36,7 @@ MAX_NAME = 100
 READ_BYTES = 65536
 #: A line longer than this is written in labelled chunks rather than held back.
 MAX_LINE = 65536
+MADE_DIRS = 1024
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -290,7 +291,11 @@ _APPEND = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
 
 
 def _make_dir(path: Path, made: set[Path]) -> None:
+    """Make the directory once; the set of those made is forgotten when it grows large (front
+    doors may name a directory per job), which costs one more `mkdir` each."""
     if path not in made:
+        if len(made) >= MADE_DIRS:
+            made.clear()
         try:
             path.mkdir(parents=True, exist_ok=True)
         except FileExistsError:
