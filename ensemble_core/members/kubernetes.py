@@ -165,16 +165,10 @@ class KubernetesMember(Member):
         if not self._tracker.begin_cancel(jobid):
             return
         try:
-            await asyncio.to_thread(
-                self._batch.delete_namespaced_job,
-                jobid,
-                self.namespace,
-                propagation_policy="Background",
-            )
+            await self._delete_job(jobid)
         except Exception as error:
-            if getattr(error, "status", None) != 404:
-                self._tracker.abort_cancel(jobid)
-                raise api_error(error, f"delete the Job {jobid}", self.namespace) from None
+            self._tracker.abort_cancel(jobid)
+            raise api_error(error, f"delete the Job {jobid}", self.namespace) from None
         self._tracker.end_cancel(jobid)
 
     async def grow(self, value: int) -> str:
@@ -289,6 +283,20 @@ class KubernetesMember(Member):
         """A create call that failed without a clear answer may have created the Job all the
         same: delete it, so that nothing runs that no job stands for."""
         try:
+            await self._delete_job(name)
+        except Exception as error:
+            log.warning(
+                "kubernetes: the Job %s may have been created by a failed call and could not "
+                "be deleted (%s): kubectl delete job -n %s %s",
+                name,
+                error_line(error),
+                self.namespace,
+                name,
+            )
+
+    async def _delete_job(self, name: str) -> None:
+        """Delete a Job and, in the background, its Pod; a Job already gone is no error."""
+        try:
             await asyncio.to_thread(
                 self._batch.delete_namespaced_job,
                 name,
@@ -297,14 +305,7 @@ class KubernetesMember(Member):
             )
         except Exception as error:
             if getattr(error, "status", None) != 404:
-                log.warning(
-                    "kubernetes: the Job %s may have been created by a failed call and could not "
-                    "be deleted (%s): kubectl delete job -n %s %s",
-                    name,
-                    error_line(error),
-                    self.namespace,
-                    name,
-                )
+                raise
 
     async def _save_log(self, name: str, pod: str) -> None:
         try:
