@@ -80,6 +80,7 @@ class JobHandle:
     """A logical job: every attempt inside, one final outcome."""
 
     __slots__ = (
+        "__weakref__",
         "_callbacks",
         "_event",
         "_lock",

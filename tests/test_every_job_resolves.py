@@ -439,3 +439,33 @@ def test_repeated_events_count_once(tmp_path: Path):
         assert len(detail_of(ensemble, "grow")) == 10
     finally:
         ensemble.close()
+
+
+# Flat memory -----------------------------------------------------------------------------------
+
+
+def test_nothing_per_job_survives_its_end():
+    """Once a front door lets go of a resolved handle, the controller holds nothing of the job:
+    the handle is collected, and the job table, resubmission counts and buffers are empty."""
+    import gc
+    import weakref
+
+    def fail_first(job_spec: JobSpec) -> str:
+        return "fail-exit1" if job_spec.attempt == 1 else "success"
+
+    text = "rules:\n  - trigger: job-fail\n    action: {name: resubmit, repetitions: 1}\n"
+    ensemble = run(Ensemble(replay(kind_of=fail_first), parse(text, "t.yaml")))
+    try:
+        handles = [ensemble.submit(spec()) for _ in range(2000)]
+        assert {h.wait(10) for h in handles} == {Outcome.SUCCESS}
+        alive = [weakref.ref(h) for h in handles]
+        del handles
+        gc.collect()
+        assert sum(ref() is not None for ref in alive) == 0
+        assert not ensemble._active and not ensemble._by_member_id and not ensemble._waiting
+        assert len(ensemble._orphans) == 0 and not ensemble._cancel_errors
+        assert all(not state.per_job for state in ensemble.engine._resubmit_states)
+        counts = ensemble.snapshot()["groups"]["g"]
+        assert (counts["submitted"], counts["success"], counts["resubmitted"]) == (4000, 2000, 2000)
+    finally:
+        ensemble.close()
