@@ -13,6 +13,11 @@ from ensemble_core.spec import JobSpec
 EmitEvent = Callable[[JobEvent], None]
 LostHandler = Callable[[str], None]
 
+#: The JobSpec attribute that names a submission uniquely across controllers (`<run>.<key>.<n>`):
+#: a member keeps it with the job where the queue can (Flux: a user attribute; Kubernetes: a
+#: label), so a restarted controller finds a job whose id it never learned.
+TOKEN_ATTRIBUTE = "ensemble_token"
+
 log = logging.getLogger(__name__)
 
 
@@ -29,6 +34,10 @@ class Member(abc.ABC):
     """
 
     name: str = "member"
+
+    #: Whether this member's jobs end when the controller's process does (the local member's
+    #: do). A restarted controller submits such jobs again instead of waiting for them.
+    jobs_end_with_controller: bool = False
 
     #: Set by the controller before `start`. A member calls it (on the loop's thread) when its
     #: event stream is gone for good: it could not be resumed within the member's own bound.
@@ -55,6 +64,17 @@ class Member(abc.ABC):
     async def shrink(self, value: int) -> str:
         """Remove `value` units (nodes) of capacity; return what was done."""
         return f"{self.name} member cannot shrink"
+
+    async def adopt(self, jobs: list[tuple[Any, str]]) -> dict[str, Any]:
+        """Follow jobs a previous controller submitted (it was killed, or detached).
+
+        `jobs` holds (member id or None where it was never learned, token) per job. Returns
+        {token: member id} for the jobs the queue still knows. After returning, the member emits
+        every event each of them has had so far (from the queue's own record, in order) and then
+        follows them like the jobs it submitted; the controller ignores events it had already
+        counted. Jobs left out of the result are unknown to the queue: never submitted, or gone.
+        """
+        return {}
 
     def describe(self) -> dict[str, Any]:
         """Settings and capacity as the summary shows them."""
