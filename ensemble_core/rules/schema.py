@@ -16,6 +16,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -24,6 +25,7 @@ from pydantic import (
 
 from ensemble_core import bounds
 from ensemble_core.bounds import shown
+from ensemble_core.errors import ConfigError
 from ensemble_core.events import JOB_EVENTS, OTHER_JOB_EVENTS
 from ensemble_core.rules.conditions import (
     CONDITION_HELP,
@@ -33,6 +35,7 @@ from ensemble_core.rules.conditions import (
 )
 from ensemble_core.rules.metric_names import check_metric_name, did_you_mean
 from ensemble_core.spec import JobSpec
+from ensemble_core.translate.jobscript import job_from_script
 
 #: Triggers derived from a job's outcome, fired once per ended job attempt.
 OUTCOME_TRIGGERS = {
@@ -330,7 +333,12 @@ class JobGroup(_Strict):
     """A group of identical jobs that `submit` actions start (ensemble files only)."""
 
     name: str = Field(min_length=1)
-    command: str | list[str]
+    command: str | list[str] | None = None
+    script: str | None = Field(
+        None,
+        description="a Slurm, PBS, LSF or Flux batch script run as it is, instead of a command: "
+        "its directives give the resources",
+    )
     count: Annotated[int, _within(bounds.JOBS_PER_SUBMIT)] = Field(1, description="jobs per submit")
     nodes: Annotated[int | None, _within(bounds.NODES)] = 1
     tasks: Annotated[int | None, _within(bounds.TASKS)] = None
@@ -368,6 +376,27 @@ class JobGroup(_Strict):
                 )
         return environment
 
+    _script_job: JobSpec | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _command_or_script(self) -> JobGroup:
+        """A command, or a batch script whose directives give the resources (read once, here)."""
+        if self.script is None:
+            if self.command is None:
+                raise ValueError("missing key 'command' (or 'script', a batch script); add it")
+            return self
+        others = sorted(self.model_fields_set - {"name", "count", "script"})
+        if others:
+            raise ValueError(
+                f"{others[0]}: a group with a script takes its command and resources from the "
+                f"script's directives; remove {others[0]}"
+            )
+        try:
+            self._script_job = job_from_script(self.script)
+        except ConfigError as error:
+            raise ValueError(f"script: {error}") from None
+        return self
+
     @model_validator(mode="after")
     def _spec_builds(self) -> JobGroup:
         """Build the spec now, so that what validates also runs."""
@@ -381,6 +410,8 @@ class JobGroup(_Strict):
 
     def spec(self) -> JobSpec:
         """The JobSpec of one job of this group (ensemble-python: one task per node by default)."""
+        if self._script_job is not None:
+            return self._script_job.model_copy(update={"group": self.name})
         nodes = self.nodes
         return JobSpec(
             command=self.command,
