@@ -18,7 +18,6 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from ensemble_core.errors import ConfigError, EnsembleError
-from ensemble_core.members import MEMBERS
 
 if TYPE_CHECKING:
     from ensemble_core.ensemble import Ensemble
@@ -101,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from ensemble_core.members import MEMBERS
+
     parser = argparse.ArgumentParser(
         prog="ensemble",
         description="Run rule-driven ensembles of jobs on local, Flux or Kubernetes.",
