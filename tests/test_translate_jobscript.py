@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ensemble_core.errors import ConfigError
+from ensemble_core.errors import ConfigError, MemberError
+from ensemble_core.members.flux import import_flux
 from ensemble_core.translate.jobscript import job_from_script
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "batch"
@@ -42,6 +43,26 @@ def test_the_example_slurm_script_runs_on_the_local_member(tmp_path):
         assert 3.0 < float(lines[1].removeprefix("pi is about ")) < 3.3
 
 
+@pytest.mark.skipif(shutil.which("flux") is None, reason="flux is not on PATH")
+def test_the_example_slurm_script_runs_unchanged_on_flux(tmp_path):
+    try:
+        import_flux()
+    except MemberError as error:
+        pytest.skip(str(error))
+    shutil.copytree(EXAMPLE, tmp_path / "batch")
+    command = ["flux", "start", "--test-size=1", sys.executable, "-m", "ensemble_core.cli"]
+    command += ["run", "ensemble.yaml", "--member", "flux", "--json"]
+    result = subprocess.run(
+        command, cwd=tmp_path / "batch", capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["groups"]["pi"]["success"] == 3
+    assert 'run.sbatch: not carried: queue "debug"' in result.stderr
+    outputs = list((tmp_path / "batch").glob("pi-*.out"))
+    assert len(outputs) == 3
+    assert all("as estimate-pi" in output.read_text() for output in outputs)
+
+
 def test_a_pbs_script_finds_its_submission_directory_and_its_exports(tmp_path):
     (tmp_path / "input.txt").write_text("data\n")
     (tmp_path / "job.pbs").write_text(
@@ -61,9 +82,10 @@ def test_a_pbs_script_finds_its_submission_directory_and_its_exports(tmp_path):
 def test_a_script_job_has_its_directives_and_its_schedulers_variables(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     Path("job.sbatch").write_text(
-        "#!/bin/bash\n#SBATCH -J sim -N 1 -n 2 -c 3 --mem=1G -t 5\nexport A=1\nsrun ./sim\n"
+        "#!/bin/bash\n#SBATCH -J sim -N 1 -n 2 -c 3 --mem=1G -t 5 -p debug\nexport A=1\nsrun ./sim\n"
     )
     spec = job_from_script("job.sbatch")
+    assert spec.attributes == {}  # the partition is the Slurm cluster's, logged as not carried
     assert (spec.name, spec.nodes, spec.tasks, spec.cores_per_task) == ("sim", 1, 2, 3)
     assert (spec.memory_mb, spec.walltime, spec.command) == (1024, 300.0, ["./sim"])
     assert spec.environment == {

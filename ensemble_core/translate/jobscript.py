@@ -3,18 +3,20 @@
 The script's directives give the job's resources and its body the command, so a script written
 for Slurm, PBS, LSF or Flux runs unchanged on any member. The variables such a script reads from
 its scheduler (`$SLURM_CPUS_PER_TASK`, `$PBS_O_WORKDIR`, ...) are set to what its directives ask
-for; what the JobSpec cannot carry is logged as a warning when the file is loaded.
+for. What the JobSpec cannot carry, and what only the script's own scheduler has (its partitions,
+accounts, job ids, arrays), is logged as a warning when the file is loaded.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable
 
 from ensemble_core.errors import ConfigError
 from ensemble_core.spec import JobSpec
-from ensemble_core.translate import BATCH, formats
+from ensemble_core.translate import ARRAY, BANK, BATCH, DEPENDENCIES, QUEUE, formats
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,16 @@ SCHEDULER_VARIABLES: dict[str, Callable[[JobSpec, str, str], dict[str, str]]] = 
 }
 
 
+#: Attributes that only mean something to the scheduler a script was written for: its queues
+#: and accounts (a Flux script's may be the Flux member's own), job ids and arrays.
+_OF_ITS_SCHEDULER = {
+    "slurm": (QUEUE, BANK, DEPENDENCIES, ARRAY),
+    "pbs": (QUEUE, BANK, DEPENDENCIES, ARRAY),
+    "lsf": (QUEUE, BANK, DEPENDENCIES, ARRAY),
+    "flux-batch": (DEPENDENCIES, ARRAY),
+}
+
+
 def job_from_script(path: str) -> JobSpec:
     """The JobSpec of one job run by the batch script at `path` (relative to the current
     directory, as sbatch and qsub take it), or a ConfigError naming the file and line."""
@@ -81,4 +93,15 @@ def job_from_script(path: str) -> JobSpec:
         log.warning("%s: not carried: %s", path, item)
     name = spec.name or os.path.basename(path)
     variables = SCHEDULER_VARIABLES[dialect](spec, name, os.getcwd())
-    return spec.model_copy(update={"environment": {**variables, **spec.environment}})
+    attributes = dict(spec.attributes)
+    for key in _OF_ITS_SCHEDULER[dialect]:
+        if key in attributes:
+            log.warning(
+                "%s: not carried: %s %s (it names what the scheduler the script was written for "
+                "has; here the member's own and the ensemble's rules decide)",
+                path,
+                key.removeprefix("system."),
+                json.dumps(attributes.pop(key)),
+            )
+    environment = {**variables, **spec.environment}
+    return spec.model_copy(update={"environment": environment, "attributes": attributes})
