@@ -29,32 +29,32 @@ PEER = (
 )
 
 
-def block_file(path: Path) -> tuple[int, int]:
-    """Groups and rules in block style until the file reaches TARGET_BYTES."""
-    jobs, rules, count = [], [], 0
-    while sum(map(len, jobs)) + sum(map(len, rules)) < TARGET_BYTES:
-        jobs.append(f"  - name: g{count}\n    command: sleep {count % 7}\n    count: 2\n")
-        rules.append(
-            f"  - trigger: metric\n    name: count.g{count}.success\n    when: 2\n"
-            f"    action:\n      name: submit\n      label: g{count}\n"
-        )
-        count += 1
-    path.write_text("jobs:\n" + "".join(jobs) + "rules:\n" + "".join(rules))
-    return count, path.stat().st_size
+#: A job group and a rule that submits it, in block style and in flow style.
+STYLES = {
+    "block style": (
+        "  - name: g{i}\n    command: sleep {seven}\n    count: 2\n",
+        "  - trigger: metric\n    name: count.g{i}.success\n    when: 2\n"
+        "    action:\n      name: submit\n      label: g{i}\n",
+    ),
+    "flow style": (
+        "  - {{name: g{i}, command: sleep {seven}, count: 2}}\n",
+        "  - {{trigger: metric, name: count.g{i}.success, when: 2, "
+        "action: {{name: submit, label: g{i}}}}}\n",
+    ),
+}
 
 
-def flow_file(path: Path) -> tuple[int, int]:
-    """The same in flow style, one group or rule a line."""
-    jobs, rules, count = [], [], 0
-    while sum(map(len, jobs)) + sum(map(len, rules)) < TARGET_BYTES:
-        jobs.append(f"  - {{name: g{count}, command: sleep {count % 7}, count: 2}}\n")
-        rules.append(
-            f"  - {{trigger: metric, name: count.g{count}.success, when: 2, "
-            f"action: {{name: submit, label: g{count}}}}}\n"
-        )
-        count += 1
+def write_file(path: Path, style: str) -> tuple[int, int]:
+    """Groups and rules in `style` until the file reaches TARGET_BYTES: (groups, bytes)."""
+    group, rule = STYLES[style]
+    jobs, rules, size = [], [], 0
+    while size < TARGET_BYTES:
+        i = len(jobs)
+        jobs.append(group.format(i=i, seven=i % 7))
+        rules.append(rule.format(i=i))
+        size += len(jobs[-1]) + len(rules[-1])
     path.write_text("jobs:\n" + "".join(jobs) + "rules:\n" + "".join(rules))
-    return count, path.stat().st_size
+    return len(jobs), path.stat().st_size
 
 
 def measure(code: str, path: Path) -> tuple[float, int]:
@@ -76,9 +76,9 @@ def main() -> int:
     print("| file | groups + rules | MB | loader: s, peak MB | yaml.safe_load: s, peak MB |")
     print("| --- | --- | --- | --- | --- |")
     with tempfile.TemporaryDirectory() as directory:
-        for name, make in (("block style", block_file), ("flow style", flow_file)):
+        for name in STYLES:
             path = Path(directory) / f"{name.split()[0]}.yaml"
-            count, size = make(path)
+            count, size = write_file(path, name)
             ours, peer = measure(OURS, path), measure(PEER, path)
             print(
                 f"| {name} | {count:,} + {count:,} | {size / 1e6:.1f} | {ours[0]:.2f} s, "

@@ -121,22 +121,7 @@ def test_unreadable_file_and_unknown_member(tmp_path):
 )
 def test_a_signal_cancels_everything_and_exits_128_plus_it(tmp_path, signum, status):
     marker = f"ensemble-signal-{signum}-{os.getpid()}"
-    path = tmp_path / "long.yaml"
-    path.write_text(
-        f"jobs:\n  - name: long\n    command: bash -c 'exec -a {marker} sleep 300'\n"
-        "    count: 3\nrules:\n  - trigger: start\n    action: {name: submit, label: long}\n"
-    )
-    process = subprocess.Popen(
-        [*ENSEMBLE, "run", str(path), "--json", "--cores", "3"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 20
-    while len(_processes(marker)) < 3 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert len(_processes(marker)) == 3, "the jobs should have started"
+    process = _run_sleepers(tmp_path, marker, count=3, cores=3)
     process.send_signal(signum)
     stdout, stderr = process.communicate(timeout=60)
     name = signal.Signals(signum).name
@@ -183,28 +168,35 @@ def test_a_signal_stops_a_large_queue_at_once_and_starts_no_more_jobs(tmp_path):
     """20,000 queued jobs, two running: the stop does not wait behind the queue, and no job
     starts after the signal."""
     marker = f"ensemble-queue-{os.getpid()}"
-    path = tmp_path / "queue.yaml"
+    process = _run_sleepers(tmp_path, marker, count=20_000, cores=2)
+    process.send_signal(signal.SIGINT)
+    stdout, _ = process.communicate(timeout=30)  # it took 145 s behind the queued submits
+    assert process.returncode == 130
+    counts = json.loads(stdout)["groups"]["long"]
+    assert (counts["finished"], counts["running"], counts["success"]) == (2, 0, 0), counts
+    assert _processes(marker) == []
+
+
+def _run_sleepers(tmp_path: Path, marker: str, count: int, cores: int) -> subprocess.Popen:
+    """`ensemble run --json` of `count` long jobs named `marker`, once `cores` of them run."""
+    path = tmp_path / "long.yaml"
     path.write_text(
-        f"jobs:\n  - name: q\n    command: bash -c 'exec -a {marker} sleep 300'\n"
-        "    count: 20000\nrules:\n  - trigger: start\n    action: {name: submit, label: q}\n"
+        f"jobs:\n  - name: long\n    command: bash -c 'exec -a {marker} sleep 300'\n"
+        f"    count: {count}\nrules:\n  - trigger: start\n"
+        "    action: {name: submit, label: long}\n"
     )
     process = subprocess.Popen(
-        [*ENSEMBLE, "run", str(path), "--json", "--cores", "2"],
+        [*ENSEMBLE, "run", str(path), "--json", "--cores", str(cores)],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     deadline = time.monotonic() + 60
-    while len(_processes(marker)) < 2 and time.monotonic() < deadline:
+    while len(_processes(marker)) < cores and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert len(_processes(marker)) == 2, "two jobs should have started"
-    process.send_signal(signal.SIGINT)
-    stdout, _ = process.communicate(timeout=30)  # it took 145 s behind the queued submits
-    assert process.returncode == 130
-    counts = json.loads(stdout)["groups"]["q"]
-    assert (counts["finished"], counts["running"], counts["success"]) == (2, 0, 0), counts
-    assert _processes(marker) == []
+    assert len(_processes(marker)) == cores, "the jobs should have started"
+    return process
 
 
 def _catches(pid: int, signum: int) -> bool:
