@@ -10,22 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_translate_command import ensemble
 
 from ensemble_core.errors import ConfigError, MemberError
 from ensemble_core.members.flux import import_flux
 from ensemble_core.translate.jobscript import job_from_script
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "batch"
-
-
-def ensemble(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "ensemble_core.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def test_the_example_slurm_script_runs_on_the_local_member(tmp_path):
@@ -82,7 +73,8 @@ def test_a_pbs_script_finds_its_submission_directory_and_its_exports(tmp_path):
 def test_a_script_job_has_its_directives_and_its_schedulers_variables(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     Path("job.sbatch").write_text(
-        "#!/bin/bash\n#SBATCH -J sim -N 1 -n 2 -c 3 --mem=1G -t 5 -p debug\nexport A=1\nsrun ./sim\n"
+        "#!/bin/bash\n#SBATCH -J sim -N 1 -n 2 -c 3 --mem=1G -t 5 -p debug\n"
+        "export A=1\nsrun ./sim\n"
     )
     spec = job_from_script("job.sbatch")
     assert spec.attributes == {}  # the partition is the Slurm cluster's, logged as not carried

@@ -4,31 +4,26 @@ GPUs, limits in LSF's units, arrays and dependency conditions."""
 from __future__ import annotations
 
 import pytest
+from test_translate_pbs import SPREAD as PBS_SPREAD
 
 from ensemble_core.errors import ConfigError
 from ensemble_core.spec import JobSpec
 from ensemble_core.translate import ARRAY, DEPENDENCIES
 from ensemble_core.translate.lsf import from_lsf, to_lsf
 
-SPREAD = JobSpec(
-    command=["./app", "--n", "3"],
-    name="run",
-    nodes=2,
-    tasks=8,
-    cores_per_task=2,
-    gpus_per_task=1,
-    exclusive=True,
-    memory_mb=8192,
-    walltime=3600,
-    cwd="/scratch/run 1",
-    stdout="out.{{id}}.log",
-    attributes={
-        ARRAY: "1-10%2",
-        DEPENDENCIES: [
-            {"scheme": "afterok", "value": "7"},
-            {"scheme": "afterany", "value": "8"},
-        ],
-    },
+#: The PBS tests' spread job, with what LSF carries and PBS does not.
+SPREAD = PBS_SPREAD.model_copy(
+    update={
+        "environment": {},
+        "stdout": "out.{{id}}.log",
+        "attributes": {
+            ARRAY: "1-10%2",
+            DEPENDENCIES: [
+                {"scheme": "afterok", "value": "7"},
+                {"scheme": "afterany", "value": "8"},
+            ],
+        },
+    }
 )
 
 

@@ -4,31 +4,12 @@ mappings, bodies and errors."""
 from __future__ import annotations
 
 import pytest
+from test_translate_kubernetes import FULL
 
 from ensemble_core.errors import ConfigError
 from ensemble_core.spec import JobSpec
 from ensemble_core.translate import BATCH, DEPENDENCIES, QUEUE
 from ensemble_core.translate.slurm import from_slurm, slurm_time, to_slurm
-
-FULL = JobSpec(
-    command=["python", "-c", "print('hi, there')"],
-    group="Align Reads!",
-    name="align",
-    nodes=2,
-    tasks=4,
-    cores_per_task=2,
-    gpus_per_task=1,
-    exclusive=True,
-    memory_mb=4096,
-    disk_mb=1000,
-    walltime=90061.5,
-    environment={"A": "1,2", "BAD-NAME": "x"},
-    cwd="/work dir",
-    stdout="out %j.log",
-    stderr="err.log",
-    attributes={"k": 1},
-    attempt=2,
-)
 
 
 def test_slurm_script_for_a_full_job():

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from ensemble_core.errors import ConfigError
+from ensemble_core.rules.yamlfile import line_of
 
 
 def compose(text: str, source: str) -> list[yaml.Node]:
@@ -28,16 +30,14 @@ def data(node: yaml.Node) -> Any:
 
 def line(node: yaml.Node, path: list[Any]) -> int:
     """The 1-based line of the deepest node on `path` that the document has."""
-    for part in path:
-        child = None
-        if isinstance(node, yaml.MappingNode):
-            child = next((value for key, value in node.value if key.value == part), None)
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            child = node.value[part] if part < len(node.value) else None
-        if child is None:
-            break
-        node = child
-    return node.start_mark.line + 1
+    return line_of(node, path)
+
+
+def problem(error: ValidationError) -> tuple[list[Any], str]:
+    """Where pydantic's first complaint about a JobSpec is, and `place: message` for it."""
+    first = error.errors()[0]
+    place = ".".join(str(part) for part in first["loc"]) or "spec"
+    return list(first["loc"]), f"{place}: {first['msg']}"
 
 
 def keys(node: yaml.Node) -> dict[str, Any]:

@@ -63,16 +63,8 @@ def to_flux_batch(spec: JobSpec) -> Translation:
     lost = [item for item in translation.lost if not item.startswith("batch ")]
     system = dict(translation.document["attributes"]["system"])
     user = dict(translation.document["attributes"]["user"])
-    options: list[str] = []
-    if spec.name:
-        options.append(f"--job-name={spec.name}")
-    if spec.nodes is not None:
-        options.append(f"-N{spec.nodes}")
-    options.append(f"-n{spec.tasks}")
-    if spec.cores_per_task > 1:
-        options.append(f"-c{spec.cores_per_task}")
-    if spec.gpus_per_task:
-        options.append(f"-g{spec.gpus_per_task}")
+    options = [f"--job-name={spec.name}"] if spec.name else []
+    options += _shape_options(spec)
     if spec.exclusive and spec.nodes is not None:
         options.append("-x")
     if spec.walltime:
@@ -113,16 +105,19 @@ def _system_options(system: dict[str, Any], lost: list[str]) -> list[str]:
     return options
 
 
-def _flux_run(spec: JobSpec) -> list[str]:
-    words = ["flux", "run"]
-    if spec.nodes is not None:
-        words.append(f"-N{spec.nodes}")
-    words.append(f"-n{spec.tasks}")
+def _shape_options(spec: JobSpec) -> list[str]:
+    """-N, -n, -c and -g: what `flux batch` and `flux run` both take for the job's shape."""
+    options = [f"-N{spec.nodes}"] if spec.nodes is not None else []
+    options.append(f"-n{spec.tasks}")
     if spec.cores_per_task > 1:
-        words.append(f"-c{spec.cores_per_task}")
+        options.append(f"-c{spec.cores_per_task}")
     if spec.gpus_per_task:
-        words.append(f"-g{spec.gpus_per_task}")
-    return words
+        options.append(f"-g{spec.gpus_per_task}")
+    return options
+
+
+def _flux_run(spec: JobSpec) -> list[str]:
+    return ["flux", "run", *_shape_options(spec)]
 
 
 def split(text: str, source: str) -> batch.Script:
@@ -280,17 +275,10 @@ def _shape(reading: batch.Reading, state: dict[str, Any]) -> None:
     reading.fields.update(numbers)
 
 
+_RUN_SHAPE = {"ntasks": "tasks", "cores-per-task": "cores_per_task", "nodes": "nodes"}
+_RUN_SHAPE["gpus-per-task"] = "gpus_per_task"
+
+
 def _read_flux_run(words: list[str], reading: batch.Reading) -> tuple[int, list[str]] | None:
     """Where the program of a `flux run` line starts, its options checked against the job."""
-    if words[:2] != ["flux", "run"]:
-        return None
-    try:
-        options, program = FLUX_RUN.leading(words[2:])
-    except OptionError:
-        return None
-    if not program:
-        return None
-    shape = {"ntasks": "tasks", "cores-per-task": "cores_per_task", "nodes": "nodes"}
-    shape["gpus-per-task"] = "gpus_per_task"
-    notes = batch.check_launcher_options("flux run", options, reading, shape)
-    return len(words) - len(program), notes
+    return batch.table_launcher(words, reading, ["flux", "run"], FLUX_RUN, _RUN_SHAPE)

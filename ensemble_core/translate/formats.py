@@ -114,11 +114,9 @@ def read(text: str, source: str, format_name: str | None = None) -> Translation:
     try:
         return Translation(document=JobSpec.model_validate(data))
     except ValidationError as error:
-        first = error.errors()[0]
-        place = ".".join(str(part) for part in first["loc"]) or "spec"
-        line = _line(text, source, list(first["loc"]))
+        location, what = documents.problem(error)
         raise ConfigError(
-            f"{source}:{line}: not a valid JobSpec ({place}: {first['msg']})"
+            f"{source}:{_line(text, source, location)}: not a valid JobSpec ({what})"
         ) from None
 
 

@@ -157,11 +157,8 @@ def from_kubernetes(text: str, source: str = "<kubernetes job>") -> Translation:
         translation = _job(documents.data(jobs[0]), where)
         translation.document = JobSpec(**translation.document)
     except ValidationError as error:
-        problem = error.errors()[0]
-        place = ".".join(str(part) for part in problem["loc"])
-        raise ConfigError(
-            f"{where([])}: the job is not a valid JobSpec: {place}: {problem['msg']}"
-        ) from None
+        what = documents.problem(error)[1]
+        raise ConfigError(f"{where([])}: the job is not a valid JobSpec: {what}") from None
     except ValueError as error:
         raise ConfigError(str(error)) from None
     except (TypeError, KeyError, AttributeError) as error:

@@ -82,7 +82,10 @@ def to_lsf(spec: JobSpec) -> Translation:
     if BANK in spec.attributes:
         lines.append(f"#BSUB -P {batch.quoted(spec.attributes[BANK])}")
     if spec.attributes.get(DEPENDENCIES):
-        condition = _condition(spec.attributes[DEPENDENCIES], lost)
+        names = {scheme: name for name, scheme in _CONDITIONS.items()}
+        condition = batch.dependency_text(
+            spec.attributes[DEPENDENCIES], lost, "LSF", names, "{name}({value})", " && "
+        )
         if condition:
             lines.append(f"#BSUB -w {batch.quoted(condition)}")
     if spec.cwd:
@@ -110,18 +113,6 @@ def _requirement(spec: JobSpec, lost: list[str]) -> str:
     if spec.cores_per_task > 1:
         sections.append(f"affinity[core({spec.cores_per_task})]")
     return " ".join(sections)
-
-
-def _condition(entries: list[dict[str, Any]], lost: list[str]) -> str | None:
-    names = {scheme: name for name, scheme in _CONDITIONS.items()}
-    parts = []
-    for entry in entries:
-        name = names.get(entry.get("scheme", ""))
-        if name is None or set(entry) != {"scheme", "value"}:
-            lost.append(f"dependency {entry} (LSF has no such dependency)")
-        else:
-            parts.append(f"{name}({entry['value']})")
-    return " && ".join(parts) or None
 
 
 def _filename(path: str, stream: str, lost: list[str]) -> str:

@@ -21,8 +21,8 @@ from pydantic import ValidationError
 
 from ensemble_core.errors import ConfigError
 from ensemble_core.spec import JobSpec
-from ensemble_core.translate import BATCH, Translation
-from ensemble_core.translate.options import Found, OptionError
+from ensemble_core.translate import BATCH, Translation, documents
+from ensemble_core.translate.options import Found, OptionError, Table
 from ensemble_core.translate.shell import (
     DEFAULT_SHELL,
     Command,
@@ -215,11 +215,8 @@ class Reading:
         try:
             spec = JobSpec(**self.fields, environment=self.environment, attributes=self.attributes)
         except ValidationError as error:
-            problem = error.errors()[0]
-            where = ".".join(str(part) for part in problem["loc"])
-            raise ConfigError(
-                f"{self.source}: the job it describes is not valid: {where}: {problem['msg']}"
-            ) from None
+            what = documents.problem(error)[1]
+            raise ConfigError(f"{self.source}: the job it describes is not valid: {what}") from None
         return Translation(document=spec, lost=self.lost)
 
 
@@ -372,16 +369,24 @@ def lose_name_and_attempt(spec: JobSpec, dialect: str, lost: list[str]) -> str |
     return None if name == "default" and not spec.name else name
 
 
-def dependency_text(entries: list[dict[str, Any]], lost: list[str], dialect: str) -> str | None:
-    """RFC 26 dependencies in Slurm's and PBS's `type:id,type:id` form."""
+def dependency_text(
+    entries: list[dict[str, Any]],
+    lost: list[str],
+    dialect: str,
+    names: dict[str, str] = SCHEME_NAMES,
+    form: str = "{name}:{value}",
+    joiner: str = ",",
+) -> str | None:
+    """RFC 26 dependencies as a dialect writes them: Slurm's and PBS's `type:id,type:id` unless
+    told otherwise; what the dialect has no name for is lost."""
     parts = []
     for entry in entries:
-        name = SCHEME_NAMES.get(entry.get("scheme", ""))
+        name = names.get(entry.get("scheme", ""))
         if name is None or set(entry) != {"scheme", "value"}:
             lost.append(f"dependency {entry} ({dialect} has no such dependency)")
         else:
-            parts.append(f"{name}:{entry['value']}")
-    return ",".join(parts) or None
+            parts.append(form.format(name=name, value=entry["value"]))
+    return joiner.join(parts) or None
 
 
 def dependencies(text: str, what: str) -> list[dict[str, str]]:
@@ -416,6 +421,27 @@ def mpi_launcher(words: list[str], reading: Reading) -> tuple[int, list[str]] | 
     if tasks is not None and tasks != str(reading.fields.get("tasks", 1)):
         notes.append(lost_note(f"{words[0]} -n {tasks}", "the launcher's task count differs"))
     return index, notes
+
+
+def table_launcher(
+    words: list[str],
+    reading: Reading,
+    command: list[str],
+    table: Table,
+    shape: dict[str, str],
+) -> tuple[int, list[str]] | None:
+    """A launcher with a scheduler's option table (`srun`, `flux run`): where its program
+    starts, and notes on its options (`shape` maps those that restate the job to its fields)."""
+    if words[: len(command)] != command:
+        return None
+    try:
+        options, program = table.leading(words[len(command) :])
+    except OptionError:
+        return None
+    if not program:
+        return None
+    notes = check_launcher_options(" ".join(command), options, reading, shape)
+    return len(words) - len(program), notes
 
 
 def lost_note(what: str, why: str) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 from ensemble_core.spec import JobSpec
 from ensemble_core.translate import ARRAY, BANK, DEPENDENCIES, QUEUE, Translation
 from ensemble_core.translate import script as batch
-from ensemble_core.translate.options import Found, OptionError
+from ensemble_core.translate.options import Found
 from ensemble_core.translate.slurm_options import SBATCH, SRUN
 from ensemble_core.translate.units import count, slurm_megabytes, slurm_seconds
 
@@ -350,17 +350,10 @@ def _path(reading: batch.Reading, path: str, name: str, spelling: str) -> str:
     return _PATTERN.sub(replace, path)
 
 
+_SRUN_SHAPE = {"ntasks": "tasks", "cpus-per-task": "cores_per_task", "nodes": "nodes"}
+_SRUN_SHAPE["gpus-per-task"] = "gpus_per_task"
+
+
 def _read_srun(words: list[str], reading: batch.Reading) -> tuple[int, list[str]] | None:
     """Where the program of an `srun` line starts, with its options checked against the job."""
-    if words[0] != "srun":
-        return None
-    try:
-        options, program = SRUN.leading(words[1:])
-    except OptionError:
-        return None
-    if not program:
-        return None
-    shape = {"ntasks": "tasks", "cpus-per-task": "cores_per_task", "nodes": "nodes"}
-    shape["gpus-per-task"] = "gpus_per_task"
-    notes = batch.check_launcher_options("srun", options, reading, shape)
-    return len(words) - len(program), notes
+    return batch.table_launcher(words, reading, ["srun"], SRUN, _SRUN_SHAPE)
