@@ -6,10 +6,17 @@ from pathlib import Path
 import pytest
 
 from ensemble_core.errors import ConfigError
+from ensemble_core.members.settings import SettingError, check_settings, members_with
 from ensemble_core.metrics import Metrics
 from ensemble_core.rules.conditions import parse_condition, parse_duration
 from ensemble_core.rules.engine import RuleEngine, metric_group
 from ensemble_core.rules.loader import library_names, load, load_rules, parse
+from ensemble_core.rules.metric_names import (
+    COUNTER_KEYS,
+    GAUGES,
+    STATISTIC_NAMES,
+    check_metric_name,
+)
 from ensemble_core.rules.schema import EnsembleFile, Limits, Rule
 
 EXAMPLES = sorted((Path(__file__).parents[1] / "examples" / "ensembles").glob("*.yaml"))
@@ -303,3 +310,33 @@ def test_schema_is_json():
     schema = EnsembleFile.model_json_schema()
     json.dumps(schema)
     assert {"jobs", "rules", "logging", "limits"} <= set(schema["properties"])
+
+
+def test_metric_names_are_checked_against_what_the_metrics_hold():
+    metrics = Metrics()
+    assert all(metrics.gauge(gauge) is not None for gauge in GAUGES)
+    assert metrics.gauge("pendng") is None
+    metrics.count("a.b", "resubmitted")
+    for key in COUNTER_KEYS:
+        check_metric_name(f"count.a.b.{key}", ["a.b"])
+    assert metrics.value("count.a.b.resubmitted") == 1
+    for statistic in STATISTIC_NAMES:
+        check_metric_name(f"{statistic}.my-group-pending")
+    with pytest.raises(ValueError, match=r"unknown statistic 'median'.*did you mean 'mean'"):
+        check_metric_name("median.a-duration")
+    with pytest.raises(ValueError, match=r"unknown group 'b' \(known: a\)"):
+        check_metric_name("count.b.success", ["a"])
+    check_metric_name("count.b.success")  # groups unknown (a shared rules file): not checked
+
+
+def test_member_settings_follow_each_members_signature():
+    assert members_with("log_dir") == ["local", "kubernetes"]
+    assert members_with("flux_uri") == ["flux"]
+    assert check_settings("local", {"cores": 2, "grace_seconds": 1}) == {
+        "cores": 2,
+        "grace_seconds": 1.0,
+    }
+    with pytest.raises(SettingError, match=r"^grace_seconds: must be a number \(got '2s'\)$"):
+        check_settings("local", {"grace_seconds": "2s"})
+    with pytest.raises(SettingError, match=r"^inherit_environment: must be true or false"):
+        check_settings("flux", {"inherit_environment": "yes"})

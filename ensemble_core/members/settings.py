@@ -97,14 +97,15 @@ def members_with(setting: str) -> list[str]:
 
 @functools.cache
 def settings_model(member: str) -> type[BaseModel]:
-    """A strict pydantic model of the member's keyword arguments, from its signature."""
+    """A strict pydantic model of the member's keyword arguments, from its signature. Only what is
+    given is checked: a setting the member requires and was not given is the member's to say."""
     init = member_class(member).__init__
     hints = typing.get_type_hints(init)
     fields: dict[str, Any] = {}
     for name, parameter in inspect.signature(init).parameters.items():
         if name == "self" or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
             continue
-        default = ... if parameter.default is parameter.empty else parameter.default
+        default = None if parameter.default is parameter.empty else parameter.default
         fields[name] = (hints.get(name, Any), default)
     config = ConfigDict(extra="forbid", strict=True, arbitrary_types_allowed=True)
     return create_model(f"{member.title()}MemberSettings", __config__=config, **fields)
