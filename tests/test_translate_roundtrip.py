@@ -194,6 +194,7 @@ def test_written_and_read_back_is_what_the_format_carries(spec, target):
         assert word in lost, (field, written.lost)
     for key in set(spec.attributes) - set(expected.attributes):
         assert key in lost, (key, written.lost)
+    assert "'batch'" not in lost  # the batch mark is the script's shape, never lost
     if spec.name and spec.group != "default" and target in SCRIPTS[:3]:
         assert "group" in lost
 

@@ -84,7 +84,9 @@ def test_a_batch_body_is_written_as_it_is_and_other_launchers_are_named():
     translation = to_slurm(spec)
     assert translation.document.startswith("#!/bin/sh\n")
     assert translation.document.endswith("\n\nmodule load mpi\nflux run -n4 ./app\n")
-    assert "the body's `flux run` lines (Slurm has no flux run: run as written)" in translation.lost
+    assert translation.lost == [
+        "the body's `flux run` lines (Slurm has no flux run: run as written)"
+    ]
 
 
 def read(directives: str, body: str = "hostname") -> JobSpec:
@@ -249,3 +251,9 @@ def test_bad_scripts_are_one_line_naming_file_and_line(text, message):
         from_slurm(text, "job.sbatch")
     assert str(error.value).startswith(message), str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_dos_line_breaks_read_as_unix_ones():
+    dos = from_slurm("#!/bin/sh\r\n#SBATCH -n2\r\nsrun ./x\r\n", "job.sbatch").document
+    assert dos == from_slurm("#!/bin/sh\n#SBATCH -n2\nsrun ./x\n", "job.sbatch").document
+    assert dos.command == ["./x"]

@@ -70,6 +70,7 @@ def split(text: str, source: str, sentinel: re.Pattern[str], *, continued: bool 
 
     `continued`: a directive ending in a backslash continues on the next line (PBS).
     """
+    text = text.replace("\r\n", "\n")  # as Python reads a file: DOS line breaks are read
     lines = text.split("\n")
     interpreter = _interpreter(lines[0]) if lines[0].startswith("#!") else None
     directives: list[tuple[int, str]] = []
@@ -354,7 +355,7 @@ def words_of(text: str, *, comments: bool = True) -> list[str]:
 
 def lose_attributes(spec: JobSpec, known: set[str], dialect: str, lost: list[str]) -> None:
     """List the free attributes a dialect has no place for."""
-    others = sorted(key for key in spec.attributes if key not in known)
+    others = sorted(key for key in spec.attributes if key not in known and key != BATCH)
     if others:
         lost.append(f"attributes {others} ({dialect} has no free job attributes)")
 
