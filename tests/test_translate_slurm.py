@@ -77,15 +77,18 @@ def test_slurm_time(seconds, expected):
 
 def test_a_batch_body_is_written_as_it_is_and_other_launchers_are_named():
     spec = JobSpec(
-        command=["/bin/sh", "-c", "module load mpi\nflux run -n4 ./app"],
+        command=["/bin/sh", "-c", "module load mpi\nflux run -n4 ./app $PBS_JOBID $SLURM_JOB_ID"],
         tasks=4,
         attributes={BATCH: True},
     )
     translation = to_slurm(spec)
     assert translation.document.startswith("#!/bin/sh\n")
-    assert translation.document.endswith("\n\nmodule load mpi\nflux run -n4 ./app\n")
+    assert translation.document.endswith(
+        "\n\nmodule load mpi\nflux run -n4 ./app $PBS_JOBID $SLURM_JOB_ID\n"
+    )
     assert translation.lost == [
-        "the body's `flux run` lines (Slurm has no flux run: run as written)"
+        "the body's `flux run` lines (Slurm has no flux run: run as written)",
+        "the body's $PBS_JOBID (Slurm does not set it)",
     ]
 
 

@@ -45,6 +45,10 @@ _LAUNCHERS = re.compile(
     r"^\s*(?:exec\s+)?(srun|flux\s+run|flux\s+submit|jsrun|aprun)\b", re.MULTILINE
 )
 
+#: Variables a scheduler sets for its batch scripts, by their prefix.
+_VARIABLES = re.compile(r"\$\{?((?:SLURM|PBS|LSB|FLUX)_[A-Z0-9_]+)")
+_FAMILIES = {"SLURM": "Slurm", "PBS": "PBS", "LSB": "LSF", "FLUX": "Flux"}
+
 #: A launcher: given the words of a body's one command and the job read so far, where the
 #: program it runs on every task starts and what of its options the job does not carry; None
 #: when the words are not that launcher's (or use options it does not know).
@@ -309,14 +313,22 @@ def body_lines(
             lost.append(f"environment variable {name!r} (not a valid shell variable name)")
     if script is not None and verbatim:
         lines.append(script)
-        native = launcher(spec)[0]
-        for word in sorted({" ".join(m[1].split()) for m in _LAUNCHERS.finditer(script)}):
-            if not word.startswith(native):
-                lost.append(f"the body's `{word}` lines ({dialect} has no {word}: run as written)")
+        _foreign(script, launcher(spec)[0], dialect, lost)
         return shebang(interpreter), lines
     words = launcher(spec) if not once else []
     lines.append(" ".join([*words, command_line(spec.command)]))
     return shebang(list(DEFAULT_SHELL)), lines
+
+
+def _foreign(body: str, native: str, dialect: str, lost: list[str]) -> None:
+    """List what a body kept as it is takes from another scheduler: its launcher, its
+    variables."""
+    for word in sorted({" ".join(match[1].split()) for match in _LAUNCHERS.finditer(body)}):
+        if not word.startswith(native):
+            lost.append(f"the body's `{word}` lines ({dialect} has no {word}: run as written)")
+    for name in sorted(set(_VARIABLES.findall(body))):
+        if _FAMILIES[name.split("_")[0]] != dialect:
+            lost.append(f"the body's ${name} ({dialect} does not set it)")
 
 
 def script_form(command: list[str], workdir_variable: str | None) -> tuple[list[str], str | None]:
