@@ -234,6 +234,7 @@ def test_srun_options_that_differ_from_the_job_are_listed():
     ("text", "message"),
     [
         ("#SBATCH -n2\nhostname\n", "job.sbatch:1: not a Slurm batch script: sbatch needs '#!'"),
+        ("#!\n#SBATCH -n2\nhostname\n", "job.sbatch:1: not a Slurm batch script: sbatch needs"),
         ("#!/bin/bash\n#SBATCH --frobnicate\nx\n", "job.sbatch:2: unknown option --frobnicate"),
         ("#!/bin/bash\n#SBATCH -Z\nx\n", "job.sbatch:2: unknown option -Z"),
         ("#!/bin/bash\n#SBATCH --mem\nx\n", "job.sbatch:2: --mem needs a value"),

@@ -36,8 +36,12 @@ from ensemble_core.translate.shell import (
 )
 
 #: RFC 26 dependency schemes and the names Slurm and PBS give them.
-SCHEMES = {"after": "afterstart", "afterok": "afterok", "afternotok": "afternotok"}
-SCHEMES["afterany"] = "afterany"
+SCHEMES = {
+    "after": "afterstart",
+    "afterok": "afterok",
+    "afternotok": "afternotok",
+    "afterany": "afterany",
+}
 SCHEME_NAMES = {scheme: name for name, scheme in SCHEMES.items()}
 
 #: Lines of a body that start another scheduler's tasks.
@@ -76,7 +80,7 @@ def split(text: str, source: str, sentinel: re.Pattern[str], *, continued: bool 
     """
     text = text.replace("\r\n", "\n")  # as Python reads a file: DOS line breaks are read
     lines = text.split("\n")
-    interpreter = _interpreter(lines[0]) if lines[0].startswith("#!") else None
+    interpreter = _interpreter(lines[0]) or None if lines[0].startswith("#!") else None
     directives: list[tuple[int, str]] = []
     late: list[int] = []
     body_start: int | None = None
@@ -221,7 +225,9 @@ class Reading:
             spec = JobSpec(**self.fields, environment=self.environment, attributes=self.attributes)
         except ValidationError as error:
             what = documents.problem(error)[1]
-            raise ConfigError(f"{self.source}: the job it describes is not valid: {what}") from None
+            raise ConfigError(
+                f"{self.source}:1: the job it describes is not valid: {what}"
+            ) from None
         return Translation(document=spec, lost=self.lost)
 
 
