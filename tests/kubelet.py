@@ -184,7 +184,13 @@ class MemoryCgroups:
             _, controllers, path = line.split(":", 2)
             if "memory" not in controllers.split(","):
                 continue
-            root = Path("/sys/fs/cgroup/memory") / path.lstrip("/") / f"kubelet-{os.getpid()}"
+            parent = Path("/sys/fs/cgroup/memory") / path.lstrip("/")
+            for stale in parent.glob("kubelet-*"):  # left by a kubelet that was killed
+                if not Path("/proc", stale.name.removeprefix("kubelet-")).exists():
+                    for group in [*stale.iterdir(), stale]:
+                        if group.is_dir():
+                            MemoryCgroups.remove(group)
+            root = parent / f"kubelet-{os.getpid()}"
             try:
                 root.mkdir()
             except OSError:
