@@ -31,7 +31,6 @@ def import_kubernetes() -> ModuleType:
         import kubernetes
         import kubernetes.client
         import kubernetes.config
-        import kubernetes.watch
     except ImportError as error:
         raise MemberError(
             f"the kubernetes member needs the official Kubernetes client ({error}). {INSTALL_HINT}"
