@@ -8,7 +8,8 @@ outcome derivation, river statistics and the 20 rules of the event-path benchmar
 RSS and its RSS after 10k, 100k and 1M jobs show whether memory stays flat; events/s is what one
 core sustains. Targets: peak RSS under 250 MB, at least 300,000 events/s.
 
-`--jobs N` runs fewer jobs (the tests use it).
+`--jobs N` runs fewer jobs; `--state` keeps a state journal in a temporary directory (its cost:
+issue 13's target is at most 15% fewer events/s than without).
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import argparse
 import platform
 import resource
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from benchmarks.rule_engine import GROUPS, twenty_rules
 from ensemble_core.ensemble import Ensemble
 from ensemble_core.rules.schema import EnsembleFile
+from ensemble_core.state import StateJournal
 from ensemble_core.testing.replay import ReplayMember
 
 JOURNAL = Path(__file__).parents[1] / "tests" / "fixtures" / "flux" / "journal-300.jsonl"
@@ -56,9 +59,15 @@ def config(jobs: int) -> EnsembleFile:
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=1_000_000)
+    parser.add_argument("--state", action="store_true", help="keep a state journal")
     args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="ensemble-state-") as directory:
+        return run(args.jobs, StateJournal(directory) if args.state else None)
+
+
+def run(jobs: int, journal: StateJournal | None) -> dict[str, float]:
     member = ReplayMember([JOURNAL])
-    ensemble = Ensemble(member, config(args.jobs))
+    ensemble = Ensemble(member, config(jobs), state=journal)
     events_per_job = sum(len(p) for p in member.patterns["success"]) / len(
         member.patterns["success"]
     )
@@ -67,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     cpu_started = time.process_time()
     started = time.perf_counter()
     ensemble.start()
-    checkpoints = [c for c in CHECKPOINTS if c <= args.jobs] or [args.jobs]
+    checkpoints = [c for c in CHECKPOINTS if c <= jobs] or [jobs]
     for checkpoint in checkpoints:
         while _finished(ensemble) < checkpoint and not ensemble.wait(0.01):
             pass
@@ -77,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     cpu = time.process_time() - cpu_started
     finished = _finished(ensemble)
     ensemble.close()
-    assert finished == args.jobs // len(GROUPS) * len(GROUPS), finished
+    assert finished == jobs // len(GROUPS) * len(GROUPS), finished
     events = finished * events_per_job
     result = {
         "jobs": finished,
@@ -89,8 +98,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         **{f"rss_at_{n}_mb": mb for n, mb in samples.items()},
     }
     at = ", ".join(f"{n:,} jobs {mb:.0f} MB" for n, mb in samples.items())
+    journaled = " with a state journal" if journal is not None else ""
     print(
-        f"controller: {finished:,} jobs ({events:,.0f} events, 20 rules, 10 groups) in "
+        f"controller{journaled}: {finished:,} jobs ({events:,.0f} events, 20 rules, 10 groups) in "
         f"{elapsed:.1f} s = {result['events_per_second']:,.0f} events/s "
         f"({result['events_per_cpu_second']:,.0f} per CPU second); RSS {before:.0f} MB before, "
         f"{at}; peak {result['peak_rss_mb']:.0f} MB (python {platform.python_version()}); "

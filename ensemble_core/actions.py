@@ -150,6 +150,7 @@ class Actions:
                 self._ensemble.check_idle()
 
         self.running += 1
+        self._ensemble.flush_state()  # what the rules decided is written before the queue acts
         self._ensemble.spawn(resize_and_record())
 
     def _custom(self, firing: Firing, action: Action) -> None:

@@ -30,12 +30,14 @@ from ensemble_core.errors import EnsembleError
 from ensemble_core.events import JobEvent, Outcome
 from ensemble_core.jobs import Attempt, ControllerThread, JobHandle, on_controller_thread
 from ensemble_core.jobs import refuse_on_controller_thread as _refuse_here
-from ensemble_core.members.base import Member
+from ensemble_core.members.base import TOKEN_ATTRIBUTE, Member
 from ensemble_core.metrics import Metrics
 from ensemble_core.orphans import OrphanEvents
+from ensemble_core.resume import resume
 from ensemble_core.rules.engine import Firing, RuleEngine
 from ensemble_core.rules.schema import EnsembleFile
 from ensemble_core.spec import JobSpec
+from ensemble_core.state import FLUSH_SECONDS, StateJournal
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,8 @@ CLOSE_WAIT_SECONDS = 10.0
 SUBMITTERS = 16
 #: How long a submitter hands jobs to the member before it lets events (and a stop) in.
 SUBMIT_SLICE_SECONDS = 0.01
+#: Jobs a submitter takes at once: with a state journal, their intent is written in one go.
+SUBMIT_BATCH = 512
 #: How often rules on gauges that change with time alone (queue.oldest-pending) are evaluated.
 GAUGE_TICK_SECONDS = 0.025
 
@@ -68,8 +72,12 @@ class Ensemble:
         config: EnsembleFile | None = None,
         *,
         allow_custom: bool = False,
+        state: StateJournal | None = None,
     ) -> None:
         self.member = member
+        #: Where the run is recorded so that a restarted controller can resume it (or None).
+        self.journal = state
+        self._journal_dirty = None if state is None else state.dirty_jobs
         self.config = config or EnsembleFile()
         self.allow_custom = allow_custom
         self.metrics = Metrics(oldest_pending=self._oldest_pending)
@@ -87,6 +95,8 @@ class Ensemble:
         self._waiting: dict[Any, Attempt] = {}
         self._orphans = OrphanEvents()
         self._to_submit: deque[tuple[JobHandle, Attempt] | _Batch] = deque()
+        #: Open jobs of a resumed run that a front door may ask for again by identity.
+        self._by_identity: dict[str, JobHandle] = {}
         #: Attempts taken for submission whose member call has not returned.
         self._submitting = 0
         self._submitters = 0
@@ -121,9 +131,13 @@ class Ensemble:
             self.close()
             raise
 
-    def submit(self, spec: JobSpec) -> JobHandle:
-        """Submit a logical job; its outcome arrives from the member's event stream."""
-        handle = JobHandle(next(self._keys), spec)
+    def submit(self, spec: JobSpec, identity: str | None = None) -> JobHandle:
+        """Submit a logical job; its outcome arrives from the member's event stream.
+
+        `identity` names the job for a front door (Snakemake: its rule and wildcards): when a
+        resumed run has an open job of that identity, the handle follows that job instead of
+        submitting it again."""
+        handle = JobHandle(next(self._keys), spec, identity=identity)
         with self._intake_lock:
             if self._closed or not self._thread.is_alive():
                 raise EnsembleError("the ensemble is closed: no more jobs can be submitted")
@@ -146,15 +160,20 @@ class Ensemble:
         """End the ensemble from any thread: cancel what runs, then `wait()` returns."""
         self._threadsafe(self.end, reason, exit)
 
-    def close(self) -> None:
+    def close(self, *, detach: bool = False) -> None:
         """Cancel every job still active, wait (bounded) for their end, stop the member and the
-        loop. Every handle is resolved when it returns."""
+        loop. Every handle is resolved when it returns.
+
+        `detach` (with a state journal) leaves the jobs running on the queue instead: the
+        journal keeps them open for `ensemble attach` or the next run; the handles here resolve
+        as cancelled, saying so."""
         _refuse_here("Ensemble.close()")
         with self._intake_lock:
             self._closed = True
         if self._thread.is_alive():
             try:
-                self._call(self._close()).result(CLOSE_WAIT_SECONDS * 3)
+                closing = self._detach() if detach and self.journal else self._close()
+                self._call(closing).result(CLOSE_WAIT_SECONDS * 3)
             except Exception as error:
                 log.error("ensemble: closing did not finish: %s", one_line(error))
             finally:
@@ -195,8 +214,17 @@ class Ensemble:
             log.error("ensemble: internal error", exc_info=task.exception())
 
     async def _start(self) -> None:
+        saved = self.journal.previous() if self.journal is not None else None
         await self.member.start(self._on_event)
-        self._perform_all(self.engine.start())
+        if saved is not None:
+            await resume(self, saved)
+        else:
+            if self.journal is not None:
+                self.journal.forget_previous()
+                self.journal.set_meta(started_at=self.started_at)
+            self._perform_all(self.engine.start())
+        if self.journal is not None:
+            self.spawn(self._flush_periodically())
         if self.config.heartbeat:
             self.spawn(self._heartbeat(self.config.heartbeat))
         if self.engine.time_rules:
@@ -225,12 +253,26 @@ class Ensemble:
         self.check_idle()
 
     def _begin(self, handle: JobHandle) -> None:
+        if handle.identity is not None and self._follow_resumed(handle):
+            return
         self._active[handle.key] = handle
         if self._stopping:
             self._finish_job(handle, Outcome.CANCELLED, f"cancelled: {self._ended_why()}")
             return
         self._finished.clear()  # a front door's ensemble is idle between its jobs, not over
         self._enqueue(handle, handle.attempts[-1])
+
+    def _follow_resumed(self, handle: JobHandle) -> bool:
+        """Let `handle` follow the resumed job of its identity, if there is one (once)."""
+        resumed = self._by_identity.pop(handle.identity or "", None)
+        if resumed is None:
+            return False
+        handle.attempts = resumed.attempts
+        resumed.add_done_callback(
+            lambda done: handle.resolve(done.outcome, done.reason, done.log_paths)
+        )
+        log.info("job %s follows job %s of the run before", handle.key, resumed.key)
+        return True
 
     def submit_group(self, spec: JobSpec, count: int, *, reactive: bool) -> int:
         """Queue `count` jobs of one spec for submission (a `submit` action); how many."""
@@ -255,13 +297,24 @@ class Ensemble:
             self.spawn(self._submitter())
 
     async def _submitter(self) -> None:
-        """Hand queued jobs to the member, letting events in between slices of work."""
+        """Hand queued jobs to the member, letting events in between slices of work. With a
+        state journal, the intent to submit each batch is written before the member sees it."""
         try:
             slice_ends = time.monotonic() + SUBMIT_SLICE_SECONDS
             while self._to_submit and not self._stopping:
-                taken = self._take_next()
-                if taken is not None:
-                    await self._submit(*taken)
+                taken = []
+                while self._to_submit and len(taken) < SUBMIT_BATCH and not self._stopping:
+                    item = self._take_next()
+                    if item is not None:
+                        taken.append(item)
+                if self.journal is not None:
+                    self._intend(taken)
+                for handle, attempt in taken:
+                    if self._stopping:
+                        why = f"cancelled: {self._ended_why()}"
+                        self._unsubmitted(handle, attempt, Outcome.CANCELLED, why)
+                    else:
+                        await self._submit(handle, attempt)
                 if time.monotonic() > slice_ends:
                     await asyncio.sleep(0)
                     slice_ends = time.monotonic() + SUBMIT_SLICE_SECONDS
@@ -289,15 +342,30 @@ class Ensemble:
         handle = JobHandle(next(self._keys), item.spec, reactive=item.reactive)
         self._active[handle.key] = handle
         self._count_submitted(item.spec.group)
+        if self.journal is not None:
+            self.journal.handed(handle)
         return handle, handle.attempts[-1]
+
+    def _intend(self, taken: list[tuple[JobHandle, Attempt]]) -> None:
+        """Write down, before the member sees them, that these attempts are being submitted."""
+        assert self.journal is not None
+        for handle, attempt in taken:
+            attempt.token = self.journal.token(handle.key, len(handle.attempts))
+            self.journal.submitting(handle)
+        self.flush_state()
 
     async def _submit(self, handle: JobHandle, attempt: Attempt) -> None:
         if handle.cancel_requested:
             self._unsubmitted(handle, attempt, Outcome.CANCELLED, "cancelled before submission")
             return
+        spec = attempt.spec
+        if attempt.token is not None:
+            spec = spec.model_copy(
+                update={"attributes": {**spec.attributes, TOKEN_ATTRIBUTE: attempt.token}}
+            )
         self._submitting += 1
         try:
-            member_id = await self.member.submit(attempt.spec)
+            member_id = await self.member.submit(spec)
         except Exception as error:  # this job's submission failed: this job, and only it, ends
             self._submitting -= 1
             reason = f"submission to the {self.member.name} member failed: {one_line(error)}"
@@ -307,6 +375,7 @@ class Ensemble:
         self._submitting -= 1
         attempt.member_id = member_id
         attempt.phase = max(attempt.phase, 1)
+        self._changed(handle)
         if handle.done():  # close() gave up on it meanwhile: leave nothing running
             await self._cancel_member_job(handle, member_id)
             return
@@ -344,6 +413,8 @@ class Ensemble:
         handle, attempt = entry
         if attempt.repeated(event):
             return
+        if self._journal_dirty is not None:  # the journal's own map, marked inline: hot path
+            self._journal_dirty[handle.key] = handle
         attempt.record.observe(event)
         name = event.name
         group = attempt.spec.group
@@ -438,9 +509,11 @@ class Ensemble:
     ) -> None:
         """The logical job's outcome is final: resolve its handle and forget it."""
         self._active.pop(handle.key, None)
+        self._by_identity.pop(handle.identity or "", None)
         self._cancel_errors.pop(handle.key, None)
         self.engine.forget(handle.key)
         handle.resolve(outcome, reason, log_paths or [])
+        self._changed(handle)
 
     def _abandon(self, handle: JobHandle, attempt: Attempt, outcome: Outcome, why: str) -> None:
         """End a job whose member will not tell its end (lost, or silent past the bound)."""
@@ -463,6 +536,39 @@ class Ensemble:
         except Exception as error:
             log.warning("ensemble: the job's log paths are unknown: %s", one_line(error))
             return []
+
+    # The state journal ------------------------------------------------------------------------
+
+    def _changed(self, handle: JobHandle) -> None:
+        if self.journal is not None:
+            self.journal.changed(handle)
+
+    def flush_state(self, *, durable: bool = True) -> None:
+        """Write what changed to the state journal, with the counters, the rules' state and the
+        metrics, in one transaction: `durable` (it is on disk when this returns) before anything
+        that changes the queue, in the background for the periodic writes."""
+        journal = self.journal
+        if journal is None:
+            return
+        journal.set_meta(
+            next_key=next(self._keys),
+            reactive_jobs=self._reactive_jobs,
+            engine=self.engine.state(),
+            metrics=self.metrics.groups,
+            saved_at=time.time(),
+        )
+        journal.set_batches(
+            (item.spec, item.left, item.reactive)
+            for item in self._to_submit
+            if isinstance(item, _Batch)
+        )
+        journal.flush(wait=durable)
+
+    async def _flush_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            if self.journal is not None and self.journal.dirty:
+                self.flush_state(durable=False)
 
     # Rules and actions ------------------------------------------------------------------------
 
@@ -494,6 +600,7 @@ class Ensemble:
         known = []
         for handle in handles:
             handle.cancel_requested = True
+            self._changed(handle)
             member_id = handle.member_id
             if member_id is not None and member_id in self._by_member_id:
                 known.append((handle, member_id))
@@ -503,6 +610,7 @@ class Ensemble:
     async def _cancel_member_jobs(
         self, jobs: list[tuple[JobHandle, Any]], pause_every: int
     ) -> None:
+        self.flush_state()
         for count, (handle, member_id) in enumerate(jobs, 1):
             if member_id in self._by_member_id:
                 await self._cancel_member_job(handle, member_id)
@@ -607,6 +715,26 @@ class Ensemble:
             self._abandon(handle, handle.attempts[-1], Outcome.FAILED, why)
         self.check_idle()
 
+    async def _detach(self) -> None:
+        """Stop following the jobs and leave them running: the journal keeps them open."""
+        self._stopping = True
+        for task in list(self._tasks):
+            task.cancel()
+        self.flush_state()
+        journal, self.journal, self._journal_dirty = self.journal, None, None
+        assert journal is not None
+        journal.close()
+        why = "detached: the job goes on on the queue; `ensemble attach` follows it again"
+        for handle in list(self._active.values()):
+            handle.resolve(Outcome.CANCELLED, why, [])
+        self._active.clear()
+        try:
+            async with asyncio.timeout(CLOSE_WAIT_SECONDS):
+                await self.member.close()
+        except Exception as error:
+            log.warning("ensemble: closing the %s member: %s", self.member.name, one_line(error))
+        self._finished.set()
+
     async def _close(self) -> None:
         self.end(self.stop_reason, self.exit)
         deadline = time.monotonic() + CLOSE_WAIT_SECONDS
@@ -630,6 +758,11 @@ class Ensemble:
                 await self.member.close()
         except Exception as error:
             log.warning("ensemble: closing the %s member: %s", self.member.name, one_line(error))
+        if self.journal is not None:
+            self.journal.set_meta(ended=self.exit, stop_reason=self.stop_reason)
+            self.flush_state()
+            self.journal.close()
+            self.journal, self._journal_dirty = None, None
         self._finished.set()
 
     def _resolve_leftovers(self, why: str) -> None:

@@ -57,7 +57,10 @@ class Attempt:
     member_id: Any = None
     record: AttemptRecord = field(default_factory=AttemptRecord)
     phase: int = 0
-    _seen: int = 0
+    #: The once-only events counted so far, as bits (kept in the state journal).
+    seen: int = 0
+    #: Names this submission across controllers (set when the run keeps a state journal).
+    token: str | None = None
     _repeatable: tuple[tuple[str, float], ...] = ()
 
     def repeated(self, event: JobEvent) -> bool:
@@ -65,9 +68,9 @@ class Attempt:
         (Flux's journal, a Kubernetes re-list) may send an event twice; it must count once."""
         bit = _ONCE.get(event.name)
         if bit is not None:
-            if self._seen & bit:
+            if self.seen & bit:
                 return True
-            self._seen |= bit
+            self.seen |= bit
             return False
         key = (event.name, event.timestamp)
         if key in self._repeatable:
@@ -86,6 +89,7 @@ class JobHandle:
         "_lock",
         "attempts",
         "cancel_requested",
+        "identity",
         "key",
         "log_paths",
         "outcome",
@@ -93,8 +97,13 @@ class JobHandle:
         "reason",
     )
 
-    def __init__(self, key: int, spec: JobSpec, *, reactive: bool = False) -> None:
+    def __init__(
+        self, key: int, spec: JobSpec, *, reactive: bool = False, identity: str | None = None
+    ) -> None:
         self.key = key
+        #: A front door's name for the job (Snakemake: rule and wildcards), to find it again
+        #: after a restart; None for jobs nobody will ask for by name.
+        self.identity = identity
         self.attempts: list[Attempt] = [Attempt(spec)]
         #: Set last when the job resolves: not None means reason and log_paths are final.
         self.outcome: Outcome | None = None

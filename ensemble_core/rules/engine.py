@@ -122,6 +122,41 @@ class RuleEngine:
             key.removeprefix("job-") for key in self._by_trigger if key.startswith("job-")
         )
 
+    # State kept across a restart ------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """What a restarted controller needs to go on where this one stopped (times relative)."""
+        now = self.clock()
+        return {
+            "performed": self.performed,
+            "exhausted": self.exhausted,
+            "armed": sorted(self.armed),
+            "rules": [
+                {
+                    "left": state.repetitions_left,
+                    "backoff": state.backoff_counter,
+                    "ago": None if state.last_performed is None else now - state.last_performed,
+                    "due_in": state.next_due - now,
+                    "per_job": dict(state.per_job),
+                }
+                for state in self._states
+            ],
+        }
+
+    def restore(self, saved: dict[str, Any], elapsed: float) -> None:
+        """Take up `state()` saved `elapsed` seconds ago (for the same rules)."""
+        now = self.clock()
+        self.performed = saved["performed"]
+        self.exhausted = saved["exhausted"]
+        self.armed = set(saved["armed"])
+        for state, rule in zip(self._states, saved["rules"], strict=True):
+            state.repetitions_left = rule["left"]
+            state.backoff_counter = rule["backoff"]
+            ago = rule["ago"]
+            state.last_performed = None if ago is None else now - ago - elapsed
+            state.next_due = now + rule["due_in"] - elapsed
+            state.per_job = dict(rule["per_job"])
+
     # Triggers -------------------------------------------------------------------------------
 
     def start(self) -> list[Firing]:

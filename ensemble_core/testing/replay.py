@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ensemble_core.events import JobEvent
-from ensemble_core.members.base import EmitEvent, Member
+from ensemble_core.members.base import TOKEN_ATTRIBUTE, EmitEvent, Member
 from ensemble_core.spec import JobSpec
 
 #: (event name, seconds after the job's first event, context)
@@ -58,13 +58,19 @@ class ReplayMember(Member):
         *,
         speed: float = 0.0,
         kind_of: Callable[[JobSpec], str] | None = None,
+        remember: bool = False,
     ) -> None:
         self.patterns = load_patterns(journals)
+        #: Keep every job's events, so that a restarted controller can adopt the jobs.
+        self.remember = remember
         self.speed = speed
         self.kind_of = kind_of or _attribute_kind
         self._cycles = {kind: itertools.cycle(steps) for kind, steps in self.patterns.items()}
         self._ids = itertools.count(1)
         self._held: set[int] = set()
+        #: Every event emitted per job, and the job of each token: what `adopt` replays.
+        self._history: dict[int, list[JobEvent]] = defaultdict(list)
+        self._tokens: dict[str, int] = {}
         self._playing: dict[int, asyncio.TimerHandle] = {}
         self._emit: EmitEvent = lambda event: None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -76,9 +82,11 @@ class ReplayMember(Member):
     async def submit(self, spec: JobSpec) -> int:
         kind = self.kind_of(spec)
         jobid = next(self._ids)
+        if TOKEN_ATTRIBUTE in spec.attributes:
+            self._tokens[spec.attributes[TOKEN_ATTRIBUTE]] = jobid
         if kind == HOLD:
             steps = next(self._cycles["success"])
-            steps = steps[: 1 + next(i for i, step in enumerate(steps) if step[0] == "start")]
+            steps = steps[: 1 + _index_of("start", steps)]
             self._held.add(jobid)
         elif kind in self._cycles:
             steps = next(self._cycles[kind])
@@ -96,8 +104,35 @@ class ReplayMember(Member):
         if playing is not None:
             playing.cancel()
         steps = next(self._cycles["cancel"])
-        tail = steps[next(i for i, step in enumerate(steps) if step[0] == "exception") :]
-        self._play(jobid, tail, time.time())
+        self._play(jobid, steps[_index_of("exception", steps) :], time.time())
+
+    def finish_held(self, count: int) -> list[int]:
+        """End `count` held jobs (oldest first) as a recorded successful job ends; their ids.
+        Call it on the loop's thread."""
+        ending = sorted(self._held)[:count]
+        for jobid in ending:
+            self._held.discard(jobid)
+            steps = next(self._cycles["success"])
+            self._play(jobid, steps[_index_of("start", steps) + 1 :], time.time())
+        return ending
+
+    async def adopt(self, jobs: list[tuple[Any, str]]) -> dict[str, Any]:
+        """The jobs this member still knows (by id, else by token); their events so far are
+        emitted again once this returns, then they go on as recorded."""
+        found = {}
+        for member_id, token in jobs:
+            jobid = member_id if member_id in self._history else self._tokens.get(token)
+            if jobid is not None:
+                found[token] = jobid
+        assert self._loop is not None
+        for jobid in found.values():
+            for event in list(self._history[jobid]):
+                self._loop.call_soon(self._emit, event)
+        return found
+
+    def _record_and_emit(self, event: JobEvent) -> None:
+        self._history[event.jobid].append(event)
+        self._emit(event)
 
     async def close(self) -> None:
         for timer in self._playing.values():
@@ -106,7 +141,7 @@ class ReplayMember(Member):
 
     def _play(self, jobid: int, steps: list[Step], origin: float, index: int = 0) -> None:
         """Emit the steps due by now; wait (in recorded time) for the next one."""
-        emit = self._emit
+        emit = self._record_and_emit if self.remember else self._emit
         if not self.speed:
             for name, at, context in steps[index:]:
                 emit(JobEvent(jobid, name, origin + at, context))
@@ -123,6 +158,10 @@ class ReplayMember(Member):
                 return
             emit(JobEvent(jobid, name, origin + at, context))
             index += 1
+
+
+def _index_of(name: str, steps: list[Step]) -> int:
+    return next(i for i, step in enumerate(steps) if step[0] == name)
 
 
 def _attribute_kind(spec: JobSpec) -> str:

@@ -1,0 +1,164 @@
+"""A controller that dies is resumed from its state journal: no job twice, rules fire once.
+
+The member is a `ReplayMember` that outlives the controller (as a Flux instance or a Kubernetes
+cluster does): its jobs wait at `start` until the test ends them, and it remembers every event
+so a new controller can adopt the jobs. The first controller "dies" the way a killed process
+does: its loop stops where it is, nothing is closed, and only what its journal committed
+survives.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURES
+
+from ensemble_core.ensemble import Ensemble
+from ensemble_core.errors import ConfigError
+from ensemble_core.events import Outcome
+from ensemble_core.rules.loader import parse
+from ensemble_core.spec import JobSpec
+from ensemble_core.state import StateJournal
+from ensemble_core.testing.replay import ReplayMember
+
+JOURNALS = [FIXTURES / "flux" / "journal-basic.jsonl", FIXTURES / "flux" / "journal-300.jsonl"]
+
+RULES = """
+jobs:
+  - {name: a, command: 'true', count: 5}
+  - {name: b, command: 'true'}
+rules:
+  - trigger: start
+    action: {name: submit, label: a}
+  - trigger: metric
+    name: count.a.success
+    when: 3
+    action: {name: submit, label: b}
+"""
+
+
+def held_member() -> ReplayMember:
+    """Every job waits at `start` until `finish_held` ends it."""
+    return ReplayMember(JOURNALS, kind_of=lambda spec: "hold", remember=True)
+
+
+def die(ensemble: Ensemble) -> None:
+    """Stop the controller as SIGKILL would: no close, no flush; the journal's file lock goes."""
+    ensemble._loop.call_soon_threadsafe(ensemble._loop.stop)
+    ensemble._thread.join(5)
+    assert ensemble.journal is not None
+    ensemble.journal._db.close()
+    ensemble.journal._lock.close()
+
+
+def on_loop(ensemble: Ensemble, function, *args):
+    return ensemble._call(_call(function, *args)).result(5)
+
+
+async def _call(function, *args):
+    return function(*args)
+
+
+def until(condition, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def counts(ensemble: Ensemble, group: str) -> dict:
+    return ensemble.snapshot()["groups"].get(group, {})
+
+
+def test_a_resumed_run_adopts_its_jobs_and_fires_each_rule_once(tmp_path: Path):
+    member = held_member()
+    first = Ensemble(member, parse(RULES, "r.yaml"), state=StateJournal(tmp_path / "state"))
+    first.start()
+    until(lambda: counts(first, "a").get("running") == 5)
+    on_loop(first, member.finish_held, 2)
+    until(lambda: counts(first, "a").get("success") == 2)
+    time.sleep(0.3)  # a periodic flush writes the two ends
+    die(first)
+
+    second = Ensemble(member, parse(RULES, "r.yaml"), state=StateJournal(tmp_path / "state"))
+    second.start()
+    try:
+        assert (counts(second, "a")["submitted"], counts(second, "a")["running"]) == (5, 3)
+        on_loop(second, member.finish_held, 3)
+        until(lambda: counts(second, "b").get("running") == 1)
+        on_loop(second, member.finish_held, 1)
+        assert second.wait(10)
+        a, b = counts(second, "a"), counts(second, "b")
+        assert (a["submitted"], a["success"], a["running"]) == (5, 5, 0)
+        assert (b["submitted"], b["success"]) == (1, 1)  # the metric rule fired once in all
+        assert len(member._history) == 6  # six member jobs: none submitted twice
+        assert second.exit == "completed"
+    finally:
+        second.close()
+
+
+def test_jobs_queued_but_not_submitted_are_submitted_after_the_restart(tmp_path: Path):
+    member = held_member()
+    text = RULES.replace("count: 5", "count: 300")
+    first = Ensemble(member, parse(text, "r.yaml"), state=StateJournal(tmp_path / "state"))
+    first.start()
+    until(lambda: counts(first, "a").get("submitted", 0) >= 64)
+    die(first)
+    submitted_before = len(member._history)
+
+    second = Ensemble(member, parse(text, "r.yaml"), state=StateJournal(tmp_path / "state"))
+    second.start()
+    try:
+        until(lambda: counts(second, "a").get("running") == 300)
+        assert len(member._history) == 300  # the first controller's jobs were adopted
+        assert submitted_before <= 300
+        on_loop(second, member.finish_held, 300)
+        until(lambda: counts(second, "b").get("running") == 1)
+        on_loop(second, member.finish_held, 1)
+        assert second.wait(10)
+        assert counts(second, "a")["success"] == 300 and counts(second, "b")["success"] == 1
+    finally:
+        second.close()
+
+
+def test_a_run_that_ended_starts_fresh_and_a_second_controller_is_refused(tmp_path: Path):
+    member = ReplayMember(JOURNALS)
+    text = (
+        "jobs:\n  - {name: a, command: 'true', count: 3}\n"
+        "rules:\n  - trigger: start\n    action: {name: submit, label: a}\n"
+    )
+    for _ in range(2):
+        ensemble = Ensemble(member, parse(text, "r.yaml"), state=StateJournal(tmp_path / "s"))
+        ensemble.start()
+        try:
+            assert ensemble.wait(10)
+            with pytest.raises(ConfigError, match=r"another controller .* is using this state"):
+                StateJournal(tmp_path / "s")
+        finally:
+            ensemble.close()
+        assert counts(ensemble, "a")["success"] == 3  # the second run ran its own 3 jobs
+
+
+def test_a_front_door_job_asked_for_again_follows_the_adopted_one(tmp_path: Path):
+    member = held_member()
+    first = Ensemble(member, state=StateJournal(tmp_path / "state"))
+    first.start()
+    spec = JobSpec(command=["true"], group="align")
+    first.submit(spec, identity="align/sample=1")
+    until(lambda: counts(first, "align").get("running") == 1)
+    time.sleep(0.3)
+    first.close(detach=True)  # Snakemake's --ensemble-detach: the job goes on
+
+    second = Ensemble(member, state=StateJournal(tmp_path / "state"))
+    second.start()
+    try:
+        again = second.submit(spec, identity="align/sample=1")
+        other = second.submit(spec, identity="align/sample=2")
+        until(lambda: counts(second, "align").get("running") == 2)
+        on_loop(second, member.finish_held, 2)
+        assert again.wait(10) is Outcome.SUCCESS and other.wait(10) is Outcome.SUCCESS
+        assert len(member._history) == 2  # sample 1 ran once, across both controllers
+    finally:
+        second.close()
