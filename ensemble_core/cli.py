@@ -15,6 +15,7 @@ import json
 import logging
 import signal
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ensemble_core.errors import ConfigError, EnsembleError
@@ -118,9 +119,25 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE_OR_NAME",
         help="more rules, by path or shared name (retry-oom, retry-timeout, grow-on-backlog)",
     )
-    run.add_argument("--json", action="store_true", help="print one JSON object instead")
+    _output_flags(run)
     run.add_argument("--allow-custom", action="store_true", help="allow custom actions to run")
-    run.add_argument("-v", "--verbose", action="store_true", help="log every action")
+    state = run.add_argument_group("state (resume a run whose controller was killed, or detach)")
+    state.add_argument(
+        "--state",
+        metavar="DIR",
+        help="where the run is recorded (default: .ensemble-state/<file name> beside the file); "
+        "a run recorded there that did not end is resumed",
+    )
+    state.add_argument("--no-state", action="store_true", help="record nothing")
+    state.add_argument(
+        "--fresh", action="store_true", help="start anew, ignoring an unfinished run recorded"
+    )
+    state.add_argument(
+        "--detach",
+        action="store_true",
+        help="submit, record and exit, leaving the jobs running (Flux, Kubernetes); "
+        "`ensemble attach DIR` follows them to the end",
+    )
     local = run.add_argument_group("local member")
     local.add_argument("--cores", type=int, help="cores per node (default: this machine's)")
     local.add_argument("--memory-mb", type=int, help="memory per node (default: this machine's)")
@@ -138,6 +155,13 @@ def _parser() -> argparse.ArgumentParser:
     kube.add_argument("--minicluster", help="MiniCluster (namespace/name) grow/shrink resize")
     run.set_defaults(command=_run)
 
+    attach = commands.add_parser(
+        "attach", help="follow a detached or interrupted run (its --state DIR) to its end"
+    )
+    attach.add_argument("state", metavar="DIR", help="the state directory of the run")
+    _output_flags(attach)
+    attach.set_defaults(command=_attach)
+
     validate = commands.add_parser("validate", help="check an ensemble or rules file")
     validate.add_argument("file", nargs="+", help="file paths or shared rule names")
     validate.set_defaults(command=_validate)
@@ -149,6 +173,11 @@ def _parser() -> argparse.ArgumentParser:
 
     add_translate_parser(commands)
     return parser
+
+
+def _output_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every action")
 
 
 def _member_settings(args: argparse.Namespace, config: EnsembleFile, member: str) -> dict[str, Any]:
@@ -169,21 +198,76 @@ def _member_settings(args: argparse.Namespace, config: EnsembleFile, member: str
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ensemble_core.ensemble import Ensemble
     from ensemble_core.members import create_member
-    from ensemble_core.report import status_line
     from ensemble_core.rules.loader import load_rules
 
     config = load_rules([args.file, *args.rules])
+    member_name = args.member or config.member.get("name", "local")
+    settings = _member_settings(args, config, member_name)
+    command = {
+        "file": str(Path(args.file).resolve()),
+        "rules": args.rules,
+        "member": member_name,
+        "settings": settings,
+        "allow_custom": args.allow_custom,
+    }
+    member = create_member(member_name, **settings)
+    if args.detach and member.jobs_end_with_controller:
+        raise ConfigError(
+            f"--detach: the {member_name} member's jobs end with the controller; detach a run "
+            "on --member flux or kubernetes"
+        )
+    journal = None if args.no_state else _journal(args, config, command)
+    return _follow(args, config, member, journal)
+
+
+def _attach(args: argparse.Namespace) -> int:
+    from ensemble_core.members import create_member
+    from ensemble_core.rules.loader import load_rules
+    from ensemble_core.runs import digest, open_state, recorded_command
+
+    command = recorded_command(args.state)
+    config = load_rules([command["file"], *command["rules"]])
+    member = create_member(command["member"], **command["settings"])
+    journal = open_state(args.state, fresh=False, command={**command, "digest": digest(config)})
+    args.allow_custom, args.detach = command["allow_custom"], False
+    return _follow(args, config, member, journal)
+
+
+def _journal(args: argparse.Namespace, config: EnsembleFile, command: dict[str, Any]):
+    """The run's state journal: --state, or the default beside the file (where it cannot be
+    made, the run goes on without one and says so)."""
+    from ensemble_core.runs import default_state_dir, digest, open_state
+    directory = args.state or default_state_dir(args.file)
+    command["digest"] = digest(config)
+    try:
+        journal = open_state(directory, fresh=args.fresh, command=command)
+    except ConfigError:
+        if args.state or args.detach:
+            raise
+        print(f"ensemble: no state recorded ({directory} cannot be used)", file=sys.stderr)
+        return None
+    if journal.recorded_command() is not None and not args.fresh:
+        print(f"ensemble: resuming the run recorded in {directory}", file=sys.stderr)
+    return journal
+
+
+def _follow(args: argparse.Namespace, config: EnsembleFile, member: Any, journal: Any) -> int:
+    """Run (or resume) the ensemble to its end, or until it is detached; the exit status."""
+    from ensemble_core.ensemble import Ensemble
+    from ensemble_core.report import status_line
+
     if config.logging.debug:
         logging.getLogger().setLevel(logging.INFO)
-    member_name = args.member or config.member.get("name", "local")
-    member = create_member(member_name, **_member_settings(args, config, member_name))
-    ensemble = Ensemble(member, config, allow_custom=args.allow_custom)
+    ensemble = Ensemble(member, config, allow_custom=args.allow_custom, state=journal)
     signals: Signals = args.signals
     signals.ensemble = ensemble  # from here on a signal stops the ensemble
+    detached = False
     try:
         ensemble.start()
+        if args.detach:
+            detached = ensemble.settle()
+            return _detached(args, ensemble, journal)
         live = sys.stderr.isatty() and not args.json
         while not ensemble.wait(STATUS_SECONDS):
             if live:
@@ -191,8 +275,21 @@ def _run(args: argparse.Namespace) -> int:
         if live:
             print("\r\033[K", end="", file=sys.stderr)
     finally:
-        ensemble.close()
+        ensemble.close(detach=detached)
     return _report(args, ensemble, signals)
+
+
+def _detached(args: argparse.Namespace, ensemble: Any, journal: Any) -> int:
+    running = sum(entry.get("submitted", 0) for entry in ensemble.snapshot()["groups"].values())
+    where = journal.directory
+    if args.json:
+        print(json.dumps({"detached": True, "state": str(where), "submitted": running}))
+    else:
+        print(
+            f"detached: {running} job(s) submitted to the {ensemble.member.name} member go on; "
+            f"`ensemble attach {where}` follows them to the end"
+        )
+    return 0
 
 
 def _report(args: argparse.Namespace, ensemble: Ensemble, signals: Signals) -> int:

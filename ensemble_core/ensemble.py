@@ -151,6 +151,19 @@ class Ensemble:
         """Cancel a job from any thread; its outcome then arrives as for any other end."""
         self._threadsafe(self._cancel_many, [handle])
 
+    def settle(self, timeout: float | None = None) -> bool:
+        """Wait until every job queued so far was handed to the member (before a detach)."""
+        _refuse_here("Ensemble.settle()")
+        try:
+            self._call(self._settled()).result(timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _settled(self) -> None:
+        while self._to_submit or self._submitting:
+            await asyncio.sleep(0.02)
+
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the ensemble has run to its end (idle, terminated or at a limit)."""
         _refuse_here("Ensemble.wait()")

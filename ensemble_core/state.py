@@ -100,8 +100,12 @@ class SavedRun:
 class StateJournal:
     """The journal of one state directory; written from the controller's loop thread only."""
 
-    def __init__(self, directory: str | Path, *, fresh: bool = False) -> None:
+    def __init__(
+        self, directory: str | Path, *, fresh: bool = False, command: dict[str, Any] | None = None
+    ) -> None:
         self.directory = Path(directory)
+        #: How this run was started (file, rules, member...), kept for `ensemble attach`.
+        self.command = command
         self._lock = _locked(self.directory)
         database = self.directory / "state.db"
         if fresh:
@@ -164,6 +168,12 @@ class StateJournal:
         ]
         return saved
 
+    def recorded_command(self) -> dict[str, Any] | None:
+        """How the unfinished run recorded here was started; None if none is unfinished."""
+        if self._meta("run_id") is None or self._meta("ended"):
+            return None
+        return self._meta("command") or {}
+
     def forget_previous(self) -> None:
         """Start anew in this directory (the run recorded here ended, or --fresh)."""
         with _transaction(self._db):
@@ -171,6 +181,8 @@ class StateJournal:
                 self._db.execute(f"DELETE FROM {table}")
         self.run_id = uuid.uuid4().hex[:12]
         self._specs.clear()
+        if self.command is not None:
+            self._meta_pending["command"] = self.command
 
     # Writing ----------------------------------------------------------------------------------
 
