@@ -134,7 +134,7 @@ def test_unreadable_files_and_unknown_formats(tmp_path, job_yaml):
         translate_file(str(tmp_path / "nope.yaml"), "flux")
     binary = tmp_path / "binary"
     binary.write_bytes(b"\xff\xfe\x00")
-    with pytest.raises(ConfigError, match=r"binary: not UTF-8 text \(byte 0\)"):
+    with pytest.raises(ConfigError, match=r"binary:1: the file is UTF-16 text: save it as UTF-8"):
         translate_file(str(binary), "flux")
     with pytest.raises(ConfigError, match="unknown format 'sge': choose one of jobspec, flux"):
         translate_file(job_yaml, "sge")

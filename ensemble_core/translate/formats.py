@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
 from ensemble_core.errors import ConfigError
+from ensemble_core.rules.yamlfile import read_text
 from ensemble_core.spec import JobSpec
 from ensemble_core.translate import Translation, documents
 from ensemble_core.translate.flux import from_flux, to_flux
@@ -46,15 +46,9 @@ IMAGE_PLACEHOLDER = "IMAGE-NOT-SET"
 
 
 def read_file(path: str) -> str:
-    """The text of `path`, or a ConfigError saying why it cannot be read."""
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise ConfigError(
-            f"{path}: not UTF-8 text (byte {error.start}): give a script or YAML"
-        ) from None
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read it ({error.strerror or error})") from None
+    """The text of `path`, or a ConfigError saying why it cannot be read (the rules files'
+    reader: a FIFO, a directory, a huge or non-UTF-8 file is refused in one line)."""
+    return read_text(path)
 
 
 def detect(text: str, source: str) -> str:
