@@ -56,8 +56,11 @@ def as_float(value: int | float) -> float:
         return math.inf if value > 0 else -math.inf
 
 
-#: Jobs one `submit` starts (a job group's `count`, a submit's `value`).
-JOBS_PER_SUBMIT = Bound(0, 100_000, whole=True)
+#: Jobs one `submit` starts (a job group's `count`, a submit's `value`). The controller makes
+#: a job's handle only when it hands the job to the member, so a large count costs no memory.
+JOBS_PER_SUBMIT = Bound(0, 10_000_000, whole=True)
+#: A submit action's `value` (a count of jobs given by the rule: at least one).
+SUBMIT_VALUE = Bound(1, JOBS_PER_SUBMIT.high, whole=True)
 #: Nodes of a job, and nodes a grow or shrink adds or removes.
 NODES = Bound(1, 100_000, whole=True)
 #: Tasks of a job.

@@ -148,9 +148,7 @@ class Action(_Strict):
 
     name: Literal[ACTIONS] = Field(description="the action")  # type: ignore[valid-type]
     label: str | None = Field(None, description="submit/cancel: the job group")
-    value: Annotated[int | None, _within(bounds.NODES)] = Field(
-        None, description="grow/shrink: nodes; submit: job count"
-    )
+    value: int | None = Field(None, description="grow/shrink: nodes; submit: job count")
     resources: dict[str, int | float | str] = Field(
         default_factory=dict,
         description='resubmit: changes such as {mem_mb: "x2", walltime: "x1.5", cores: 4}',
@@ -207,6 +205,16 @@ class Action(_Strict):
             if problem:
                 raise ValueError(f"a resubmit's repetitions (per job) {problem}")
         return repetitions
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _value_within(cls, value: Any, info: ValidationInfo) -> Any:
+        """Jobs for a submit, nodes for a grow or shrink: each has its bound."""
+        bound = bounds.SUBMIT_VALUE if info.data.get("name") == "submit" else bounds.NODES
+        problem = None if value is None else bound.problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @model_validator(mode="after")
     def _needs(self) -> Action:
