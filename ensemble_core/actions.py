@@ -47,9 +47,8 @@ def one_line(error: BaseException) -> str:
 class Actions:
     """Performs firings on the controller it belongs to and keeps the record of what was done."""
 
-    def __init__(self, ensemble: Ensemble, started_at: float) -> None:
+    def __init__(self, ensemble: Ensemble) -> None:
         self._ensemble = ensemble
-        self._started_at = started_at
         #: What the latest actions did, in order (`--json`, summaries): a run that retries a
         #: million jobs keeps the last KEPT_ACTIONS, and `counts` has them all.
         self.entries: deque[dict[str, Any]] = deque(maxlen=KEPT_ACTIONS)
@@ -82,7 +81,7 @@ class Actions:
             "rule": firing.index,
             "action": (action or firing.rule.action).name,
             "trigger": firing.rule.trigger,
-            "time": round(time.time() - self._started_at, 3),
+            "time": round(time.time() - self._ensemble.started_at, 3),
             "detail": detail,
         }
         if firing.group:
@@ -91,6 +90,8 @@ class Actions:
             entry["job"] = job
         self.entries.append(entry)
         self.counts[firing.index, entry["action"]] += 1
+        if self._ensemble.journal is not None:
+            self._ensemble.journal.action(entry)
         log.log(level, "rule %d %s: %s", firing.index, entry["action"], detail)
 
     def summary(self) -> list[dict[str, Any]]:

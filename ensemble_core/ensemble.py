@@ -25,8 +25,10 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
 from ensemble_core.actions import Actions, one_line
-from ensemble_core.errors import EnsembleError
+from ensemble_core.errors import ConfigError, EnsembleError
 from ensemble_core.events import JobEvent, Outcome
 from ensemble_core.jobs import Attempt, ControllerThread, JobHandle, on_controller_thread
 from ensemble_core.jobs import refuse_on_controller_thread as _refuse_here
@@ -35,7 +37,7 @@ from ensemble_core.metrics import Metrics
 from ensemble_core.orphans import OrphanEvents
 from ensemble_core.resume import resume
 from ensemble_core.rules.engine import Firing, RuleEngine
-from ensemble_core.rules.schema import EnsembleFile
+from ensemble_core.rules.schema import Action, EnsembleFile, Rule
 from ensemble_core.spec import JobSpec
 from ensemble_core.state import FLUSH_SECONDS, StateJournal
 
@@ -86,7 +88,7 @@ class Ensemble:
         self.exit = "completed"
         self.stop_reason = ""
         self.started_at = time.time()
-        self._actions = Actions(self, self.started_at)
+        self._actions = Actions(self)
         self._keys = itertools.count(1)
         #: Logical jobs without an outcome yet (the loop's own).
         self._active: dict[int, JobHandle] = {}
@@ -150,6 +152,29 @@ class Ensemble:
     def cancel(self, handle: JobHandle) -> None:
         """Cancel a job from any thread; its outcome then arrives as for any other end."""
         self._threadsafe(self._cancel_many, [handle])
+
+    def request_action(self, action: dict[str, Any], timeout: float = 60.0) -> list[dict[str, Any]]:
+        """Perform an action asked for from outside (`ensemble action`, an operator): what it
+        recorded, as rule -1 with the trigger `operator`. A ConfigError if it is no action."""
+        _refuse_here("Ensemble.request_action()")
+        try:
+            checked = Action.model_validate(action)
+        except ValidationError as error:
+            problem = error.errors()[0]
+            where = ".".join(str(part) for part in problem["loc"]) or "action"
+            raise ConfigError(f"{where}: {problem['msg'].removeprefix('Value error, ')}") from None
+        return self._call(self._operator_action(checked)).result(timeout)
+
+    async def _operator_action(self, action: Action) -> list[dict[str, Any]]:
+        rule = Rule.model_construct(
+            trigger="operator", name=None, group=None, when=None, every=None, action=action
+        )
+        before = sum(self._actions.counts.values())
+        self._actions.perform(Firing(-1, rule, group=action.label))
+        while self._actions.running:
+            await asyncio.sleep(0.01)
+        recorded = sum(self._actions.counts.values()) - before
+        return list(self._actions.entries)[-recorded:] if recorded else []
 
     def settle(self, timeout: float | None = None) -> bool:
         """Wait until every job queued so far was handed to the member (before a detach)."""

@@ -73,6 +73,10 @@ CREATE TABLE IF NOT EXISTS earlier_attempts (
 );
 CREATE TABLE IF NOT EXISTS batches (id INTEGER PRIMARY KEY, spec INTEGER, left INTEGER,
     reactive INTEGER);
+CREATE TABLE IF NOT EXISTS actions (
+    id INTEGER PRIMARY KEY, time REAL, rule INTEGER, action TEXT, trigger TEXT, grp TEXT,
+    job INTEGER, detail TEXT
+);
 """
 
 
@@ -122,6 +126,7 @@ class StateJournal:
         #: Specs met since the last flush, to be written with it: id -> JSON.
         self._new_specs: dict[int, str] = {}
         self._batches: list[tuple[JobSpec, int, bool]] | None = None
+        self._actions: list[tuple[Any, ...]] = []
         self._meta_pending: dict[str, Any] = {}
         self._writes: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._writer = threading.Thread(
@@ -177,7 +182,7 @@ class StateJournal:
     def forget_previous(self) -> None:
         """Start anew in this directory (the run recorded here ended, or --fresh)."""
         with _transaction(self._db):
-            for table in ("meta", "jobs", "earlier_attempts", "batches", "specs"):
+            for table in ("meta", "jobs", "earlier_attempts", "batches", "specs", "actions"):
                 self._db.execute(f"DELETE FROM {table}")
         self.run_id = uuid.uuid4().hex[:12]
         self._specs.clear()
@@ -204,6 +209,20 @@ class StateJournal:
         if handle.key not in self._handed:
             self.dirty_jobs[handle.key] = handle
 
+    def action(self, entry: dict[str, Any]) -> None:
+        """What a rule (or an operator) did: every entry is kept, for status and the report."""
+        self._actions.append(
+            (
+                entry["time"],
+                entry["rule"],
+                entry["action"],
+                entry["trigger"],
+                entry.get("group"),
+                entry.get("job"),
+                entry["detail"],
+            )
+        )
+
     def set_batches(self, batches: Iterable[tuple[JobSpec, int, bool]]) -> None:
         self._batches = list(batches)
 
@@ -212,7 +231,9 @@ class StateJournal:
 
     @property
     def dirty(self) -> bool:
-        return bool(self.dirty_jobs or self._meta_pending or self._batches is not None)
+        return bool(
+            self.dirty_jobs or self._meta_pending or self._actions or self._batches is not None
+        )
 
     def flush(self, *, wait: bool = True) -> None:
         """Write everything buffered in one transaction; `wait` until it is durable."""
@@ -242,9 +263,10 @@ class StateJournal:
             else [(self._spec_id(spec), left, reactive) for spec, left, reactive in batches],
             meta=[(key, _encoded(value)) for key, value in {"run_id": self.run_id, **meta}.items()],
             specs=list(self._new_specs.items()),
+            actions=self._actions,
             done=threading.Event() if wait else None,
         )
-        self._new_specs = {}
+        self._new_specs, self._actions = {}, []
         self._writes.put(writes)
         if writes.done is not None:
             writes.done.wait()
@@ -353,6 +375,7 @@ class _Writes:
     batches: list[tuple[Any, ...]] | None
     meta: list[tuple[str, bytes]]
     specs: list[tuple[int, str]]
+    actions: list[tuple[Any, ...]]
     done: threading.Event | None
 
     def apply(self, db: sqlite3.Connection) -> None:
@@ -371,6 +394,11 @@ class _Writes:
                 "INSERT INTO batches (spec, left, reactive) VALUES (?, ?, ?)", self.batches
             )
         db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", self.meta)
+        db.executemany(
+            "INSERT INTO actions (time, rule, action, trigger, grp, job, detail) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            self.actions,
+        )
 
 
 def _connect(database: Path) -> sqlite3.Connection:

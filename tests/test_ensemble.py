@@ -290,3 +290,19 @@ def test_queue_rules_see_the_oldest_wait_without_a_heartbeat(log_dir):
         assert ensemble.metrics.value("queue.oldest-pending") == 0.0
     finally:
         ensemble.close()
+
+
+def test_an_operator_asks_for_an_action_and_gets_its_result(log_dir):
+    ensemble = ensemble_for("rules: []\n", log_dir, max_nodes=3)
+    ensemble.start()
+    try:
+        (entry,) = ensemble.request_action({"name": "grow", "value": 2})
+        assert (entry["rule"], entry["trigger"], entry["detail"]) == (
+            -1,
+            "operator",
+            "grew by 2 node(s) to 3",
+        )
+        with pytest.raises(EnsembleError, match="name: Input should be 'submit'"):
+            ensemble.request_action({"name": "explode"})
+    finally:
+        ensemble.close()

@@ -17,8 +17,9 @@ from ensemble_core.rules.conditions import Condition, parse_condition
 from ensemble_core.rules.schema import OUTCOME_TRIGGERS, Limits, Rule
 
 ANY_GROUP = "*"
-#: Triggers that fire on their own schedule, not in reaction to jobs: they cannot feed themselves.
-SCHEDULED_TRIGGERS = frozenset({"start", "interval"})
+#: Triggers that fire on their own schedule or an operator's request, not in reaction to jobs:
+#: they cannot feed themselves.
+SCHEDULED_TRIGGERS = frozenset({"start", "interval", "operator"})
 #: Gauges whose value changes as time passes, with no event.
 TIME_GAUGES = frozenset({"queue.oldest-pending"})
 
