@@ -1,63 +1,45 @@
-"""Streaming metrics per job group (river), under ensemble-python's names.
+"""Metrics per job group, under ensemble-python's names.
 
 `count.<group>.<key>` are plain counters (submitted, pending, running, finished, success, failed,
-and one per outcome). `<stat>.<group>-duration` and `<stat>.<group>-pending` are river statistics
-updated as jobs start and end. `queue.<gauge>` are read when asked: `pending` and `running` add up
+and one per outcome). `<stat>.<group>-duration` and `<stat>.<group>-pending` are statistics of
+the series recorded as jobs start and end (exact while few, river's streaming ones after: see
+`series.py`). `queue.<gauge>` are read when asked: `pending` and `running` add up
 the groups' counters, `oldest-pending` asks the controller.
 """
 
 from __future__ import annotations
 
-import functools
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-#: The statistics kept of each series, as rules name them.
-STATISTICS = ("mean", "variance", "min", "max", "iqr", "mad")
+from ensemble_core.series import STATISTICS, Series
+
+__all__ = ["COUNTS", "STATISTICS", "STATISTIC_ALIASES", "SUMMARY_SERIES", "Metrics"]
+
 STATISTIC_ALIASES = {"var": "variance"}
 SUMMARY_SERIES = {"duration": "duration", "pending": "pending_time"}
 COUNTS = ("submitted", "pending", "running", "finished", "success", "failed")
 
 
-@functools.cache
-def _makers() -> dict[str, Callable[[], Any]]:
-    """river's statistics, imported when the first value is recorded: river imports numpy,
-    which `ensemble validate`, `--help` and the start of a run do not need."""
-    from river import stats
-
-    makers: dict[str, Callable[[], Any]] = {
-        "mean": stats.Mean,
-        "variance": stats.Var,
-        "min": stats.Min,
-        "max": stats.Max,
-        "iqr": lambda: stats.IQR(q_inf=0.25, q_sup=0.75),
-        "mad": stats.MAD,
-    }
-    return makers
-
-
 class GroupMetrics:
-    """Counters and river statistics of one group."""
+    """Counters and series statistics of one group."""
 
     __slots__ = ("counts", "series")
 
     def __init__(self) -> None:
         self.counts: defaultdict[str, int] = defaultdict(int)
-        self.series: dict[str, dict[str, Any]] = {}
+        self.series: dict[str, Series] = {}
 
     def record(self, series: str, value: float) -> None:
-        models = self.series.get(series)
-        if models is None:
-            models = self.series[series] = {name: make() for name, make in _makers().items()}
-        for model in models.values():
-            model.update(value)
+        values = self.series.get(series)
+        if values is None:
+            values = self.series[series] = Series()
+        values.record(value)
 
     def statistic(self, name: str, series: str) -> float | None:
-        models = self.series.get(series)
-        if models is None:
-            return None
-        return models[name].get()
+        values = self.series.get(series)
+        return None if values is None else values.get(name)
 
 
 class Metrics:
@@ -105,9 +87,9 @@ class Metrics:
         for group, metrics in sorted(self.groups.items()):
             entry: dict[str, Any] = {key: metrics.counts.get(key, 0) for key in COUNTS}
             entry.update({k: v for k, v in metrics.counts.items() if k not in entry})
-            for series, models in metrics.series.items():
+            for series, values in metrics.series.items():
                 entry[SUMMARY_SERIES[series]] = {
-                    name: _rounded(model.get()) for name, model in models.items()
+                    name: _rounded(values.get(name)) for name in STATISTICS
                 }
             result[group] = entry
         return result

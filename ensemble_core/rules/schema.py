@@ -35,7 +35,6 @@ from ensemble_core.rules.conditions import (
 )
 from ensemble_core.rules.metric_names import check_metric_name, did_you_mean
 from ensemble_core.spec import JobSpec
-from ensemble_core.translate.jobscript import job_from_script
 
 #: Triggers derived from a job's outcome, fired once per ended job attempt.
 OUTCOME_TRIGGERS = {
@@ -400,6 +399,8 @@ class JobGroup(_Strict):
                 f"script's directives; remove {others[0]}"
             )
         try:
+            from ensemble_core.translate.jobscript import job_from_script  # scripts only
+
             self._script_job = job_from_script(self.script)
         except ConfigError as error:
             raise ValueError(f"script: {error}") from None

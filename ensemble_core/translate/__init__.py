@@ -4,6 +4,9 @@ LSF batch scripts, Kubernetes Jobs. One module per format, all meeting at `JobSp
 from dataclasses import dataclass, field
 from typing import Any
 
+#: The formats, as `ensemble translate --from/--to` name them.
+FORMATS = ("jobspec", "flux", "flux-batch", "slurm", "pbs", "lsf", "kubernetes")
+
 #: Free attributes several formats carry, named as Flux names them where Flux has them.
 QUEUE = "system.queue"  # Slurm partition, PBS and LSF queue, Flux queue
 BANK = "system.bank"  # Slurm and PBS account, LSF project, Flux bank

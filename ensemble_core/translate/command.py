@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ensemble_core.errors import ConfigError
-from ensemble_core.translate import formats
+from ensemble_core.translate import FORMATS
 
 
 @dataclass
@@ -35,11 +35,11 @@ def translate_file(
     namespace: str = "default",
 ) -> Result:
     """What `ensemble translate` prints for `path`."""
+    from ensemble_core.translate import formats  # the readers and writers: only when translating
+
     for name in (source_format, target):
-        if name is not None and name not in formats.FORMATS:
-            raise ConfigError(
-                f"unknown format '{name}': choose one of {', '.join(formats.FORMATS)}"
-            )
+        if name is not None and name not in FORMATS:
+            raise ConfigError(f"unknown format '{name}': choose one of {', '.join(FORMATS)}")
     reading = formats.read(formats.read_file(path), path, source_format)
     try:
         writing = formats.write(
@@ -64,12 +64,10 @@ def add_translate_parser(commands: Any) -> None:
     translate.add_argument(
         "--from",
         dest="source_format",
-        choices=formats.FORMATS,
+        choices=FORMATS,
         help="FILE's format (default: told from FILE)",
     )
-    translate.add_argument(
-        "--to", required=True, choices=formats.FORMATS, help="the format to write"
-    )
+    translate.add_argument("--to", required=True, choices=FORMATS, help="the format to write")
     translate.add_argument("--image", help="kubernetes: the container image")
     translate.add_argument("--namespace", default="default", help="kubernetes: the namespace")
     translate.set_defaults(command=run_translate)

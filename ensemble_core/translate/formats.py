@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from ensemble_core.errors import ConfigError
 from ensemble_core.rules.yamlfile import read_text
 from ensemble_core.spec import JobSpec
-from ensemble_core.translate import Translation, documents
+from ensemble_core.translate import FORMATS, Translation, documents
 from ensemble_core.translate.flux import from_flux, to_flux
 from ensemble_core.translate.flux_batch import from_flux_batch, to_flux_batch
 from ensemble_core.translate.kubernetes import from_kubernetes, to_kubernetes
@@ -26,8 +26,7 @@ from ensemble_core.translate.lsf import from_lsf, to_lsf
 from ensemble_core.translate.pbs import from_pbs, to_pbs
 from ensemble_core.translate.slurm import from_slurm, to_slurm
 
-#: The formats, as `--from` and `--to` name them.
-FORMATS = ("jobspec", "flux", "flux-batch", "slurm", "pbs", "lsf", "kubernetes")
+__all__ = ["FORMATS", "read", "read_file", "write"]
 #: Batch scripts, and the directive that tells each apart.
 SCRIPTS = {
     "slurm": re.compile(r"^#SBATCH(\s|$)", re.MULTILINE),
