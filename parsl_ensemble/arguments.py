@@ -17,6 +17,7 @@ from ensemble_core.api import rule_names
 from ensemble_core.errors import EnsembleError
 from ensemble_core.members import MEMBERS
 from ensemble_core.members.settings import SettingError, check_settings
+from ensemble_core.members.warm_settings import WARM_BOUNDS
 
 
 def check_arguments(
@@ -26,6 +27,7 @@ def check_arguments(
     member_settings: Any,
     working_dir: Any,
     worker_command: Any,
+    workers: Any = None,
 ) -> None:
     """Raise ConfigurationError for the first argument the executor cannot use."""
     if not isinstance(label, str) or not label:
@@ -35,6 +37,9 @@ def check_arguments(
         raise ConfigurationError(
             f"{where}: unknown member {member!r}: choose one of {', '.join(MEMBERS)}"
         )
+    problem = WARM_BOUNDS["workers"].problem(workers) if workers is not None else None
+    if problem:
+        raise ConfigurationError(f"{where}: workers {problem}")
     try:
         if isinstance(rules, Collection) or not isinstance(rules, Iterable):
             rule_names(rules)  # an iterator is checked when it is read, at start()
@@ -43,7 +48,8 @@ def check_arguments(
                 f"{where}: member_settings must be a dict such as {{'cores': 4}}, not "
                 f"{type(member_settings).__name__}"
             )
-        check_settings(member, member_settings or {})
+        warm = {"workers": workers} if workers is not None else {}
+        check_settings(member, {**(member_settings or {}), **warm})
     except SettingError as error:
         name = f"member_settings[{error.setting!r}]"
         raise ConfigurationError(f"{where}: {error.phrased(name, 'member={!r}')}") from None

@@ -1,8 +1,10 @@
-"""Parsl's bash-app runner without importing parsl; it runs in the worker.
+"""Parsl's bash-app runner without importing parsl; it runs in the job-per-task worker.
 
 Parsl wraps a bash app in `parsl.app.bash.remote_side_bash_executor`, which imports parsl (0.7 s
-or more per task). This is the same procedure (parsl 2026.10.26, parsl/app/bash.py); its errors
-travel as `BashAppError(kind, *args)` and the executor raises `parsl.app.errors.<kind>(*args)`.
+or more per task). This is the same procedure as parsl 2026.10.26's; `calls` uses it only while
+the installed parsl's runner has that release's source (else Parsl's own runs), and
+tests/test_parsl_coupling.py runs both on every case. Its errors travel as
+`BashAppError(kind, *args)` and the executor raises `parsl.app.errors.<kind>(*args)`.
 """
 
 from __future__ import annotations

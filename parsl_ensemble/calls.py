@@ -1,9 +1,21 @@
 """Submit side of the worker protocol: pack a Parsl call, read back its outcome.
 
 Parsl hands the executor its own wrappers around the app's function: `wrap_error` (python and
-bash apps) and `remote_side_bash_executor` (bash apps). Both import parsl when they run, so the
-call is unwrapped here: the worker runs the app's function (or the lean bash runner) and sends
-exceptions back with their traceback; the Future gets them as Parsl's executors give them.
+bash apps) and `remote_side_bash_executor` (bash apps). Both import parsl when they run (a
+second or more), which one job per task pays every time. So for job-per-task the call is
+unwrapped: the worker runs the app's function (or `parsl_ensemble.bash`, the lean twin of the
+bash runner), sends exceptions back with their traceback, and the Future gets them as Parsl's
+executors give them.
+
+That stands in for Parsl's code, so it is done only where it is known to be the same: the
+source of both wrappers must be the one the twins were checked against (`CHECKED`; the tests
+compare the twin with Parsl's runner on every error case). With another Parsl the call goes
+as Parsl made it, wrappers and all: right, only slower to start, and said once in the log.
+
+Warm workers run the same worker, forked from a process that has imported it, `dill` and
+`tblib` once: not Parsl, whose 45 MB would make every fork slower (its wrappers, where they
+run, import it once per worker and the worker keeps it).
+
 Functions go by value (`dill`, `recurse=True`), so that unpickling the app defined in a module
 that imports parsl does not import that module; parsl Files go as their lean twin.
 """
@@ -11,13 +23,17 @@ that imports parsl does not import that module; parsl Files go as their lean twi
 from __future__ import annotations
 
 import functools
+import hashlib
+import inspect
 import io
+import logging
 import pickle
 import sys
 from collections.abc import Callable
 from typing import Any
 
 import dill
+import parsl
 import parsl.app.errors
 from parsl.app.bash import remote_side_bash_executor
 from parsl.data_provider.files import File as ParslFile
@@ -25,15 +41,57 @@ from parsl.data_provider.files import File as ParslFile
 from parsl_ensemble import files
 from parsl_ensemble.bash import BashAppError, run_bash_app
 
+log = logging.getLogger(__name__)
+
+#: sha256 of the source of the Parsl functions the lean twins stand in for (parsl 2026.10.26).
+CHECKED = {
+    "wrap_error": "1f0dfdc82b9d5002f15168e5fdebd9c41b171f148d4414c23a939c127ed8b69c",
+    "remote_side_bash_executor": (
+        "736d67085d9831af9751f10e6f72b0e373dc56a377ca2b1d9461a143005073a1"
+    ),
+}
 _WRAP_ERROR_CODE = parsl.app.errors.wrap_error(len).__code__
 
 
+def fingerprint(function: Callable[..., Any]) -> str | None:
+    """sha256 of a function's source, or None where the source cannot be read."""
+    try:
+        return hashlib.sha256(inspect.getsource(function).encode()).hexdigest()
+    except (OSError, TypeError):
+        return None
+
+
+def _same_as_checked() -> dict[str, bool]:
+    found = {
+        "wrap_error": fingerprint(parsl.app.errors.wrap_error),
+        "remote_side_bash_executor": fingerprint(remote_side_bash_executor),
+    }
+    same = {name: found[name] == digest for name, digest in CHECKED.items()}
+    changed = [name for name, ok in same.items() if not ok]
+    if changed:
+        log.warning(
+            "parsl %s's %s differ from what parsl_ensemble's lean worker was checked against "
+            "(parsl 2026.10.26): job-per-task apps run Parsl's own wrappers, which import parsl "
+            "in every job (about a second more per task; warm workers pay it once)",
+            parsl.__version__,
+            " and ".join(changed),
+        )
+    return same
+
+
+#: Whether each of Parsl's wrappers may be replaced by its lean twin here.
+LEAN = _same_as_checked()
+
+
 def unwrap(func: Callable[..., Any]) -> Callable[..., Any]:
-    """The function the worker runs for what Parsl submitted: the same call, no parsl import."""
-    if getattr(func, "__code__", None) is not _WRAP_ERROR_CODE:
+    """The function the worker runs for what Parsl submitted: the same call, without importing
+    parsl where the twins are known to be the same; else what Parsl submitted."""
+    if not LEAN["wrap_error"] or getattr(func, "__code__", None) is not _WRAP_ERROR_CODE:
         return func  # e.g. monitoring or a python app's walltime wrapper: run as given
     inner = func.__wrapped__  # type: ignore[attr-defined]
     if isinstance(inner, functools.partial) and inner.func is remote_side_bash_executor:
+        if not LEAN["remote_side_bash_executor"]:
+            return func
         return functools.partial(run_bash_app, *inner.args, **inner.keywords)
     return inner
 
@@ -48,7 +106,7 @@ class _Pickler(dill.Pickler):
 
 
 def pack(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-    """The worker's input: this process's import path and the call, functions by value."""
+    """The lean worker's input: this process's import path and the call, functions by value."""
     buffer = io.BytesIO()
     _Pickler(buffer, recurse=True).dump((unwrap(func), args, kwargs))
     return pickle.dumps((list(sys.path), buffer.getvalue()))

@@ -42,6 +42,8 @@ from parsl_ensemble.lifetime import ExitGuard
 from parsl_ensemble.resources import FIELDS, KEYS, job_fields
 
 LOG_TAIL_LINES = 5
+#: What warm workers import before their first task: the lean worker's modules.
+WARM_PRELOAD = ["parsl_ensemble.worker", "dill", "tblib.pickling_support"]
 
 
 class TaskFuture(cf.Future):
@@ -94,6 +96,11 @@ class EnsembleExecutor(ParslExecutor, RepresentationMixin):
     worker_command: the argv that runs the worker, before its two file arguments; default this
         Python, `-P -m parsl_ensemble.worker`. Set it where jobs see Python elsewhere (a
         container, another path on the compute nodes).
+    workers: run tasks on this many warm workers (long-lived jobs of the member that fork each
+        task from a process that has imported the worker) instead of one job per task; None
+        (default) is one job per task. Further warm settings (`max_workers`, `worker_cores`,
+        `worker_memory_mb`, `idle_seconds`, `address`, ...) go in `member_settings`
+        (docs/warm-workers.md).
     """
 
     def __init__(
@@ -106,8 +113,9 @@ class EnsembleExecutor(ParslExecutor, RepresentationMixin):
         storage_access: list[Any] | None = None,
         remote_monitoring_radio: RadioConfig | None = None,
         worker_command: Sequence[str] | None = None,
+        workers: int | None = None,
     ) -> None:
-        check_arguments(label, member, rules, member_settings, working_dir, worker_command)
+        check_arguments(label, member, rules, member_settings, working_dir, worker_command, workers)
         super().__init__()
         self.label = label
         self.member = member
@@ -122,6 +130,7 @@ class EnsembleExecutor(ParslExecutor, RepresentationMixin):
             "-m",
             "parsl_ensemble.worker",
         ]
+        self.workers = workers
         self.ensemble: Ensemble | None = None
         self._tasks: dict[int, _Task] = {}
         self._ids = itertools.count(1)
@@ -139,8 +148,11 @@ class EnsembleExecutor(ParslExecutor, RepresentationMixin):
 
     def start(self) -> None:
         """Open the ensemble; a bad member or rules file fails `parsl.load` with one clear line."""
+        settings = dict(self.member_settings or {})
+        if self.workers is not None:
+            settings.update(workers=self.workers, preload=WARM_PRELOAD)
         try:
-            self.ensemble = open_ensemble(self.member, self.rules, self.member_settings)
+            self.ensemble = open_ensemble(self.member, self.rules, settings)
         except EnsembleError as error:
             raise ConfigurationError(f"EnsembleExecutor '{self.label}': {error}") from error
         self._exit_guard = ExitGuard(self.shutdown)  # SIGTERM or exit: no job, no file left

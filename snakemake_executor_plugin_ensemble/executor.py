@@ -27,6 +27,7 @@ from ensemble_core.report import summary_table
 from ensemble_core.spec import JobSpec
 from snakemake_executor_plugin_ensemble.jobspec import job_spec
 from snakemake_executor_plugin_ensemble.settings import LOG_DIR, member_settings
+from snakemake_executor_plugin_ensemble.warm import in_process
 
 #: The longest the status thread sleeps between rounds; an outcome wakes it sooner.
 STATUS_INTERVAL = 0.5
@@ -102,10 +103,11 @@ class Executor(RemoteExecutor):
     def run_job(self, job: JobExecutorInterface) -> None:
         assert self._ensemble is not None
         log_file = os.path.abspath(job.logfile_suggestion(LOG_DIR))
+        line = self.format_job_exec(job)
         try:
             spec = job_spec(
                 job,
-                self.format_job_exec(job),
+                line,
                 self.workflow.workdir_init,
                 log_file,
                 self.workflow.executor_settings.memory_overhead_mb,
@@ -114,6 +116,9 @@ class Executor(RemoteExecutor):
             self._report_error(SubmittedJobInfo(job), f"not submitted: {error}. ")
             return
         spec = self._fit_threads(job, spec)
+        runs_warm = getattr(self._ensemble.member, "runs_warm", None)
+        if runs_warm is not None and runs_warm(spec):
+            spec = in_process(spec, line)  # a warm worker forks it from a warm Snakemake
         handle = self._ensemble.submit(spec)
         self._handles[handle.key] = handle
         handle.add_done_callback(self._wakeup.notify)

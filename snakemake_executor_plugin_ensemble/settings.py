@@ -20,6 +20,14 @@ LOG_DIR = ".snakemake/ensemble_logs"
 #: The flags that are not member settings; every other field is one (`--ensemble-cores` is the
 #: local member's `cores`), and the member it belongs to is read from the members themselves.
 FRONT_DOOR_FIELDS = ("member", "rules", "memory_overhead_mb")
+#: What warm workers import before the first job: Snakemake's command line and API (the rest
+#: of what a job imports they learn from the first one).
+WARM_PRELOAD = [
+    "snakemake_executor_plugin_ensemble.job",
+    "snakemake.api",
+    "snakemake.workflow",
+    "snakemake.report",
+]
 #: `--ensemble-memory-overhead-mb`: 0 or more, at most a terabyte.
 MEMORY_OVERHEAD = bounds.Bound(0, 1_000_000, whole=True)
 
@@ -98,6 +106,36 @@ class ExecutorSettings(ExecutorSettingsBase):
         "NAME",
         "kubernetes member: the Flux Operator MiniCluster that grow and shrink rules resize.",
     )
+    workers: int | None = _optional(
+        int,
+        "N",
+        "warm workers (any member): run jobs on N long-lived workers that fork each job's "
+        "Snakemake from one that has imported it, instead of one queue job per job (pays for "
+        "many jobs shorter than a few seconds; docs/warm-workers.md). Default: off.",
+    )
+    max_workers: int | None = _optional(
+        int,
+        "N",
+        "warm workers: the most workers grow rules may reach (default: --ensemble-workers).",
+    )
+    worker_cores: int | None = _optional(
+        int, "N", "warm workers: cores of each worker; larger jobs run as queue jobs (default: 1)."
+    )
+    worker_memory_mb: int | None = _optional(
+        int,
+        "MB",
+        "warm workers: memory of each worker; jobs with a larger mem_mb run as queue jobs "
+        "(default: none asked for).",
+    )
+    idle_seconds: float | None = _optional(
+        float, "S", "warm workers: an idle worker leaves after this long (default: 60)."
+    )
+    address: str | None = _optional(
+        str,
+        "HOST",
+        "warm workers: the address workers connect back to (default: loopback for the local "
+        "member, else this host's address).",
+    )
 
 
 def member_settings(settings: ExecutorSettings) -> dict[str, Any]:
@@ -113,6 +151,8 @@ def member_settings(settings: ExecutorSettings) -> dict[str, Any]:
     }
     if settings.member == "local":
         chosen.setdefault("log_dir", LOG_DIR)
+    if settings.workers is not None:
+        chosen["preload"] = WARM_PRELOAD
     try:
         return check_settings(settings.member, chosen)
     except SettingError as error:

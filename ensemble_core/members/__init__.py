@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ensemble_core.errors import MemberError
-from ensemble_core.members.base import Member
+
+if TYPE_CHECKING:  # a warm worker imports this package and must stay small (warm_task.py)
+    from ensemble_core.members.base import Member
 
 MEMBERS = ("local", "flux", "kubernetes")
 
@@ -30,7 +32,15 @@ def member_class(name: str) -> type[Member]:
 
 def create_member(name: str, **settings: Any) -> Member:
     """The member called `name` with these settings; a setting it cannot take is a MemberError
-    (a `SettingError` naming the setting)."""
+    (a `SettingError` naming the setting). With `workers` set, the member runs warm workers:
+    a WarmMember around it."""
     from ensemble_core.members.settings import check_settings
+    from ensemble_core.members.warm_settings import split_warm
 
-    return member_class(name)(**check_settings(name, settings))
+    own, warm = split_warm(check_settings(name, settings))
+    member = member_class(name)(**own)
+    if "workers" not in warm:
+        return member
+    from ensemble_core.members.warm import WarmMember
+
+    return WarmMember(member, **warm)

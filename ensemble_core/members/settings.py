@@ -23,6 +23,7 @@ from ensemble_core import bounds
 from ensemble_core.bounds import shown
 from ensemble_core.errors import MemberError
 from ensemble_core.members import MEMBERS, member_class
+from ensemble_core.members.warm_settings import WARM_BOUNDS, warm_fields, warm_problem
 
 #: Ranges of settings by name, whichever member takes them.
 SETTING_BOUNDS = {
@@ -39,6 +40,7 @@ SETTING_BOUNDS = {
     "reconnect_seconds": bounds.Bound(1, bounds.DAY),
     "reconnect_timeout": bounds.Bound(1, bounds.DAY),
     "reserve_after": bounds.DURATION,
+    **WARM_BOUNDS,
 }
 _TYPE_WORDS = {
     "int": "must be a whole number",
@@ -110,6 +112,7 @@ def settings_model(member: str) -> type[BaseModel]:
             continue
         default = None if parameter.default is parameter.empty else parameter.default
         fields[name] = (hints.get(name, Any), default)
+    fields.update(warm_fields())  # every member runs warm workers
     config = ConfigDict(extra="forbid", strict=True, arbitrary_types_allowed=True)
     return create_model(f"{member.title()}MemberSettings", __config__=config, **fields)
 
@@ -125,7 +128,8 @@ def _unknown(member: str, setting: str, model: type[BaseModel]) -> SettingError:
         )
     return SettingError(
         setting,
-        f"the {member} member has no such setting: it takes {', '.join(model.model_fields)}",
+        f"the {member} member has no such setting: it takes "
+        f"{', '.join(name for name in model.model_fields if name not in warm_fields())}",
     )
 
 
@@ -135,6 +139,9 @@ def _check_ranges(values: dict[str, Any]) -> None:
         problem = bound.problem(value) if bound is not None and value is not None else None
         if problem:
             raise SettingError(setting, problem)
+    warm = warm_problem(values)
+    if warm:
+        raise SettingError(*warm)
     nodes, max_nodes = values.get("nodes"), values.get("max_nodes")
     if nodes is not None and max_nodes is not None and max_nodes < nodes:
         raise SettingError(

@@ -1,0 +1,337 @@
+"""A warm worker: a long-lived process, itself a job of a member, that runs the tasks its warm
+member sends, each in a child forked from it (`warm_task`).
+
+Started as `python -P -m ensemble_core.members.warm_worker` with the member's address, the
+worker's name and the run's secret in its environment (`warm_protocol`). It forks its guard
+first (`warm_guard`), connects back, proves it knows the secret, and then serves: one thread, one
+selector over the connection and each task's pidfd, and timers for walltimes, memory samples and
+the grace period between SIGTERM and SIGKILL. It reports each task in the core's vocabulary, as
+the local member would report the same command: `start` when forked, `exception` (`timeout`,
+`oom`, `cancel`) when it ends one, `done` with the wait status when the task's process has exited.
+
+When the connection ends (the member closed, or is gone) or the worker is told to stop or gets
+SIGTERM, it kills what still runs and exits; should it die without that chance, its guard kills
+the tasks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import importlib
+import itertools
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ensemble_core.members import warm_task
+from ensemble_core.members.warm_guard import Guard
+from ensemble_core.members.warm_protocol import (
+    ADDRESS_ENV,
+    MAX_LINE,
+    NAME_ENV,
+    SECRET_ENV,
+    encode,
+    proof,
+)
+from ensemble_core.members.warm_task import Order, Running, TaskError
+
+#: Between SIGTERM and SIGKILL when a task is ended (as the local member's default).
+GRACE_SECONDS = 2.0
+MEMORY_CHECK_SECONDS = 0.1
+#: Without pidfds (not Linux 5.3+), how often exits are looked for.
+EXIT_POLL_SECONDS = 0.02
+CONNECT_SECONDS = 30.0
+
+
+class Stopped(Exception):
+    """The worker is to end now, with this exit status: SIGTERM, or its member is gone."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class Worker:
+    """Serves one connection until told to stop."""
+
+    def __init__(self, connection: socket.socket, guard: Guard, name: str) -> None:
+        self.connection = connection
+        self.guard = guard
+        self.name = name
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(connection, selectors.EVENT_READ, self._receive)
+        self.tasks: dict[str, Running] = {}
+        self.ending: set[str] = set()
+        self.limited: set[str] = set()
+        self.stopping = False
+        self._inbox = b""
+        self._outbox: list[bytes] = []
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._sequence = itertools.count()
+        self._memory_timer = False
+        self._poll_timer = False
+        self._imported: set[str] = set()
+        self._warned_threads = False
+        #: Where installed modules live: this interpreter's own path at start (with -P, no cwd).
+        self.installed = tuple(
+            os.path.join(os.path.abspath(entry), "") for entry in sys.path if os.path.isdir(entry)
+        )
+
+    def run(self) -> int:
+        """Serve until stopped; kill what still runs. The exit status says why it ended."""
+        status = 0
+        try:
+            while not (self.stopping and not self.tasks):
+                self._flush()
+                for key, _ in self.selector.select(self._until_next_timer()):
+                    key.data()
+                self._run_timers()
+        except Stopped as stopped:
+            status = stopped.status
+        finally:
+            for task_id in list(self.tasks):
+                self._signal(task_id, signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                self._flush()
+        return status
+
+    # Messages ---------------------------------------------------------------------------------
+
+    def _receive(self) -> None:
+        try:
+            data = self.connection.recv(1 << 20)
+        except OSError:
+            data = b""
+        if not data:
+            raise Stopped(1)  # the member closed or is gone: nobody waits for a report
+        *lines, self._inbox = (self._inbox + data).split(b"\n")
+        if len(self._inbox) > MAX_LINE:
+            raise Stopped(1)
+        for line in lines:
+            self._handle(json.loads(line))
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        op = message.get("op")
+        if op == "run":
+            self._start(Order.from_message(message))
+        elif op == "cancel":
+            self._end(str(message["id"]), "cancel", "cancelled")
+        elif op == "preload":
+            self._import(message.get("modules", []))
+        elif op == "stop":
+            self.stopping = True
+
+    def _send(self, message: dict[str, Any]) -> None:
+        self._outbox.append(encode(message))
+
+    def _flush(self) -> None:
+        if self._outbox:
+            data = b"".join(self._outbox)
+            self._outbox.clear()
+            try:
+                self.connection.sendall(data)
+            except OSError:
+                raise Stopped(1) from None
+
+    # Tasks ------------------------------------------------------------------------------------
+
+    def _start(self, order: Order) -> None:
+        if order.id in self.tasks:
+            return
+        try:
+            running = warm_task.launch(order, self.guard, self.installed)
+        except TaskError as error:
+            self._send({"op": "exception", "id": order.id, "type": "exec", "note": str(error)})
+            self._send({"op": "done", "id": order.id, "status": None})
+            return
+        self.tasks[order.id] = running
+        self._watch_exit(order.id, running.pid)
+        self._send({"op": "start", "id": order.id})
+        if order.walltime:
+            self._after(
+                order.walltime,
+                lambda: self._end(order.id, "timeout", "resource allocation expired"),
+            )
+        if order.memory_mb:
+            self.limited.add(order.id)
+            if not self._memory_timer:
+                self._memory_timer = True
+                self._after(MEMORY_CHECK_SECONDS, self._check_memory)
+
+    def _watch_exit(self, task_id: str, pid: int) -> None:
+        try:
+            fd = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            if not self._poll_timer:
+                self._poll_timer = True
+                self._after(EXIT_POLL_SECONDS, self._poll_exits)
+            return
+        self.selector.register(fd, selectors.EVENT_READ, lambda: self._reap(task_id, fd))
+
+    def _reap(self, task_id: str, fd: int) -> None:
+        self.selector.unregister(fd)
+        os.close(fd)
+        running = self.tasks[task_id]
+        try:
+            _, status = os.waitpid(running.pid, 0)
+        except ChildProcessError:
+            status = 0
+        self._exited(task_id, status)
+
+    def _poll_exits(self) -> None:
+        for task_id, running in list(self.tasks.items()):
+            pid, status = os.waitpid(running.pid, os.WNOHANG)
+            if pid:
+                self._exited(task_id, status)
+        if self.tasks:
+            self._after(EXIT_POLL_SECONDS, self._poll_exits)
+        else:
+            self._poll_timer = False
+
+    def _exited(self, task_id: str, status: int) -> None:
+        """The task's process ended: what it left in its group ends too; report the status."""
+        self._signal(task_id, signal.SIGKILL)
+        running = self.tasks.pop(task_id)
+        self.guard.remove(running.pid)
+        self.ending.discard(task_id)
+        self.limited.discard(task_id)
+        learned = warm_task.finish(running)
+        self._send({"op": "done", "id": task_id, "status": status})
+        fresh = self._import(learned)
+        if fresh:
+            self._send({"op": "learned", "modules": fresh})
+
+    def _end(self, task_id: str, kind: str, note: str) -> None:
+        """End a running task for a reason (Flux's fatal exception): SIGTERM, later SIGKILL."""
+        if task_id not in self.tasks or task_id in self.ending:
+            return
+        self.ending.add(task_id)
+        self._send({"op": "exception", "id": task_id, "type": kind, "note": note})
+        self._signal(task_id, signal.SIGTERM)
+        pid = self.tasks[task_id].pid
+
+        def kill_if_running() -> None:
+            running = self.tasks.get(task_id)
+            if running is not None and running.pid == pid:
+                self._signal(task_id, signal.SIGKILL)
+
+        self._after(GRACE_SECONDS, kill_if_running)
+
+    def _signal(self, task_id: str, signum: int) -> None:
+        running = self.tasks.get(task_id)
+        if running is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(running.pid, signum)
+
+    def _check_memory(self) -> None:
+        watched = {
+            task_id: self.tasks[task_id]
+            for task_id in self.limited
+            if task_id not in self.ending and task_id in self.tasks
+        }
+        if not watched:
+            self._memory_timer = False
+            return
+        used = warm_task.group_memory({r.pid: r.in_process for r in watched.values()})
+        for task_id, running in watched.items():
+            limit = running.order.memory_mb or 0
+            total = used.get(running.pid, 0.0)
+            if total > limit:
+                self._end(
+                    task_id, "oom", f"memory use {total:.0f} MB exceeded the limit of {limit} MB"
+                )
+        self._after(MEMORY_CHECK_SECONDS, self._check_memory)
+
+    def _import(self, modules: list[str]) -> list[str]:
+        """Import modules tasks will need, once each; the ones newly imported."""
+        fresh = []
+        for name in modules:
+            if name in self._imported or name in sys.modules:
+                continue
+            self._imported.add(name)
+            try:
+                importlib.import_module(name)
+            except BaseException:
+                continue  # a module that only imports in its task's context: left to the task
+            fresh.append(name)
+        if fresh and threading.active_count() > 1 and not self._warned_threads:
+            self._warned_threads = True
+            print(
+                f"warm worker {self.name}: an imported module started a thread; tasks are "
+                "forked from this process all the same",
+                file=sys.stderr,
+                flush=True,
+            )
+        return fresh
+
+    # Timers -----------------------------------------------------------------------------------
+
+    def _after(self, seconds: float, callback: Callable[[], None]) -> None:
+        heapq.heappush(self._timers, (time.monotonic() + seconds, next(self._sequence), callback))
+
+    def _until_next_timer(self) -> float | None:
+        if not self._timers:
+            return None
+        return max(0.0, self._timers[0][0] - time.monotonic())
+
+    def _run_timers(self) -> None:
+        now = time.monotonic()
+        while self._timers and self._timers[0][0] <= now:
+            heapq.heappop(self._timers)[2]()
+
+
+def connect(address: str, name: str, secret: str) -> socket.socket:
+    """Connect to the member and answer its challenge."""
+    host, _, port = address.rpartition(":")
+    connection = socket.create_connection((host.strip("[]"), int(port)), CONNECT_SECONDS)
+    connection.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    reader = connection.makefile("rb")
+    challenge = json.loads(reader.readline(MAX_LINE) or b"{}").get("challenge", "")
+    hello = {"op": "hello", "name": name, "proof": proof(secret, challenge), "pid": os.getpid()}
+    connection.sendall(encode({**hello, "host": socket.gethostname()}))
+    reader.close()
+    connection.settimeout(None)
+    return connection
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise Stopped(128 + signum)
+
+
+def main() -> int:
+    address = os.environ.pop(ADDRESS_ENV, "")
+    name = os.environ.pop(NAME_ENV, "")
+    secret = os.environ.pop(SECRET_ENV, "")
+    if not (address and name and secret):
+        print(
+            "warm worker: started without its member's address, name and secret; a warm member "
+            "starts its workers itself",
+            file=sys.stderr,
+        )
+        return 2
+    guard = Guard()
+    signal.signal(signal.SIGTERM, _terminated)
+    try:
+        connection = connect(address, name, secret)
+    except (OSError, ValueError) as error:
+        print(f"warm worker {name}: cannot reach its member at {address}: {error}", file=sys.stderr)
+        return 1
+    except Stopped as stopped:
+        return stopped.status
+    return Worker(connection, guard, name).run()
+
+
+if __name__ == "__main__":
+    status = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)  # nothing to finalize: skip unloading what tasks imported (a second)

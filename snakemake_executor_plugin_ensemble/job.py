@@ -1,0 +1,37 @@
+"""`python -m snakemake_executor_plugin_ensemble.job ARGS`: `python -m snakemake ARGS` for one
+job, which ends when the job has.
+
+A spawned Snakemake runs one job, and its scheduler's rate limiter (`--max-jobs-per-timespan`,
+100 per second unless set) starts a `threading.Timer` of one timespan after each scheduling round
+to wake the scheduler again. That thread is not a daemon, so the interpreter waits for it before
+it exits: each job's process outlives the job's work by up to a second, and so does the job
+on a warm worker, which ends the way the interpreter would. Once Snakemake's command line has
+returned, its scheduler is done and nothing is left for those timers to wake: this cancels them.
+
+Imported (not run), as a warm worker imports it before forking jobs from itself, it also builds
+Snakemake's argument parser once: that fills Snakemake's plugin registries, singletons that scan
+the whole import path when first used, which is half of what starting a job costs.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+from snakemake.cli import get_argument_parser
+from snakemake.cli import main as snakemake_main
+
+
+def main() -> None:
+    try:
+        snakemake_main(sys.argv[1:])
+    finally:
+        for thread in threading.enumerate():
+            if isinstance(thread, threading.Timer):
+                thread.cancel()
+
+
+if __name__ == "__main__":
+    main()
+else:
+    get_argument_parser()
