@@ -82,7 +82,7 @@ class ReplayMember(Member):
     async def submit(self, spec: JobSpec) -> int:
         kind = self.kind_of(spec)
         jobid = next(self._ids)
-        if TOKEN_ATTRIBUTE in spec.attributes:
+        if self.remember and TOKEN_ATTRIBUTE in spec.attributes:
             self._tokens[spec.attributes[TOKEN_ATTRIBUTE]] = jobid
         if kind == HOLD:
             steps = next(self._cycles["success"])
