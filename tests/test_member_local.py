@@ -202,6 +202,29 @@ def test_environment_and_cwd(tmp_path, log_dir):
     assert (tmp_path / "here.txt").read_text() == "hello\n"
 
 
+def test_tasks_get_the_environment_as_it_is_at_their_start_and_keep_the_marker(
+    monkeypatch, tmp_path, log_dir
+):
+    member = LocalMember(cores=1, log_dir=log_dir)
+    marker = f"{member._marker}={os.getpid()}"
+    show = 'echo "late=$LATE"; env | grep ^ENSEMBLE_LOCAL_RUN_'
+    specs = [
+        JobSpec(command=["sh", "-c", f"sleep 0.3; {show}"], stdout=str(tmp_path / "first")),
+        JobSpec(
+            command=["sh", "-c", show],
+            environment={member._marker: "the job's own"},
+            stdout=str(tmp_path / "second"),
+        ),
+    ]
+
+    async def change_the_environment(member, ids):
+        monkeypatch.setenv("LATE", "yes")  # the first job runs, the second waits for its core
+
+    run_jobs(member, specs, during=change_the_environment)
+    assert (tmp_path / "first").read_text() == f"late=\n{marker}\n"
+    assert (tmp_path / "second").read_text() == f"late=yes\n{marker}\n"
+
+
 def test_bad_settings_and_unknown_member():
     with pytest.raises(MemberError, match="at least 1"):
         LocalMember(cores=-1)
@@ -259,11 +282,26 @@ def test_empty_output_files_are_removed_and_the_rest_kept(log_dir):
     talks = JobSpec(command=["echo", "hi"], group="talks")
     fails = JobSpec(command=["sh", "-c", "echo why >&2; exit 3"], group="fails")
     ids, _ = run_jobs(member, [*quiet, talks, fails])
-    assert sorted(os.listdir(log_dir)) == [f"fails-{ids[21]}.err", f"talks-{ids[20]}.out"]
+    run_dir = member.output_dir
+    assert os.listdir(log_dir) == [run_dir.name]
+    assert sorted(os.listdir(run_dir)) == [f"fails-{ids[21]}.err", f"talks-{ids[20]}.out"]
     assert member.log_paths(ids[0]) == []
-    assert member.log_paths(ids[20]) == [f"{log_dir}/talks-{ids[20]}.out"]
+    assert member.log_paths(ids[20]) == [f"{run_dir}/talks-{ids[20]}.out"]
     (failed,) = member.log_paths(ids[21])
     assert Path(failed).read_text() == "why\n"
+
+
+def test_each_run_writes_into_a_directory_of_its_own_and_a_quiet_run_leaves_none(log_dir):
+    runs = [LocalMember(log_dir=log_dir) for _ in range(3)]
+    said = ["one", "two", None]
+    for member, text in zip(runs, said, strict=True):
+        ids, _ = run_jobs(member, [JobSpec(command=["echo", text] if text else ["true"])])
+        assert ids == [1]  # job ids start at 1 in every run
+    first, second, quiet = (member.output_dir for member in runs)
+    assert len({first, second, quiet}) == 3
+    assert sorted(os.listdir(log_dir)) == sorted([first.name, second.name])
+    assert (first / "default-1.out").read_text() == "one\n"
+    assert (second / "default-1.out").read_text() == "two\n"
 
 
 def test_a_named_output_file_that_existed_before_is_kept(tmp_path, log_dir):
@@ -286,12 +324,11 @@ def test_output_per_group_or_per_run_is_labelled_by_job(tmp_path, log_dir, mode,
         JobSpec(command=["echo", "mine"], group="b", stdout=str(own)),
     ]
     ids, events = run_jobs(member, specs)
-    assert sorted(os.listdir(log_dir)) == files
+    run_dir = member.output_dir
+    assert sorted(os.listdir(run_dir)) == files
     lines = []
     for name in files:
-        header, *body = (Path(log_dir) / name).read_text().splitlines()
-        assert header.startswith("# local member (pid ")
-        lines += body
+        lines += (run_dir / name).read_text().splitlines()
     first, missing = f"a-{ids[0]}", f"b-{ids[2]}"
     assert sorted(lines) == sorted(
         [f"{first}.out: one", f"{first}.out: one", f"{first}.out: two", f"{first}.out: two",
@@ -299,9 +336,9 @@ def test_output_per_group_or_per_run_is_labelled_by_job(tmp_path, log_dir, mode,
          f"{missing}.err: ensemble: task 0: start failed: [Errno 2] No such file or directory: "
          "'no-such-command-xyz'"]
     )  # fmt: skip
-    assert member.log_paths(ids[0]) == [f"{log_dir}/{files[0]}"]
+    assert member.log_paths(ids[0]) == [f"{run_dir}/{files[0]}"]
     assert member.log_paths(ids[1]) == []
-    assert member.log_paths(ids[2]) == [f"{log_dir}/{files[-1]}"]
+    assert member.log_paths(ids[2]) == [f"{run_dir}/{files[-1]}"]
     mine = tmp_path / f"own-{ids[3]}.out"
     assert mine.read_text() == "mine\n" and member.log_paths(ids[3]) == [str(mine)]
     assert outcome_of(events[ids[2]]).exit_code == 127
@@ -315,10 +352,10 @@ def test_names_cannot_leave_the_log_directory(tmp_path):
         specs = [JobSpec(command=["echo", "hi"], group=group) for group in groups]
         ids, _ = run_jobs(member, specs)
         written = sorted(p.relative_to(tmp_path / mode) for p in (tmp_path / mode).rglob("*"))
-        names = sorted(os.listdir(log_dir))
-        assert written == [Path("deep"), Path("deep/logs")] + [
-            Path("deep/logs", name) for name in names
-        ]
+        run_dir = member.output_dir
+        names = sorted(os.listdir(run_dir))
+        run = Path("deep", "logs", run_dir.name)
+        assert written == [Path("deep"), Path("deep/logs"), run] + [run / name for name in names]
         if mode == "job":
             safe = ["_.._x", "_etc_evil", "_", "a_b", "line_break", "hidden", "_"]
             assert names == sorted(
@@ -327,7 +364,7 @@ def test_names_cannot_leave_the_log_directory(tmp_path):
         else:
             assert names == ["_.._x.log", "_.log", "_etc_evil.log", "a_b.log", "hidden.log",
                              "line_break.log"]  # fmt: skip
-            assert "\nbreak" not in (log_dir / "line_break.log").read_text()
+            assert "\nbreak" not in (run_dir / "line_break.log").read_text()
 
 
 # Errors end one job, never the member -----------------------------------------------------------
@@ -446,8 +483,8 @@ def test_nothing_starts_after_close_and_output_is_closed(log_dir):
     assert seen == {"second started": False}
     assert outcome_of(events[ids[1]]).outcome is Outcome.CANCELLED
     assert "alloc" not in [e.name for e in events[ids[1]]]
-    lines = (Path(log_dir) / "ensemble.log").read_text().splitlines()
-    assert lines[1:] == [f"default-{ids[0]}.out: before"]
+    lines = (member.output_dir / "ensemble.log").read_text().splitlines()
+    assert lines == [f"default-{ids[0]}.out: before"]
 
 
 def test_a_failing_memory_watch_stays_inside_the_member(monkeypatch, log_dir):

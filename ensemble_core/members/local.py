@@ -8,6 +8,10 @@ on the event loop: nothing polls, except the memory watch of jobs that set a mem
 
 Whatever goes wrong with one job ends that job (Flux's `exec` exception, then `clean`), never the
 member: no callback of the member lets an exception reach the event loop.
+
+The jobs end with the controller, also when it is killed with SIGKILL: a reaper process started
+with the member kills every process of its jobs when the controller's end closes its pipe
+(`local_lifeline`). A restarted controller submits again what was running.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from typing import Any
 from ensemble_core.errors import MemberError
 from ensemble_core.events import JobEvent
 from ensemble_core.members.base import EmitEvent, Member
+from ensemble_core.members.local_environment import TaskEnvironment
+from ensemble_core.members.local_lifeline import Lifeline, new_marker
 from ensemble_core.members.local_output import OUTPUT_MODES, JobOutput, OutputError, Outputs
 from ensemble_core.members.local_scheduler import Capacity, Scheduler, Share
 from ensemble_core.spec import JobSpec
@@ -65,6 +71,7 @@ class LocalMember(Member):
     """Processes on this machine, with Flux's events and outcomes."""
 
     name = "local"
+    jobs_end_with_controller = True
 
     def __init__(
         self,
@@ -101,6 +108,9 @@ class LocalMember(Member):
         self.reserve_after = reserve_after
         self.grace_seconds = grace_seconds
         self._outputs = Outputs(self.log_dir, output)
+        self._marker = new_marker()
+        self._environment = TaskEnvironment({self._marker: str(os.getpid())})
+        self._lifeline: Lifeline | None = None
         self._ids = itertools.count(1)
         self._jobs: dict[int, _Job] = {}  # every job not yet clean
         self._running: dict[int, _Job] = {}
@@ -117,12 +127,31 @@ class LocalMember(Member):
     def nodes(self) -> list[Any]:
         return self._scheduler.nodes
 
+    @property
+    def output_dir(self) -> Path:
+        """This run's directory under log_dir (once started): its jobs' files go there."""
+        return self._outputs.run_dir
+
+    @property
+    def reaper_pid(self) -> int | None:
+        """The process that ends the jobs if this one is killed, while the member runs."""
+        return None if self._lifeline is None else self._lifeline.pid
+
     # Member protocol --------------------------------------------------------------------------
 
     async def start(self, emit: EmitEvent) -> None:
         self._emit = emit
         self._loop = asyncio.get_running_loop()
-        self._outputs.start()
+        try:
+            self._outputs.start()
+        except OutputError as error:
+            raise MemberError(f"local member: {error}") from None
+        self._lifeline = Lifeline(self._marker, self._outputs.run_dir)
+        try:
+            self._lifeline.start(self._loop)
+        except MemberError:
+            self._outputs.close()
+            raise
 
     async def submit(self, spec: JobSpec) -> int:
         if self._closed:
@@ -179,6 +208,7 @@ class LocalMember(Member):
             "cores_per_node": self.cores,
             "memory_mb_per_node": self.memory_mb,
             "gpus_per_node": self.gpus,
+            **({"output_dir": str(self.output_dir)} if self.output_dir.is_dir() else {}),
         }
 
     def log_paths(self, jobid: Any) -> list[str]:
@@ -190,7 +220,8 @@ class LocalMember(Member):
         return job.output.paths() if job.output is not None else []
 
     async def close(self) -> None:
-        """Kill what still runs and close every output; nothing starts after this."""
+        """Kill what still runs and close every output; nothing starts after this. The reaper
+        is told the jobs are ended, and exits."""
         self._closed = True
         for job in list(self._running.values()):
             self._signal(job, signal.SIGKILL)
@@ -198,6 +229,8 @@ class LocalMember(Member):
         if self._memory_watch is not None:
             self._memory_watch.cancel()
         self._outputs.close()
+        if self._lifeline is not None:
+            await self._lifeline.close()
 
     # Scheduling -------------------------------------------------------------------------------
 
@@ -233,12 +266,9 @@ class LocalMember(Member):
         self._running[job.jobid] = job
         self._event(job.jobid, "alloc")
         output = job.output = self._outputs.for_job(job.jobid, spec)
-        environment = {**os.environ, **spec.environment}
-        environment.update(
-            ENSEMBLE_JOB_ID=str(job.jobid), ENSEMBLE_GROUP=spec.group, FLUX_JOB_SIZE=str(spec.tasks)
-        )
+        environment = self._environment.for_job(job.jobid, spec)
         for rank in range(spec.tasks):
-            environment["FLUX_TASK_RANK"] = str(rank)
+            environment[b"FLUX_TASK_RANK"] = b"%d" % rank
             try:
                 stdout, stderr = output.open()
             except OutputError as error:

@@ -1,26 +1,32 @@
 """Where the local member's jobs write: one file per job, or one per group or per run.
 
-Per job (the default), each job writes `<log_dir>/<group>-<id>.out` and `.err`; a file the member
-created that is still empty when the job ends is removed, so 20,000 quiet jobs leave no files.
-Ensembles of many small jobs may rather collect output per group (`<log_dir>/<group>.log`) or per
-run (`<log_dir>/ensemble.log`), as HyperQueue's output streaming does: the member reads each job's
-output through pipes and appends it line by line, each line labelled with the job
+Every run (every start of the member) writes into a directory of its own under `log_dir`, named
+by the time it started (`<log_dir>/20261123-031500/`, `-2` and so on if that name is taken), so
+a run never appends to an older run's files although job ids start at 1 in each. A run whose
+jobs wrote nothing leaves no directory: it is removed at `close` when empty (and by the reaper
+if the controller was killed).
+
+Per job (the default), each job writes `<run dir>/<group>-<id>.out` and `.err`; a file the
+member created that is still empty when the job ends is removed, so 20,000 quiet jobs leave no
+files. Ensembles of many small jobs may rather collect output per group (`<run dir>/<group>.log`)
+or per run (`<run dir>/ensemble.log`), as HyperQueue's output streaming does: the member reads
+each job's output through pipes and appends it line by line, each line labelled with the job
 (`<group>-<id>.out: ` or `.err: `). A job that names its own `stdout`/`stderr` (the Snakemake and
 Parsl front doors do) writes there in every mode.
 
 Names that become paths (a group such as `../../x`) are made safe first, so nothing the member
-composes leaves `log_dir`.
+composes leaves the run's directory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import errno
 import logging
 import os
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -77,30 +83,45 @@ class Outputs:
     def __init__(self, log_dir: Path, mode: str) -> None:
         self.log_dir = log_dir
         self.mode = mode
+        #: This run's own directory under log_dir, made by `start`.
+        self.run_dir = log_dir
         self._made_dirs: set[Path] = set()
         self._shared: dict[str, SharedLog] = {}
 
     def start(self) -> None:
-        _make_dir(self.log_dir, self._made_dirs)
+        """Make log_dir and the run's directory in it; OutputError says why it cannot be."""
+        try:
+            _make_dir(self.log_dir, self._made_dirs)
+            self.run_dir = _new_run_dir(self.log_dir)
+        except OSError as error:
+            raise OutputError(
+                f"log_dir: cannot make a directory for the run's output in {self.log_dir}: "
+                f"{error.strerror or error}"
+            ) from None
+        self._made_dirs.add(self.run_dir)
 
     def for_job(self, jobid: int, spec: JobSpec) -> JobOutput:
         label = f"{safe_name(spec.group)}-{jobid}"
         if spec.stdout or spec.stderr or self.mode == "job":
-            stdout = _expand(spec.stdout, jobid) or self.log_dir / f"{label}.out"
+            stdout = _expand(spec.stdout, jobid) or self.run_dir / f"{label}.out"
             stderr = _expand(spec.stderr, jobid) or (
-                stdout if spec.stdout else self.log_dir / f"{label}.err"
+                stdout if spec.stdout else self.run_dir / f"{label}.err"
             )
             return JobFiles(stdout, stderr, self._made_dirs)
         name = RUN_LOG if self.mode == "run" else f"{safe_name(spec.group)}.log"
         shared = self._shared.get(name)
         if shared is None:
-            shared = self._shared[name] = SharedLog(self.log_dir / name, self._made_dirs)
+            shared = self._shared[name] = SharedLog(self.run_dir / name, self._made_dirs)
         return LabelledPipes(shared, label)
 
     def close(self) -> None:
+        """Close the shared logs; the run's directory goes if nothing was left in it."""
         for shared in self._shared.values():
             shared.close()
         self._shared.clear()
+        if self.run_dir != self.log_dir:
+            with contextlib.suppress(OSError):  # not empty: the run's output stays
+                self.run_dir.rmdir()
 
 
 class JobFiles:
@@ -177,9 +198,6 @@ class SharedLog:
                 raise OutputError(
                     f"cannot open the output file {self.path}: {error.strerror or error}"
                 ) from None
-            # Job ids start at 1 in every run: a header tells runs appended to one file apart.
-            started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-            _write_all(self._fd, f"# local member (pid {os.getpid()}) from {started}\n".encode())
         _write_all(self._fd, data)
 
     def close(self) -> None:
@@ -301,6 +319,20 @@ def _make_dir(path: Path, made: set[Path]) -> None:
         except FileExistsError:
             raise NotADirectoryError(errno.ENOTDIR, f"{path} is not a directory") from None
         made.add(path)
+
+
+def _new_run_dir(log_dir: Path) -> Path:
+    """A directory no other run has, named by the time: made here, so two runs that start in
+    the same second (in one process or two) get two."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path, number = log_dir / stamp, 1
+    while True:
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            number += 1
+            path = log_dir / f"{stamp}-{number}"
 
 
 def _expand(path: str | None, jobid: int) -> Path | None:

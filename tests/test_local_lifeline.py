@@ -1,0 +1,126 @@
+"""The local member's jobs end with the controller, however it ends (its reaper, local_lifeline).
+
+A controller here is a Python process of its own driving a LocalMember, killed with SIGKILL as
+the kernel's OOM killer or `kill -9` would: no code of it runs after that. What its jobs started
+must go too: a shell's children in the task's process group, a grandchild that made a session
+of its own (`setsid`), and one that dropped its environment (`env -i`) but stayed in the group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from ensemble_core.members.local import LocalMember
+from ensemble_core.spec import JobSpec
+
+CONTROLLER = """
+    import asyncio, sys
+    from ensemble_core.members.local import LocalMember
+    from ensemble_core.spec import JobSpec
+
+    async def main():
+        member = LocalMember(cores=4, log_dir="logs")
+        await member.start(lambda event: None)
+        for command in sys.argv[1:]:
+            await member.submit(JobSpec(command=["bash", "-c", command]))
+        print(member.reaper_pid, member.output_dir, flush=True)
+        await asyncio.sleep(600)
+
+    asyncio.run(main())
+"""
+
+
+def test_a_controller_killed_with_sigkill_leaves_no_process_of_its_jobs(tmp_path: Path):
+    tag = f"lifeline-{os.getpid()}-{time.monotonic_ns()}"
+    commands = [
+        f"(exec -a {tag}-background sleep 300) & exec -a {tag}-shell sleep 300",
+        f"setsid bash -c 'exec -a {tag}-own-session sleep 300' & wait",
+        f"env -i bash -c 'exec -a {tag}-no-environment sleep 300' & wait",
+        f"echo said; exec -a {tag}-talks sleep 300",
+    ]
+    (tmp_path / "controller.py").write_text(textwrap.dedent(CONTROLLER))
+    controller = subprocess.Popen(
+        [sys.executable, "controller.py", *commands],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+    )
+    try:
+        assert controller.stdout is not None
+        reaper, run_dir = controller.stdout.readline().split()
+        until(lambda: len(started_as(tag)) == 5, "the jobs never started")
+        time.sleep(0.2)  # the talking job has written its line
+    finally:
+        controller.kill()
+        controller.wait()
+    until(lambda: processes_with(tag) == [], "processes of the jobs outlived the controller")
+    until(lambda: not alive(int(reaper)), "the reaper did not exit")
+    # Empty files were removed as a job's end removes them; the output kept.
+    assert os.listdir(tmp_path / run_dir) == ["default-4.out"]
+    assert (tmp_path / run_dir / "default-4.out").read_text() == "said\n"
+
+
+def test_a_quiet_close_ends_the_reaper_and_a_killed_reaper_is_replaced(log_dir):
+    member = LocalMember(log_dir=log_dir)
+    seen: dict[str, object] = {}
+
+    async def main() -> None:
+        await member.start(lambda event: None)
+        first = member.reaper_pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if member.reaper_pid not in (None, first):
+                break
+        seen["replaced"] = member.reaper_pid not in (None, first)
+        second = member.reaper_pid
+        await member.close()
+        seen["after close"] = (member.reaper_pid, alive(second))
+
+    asyncio.run(main())
+    assert seen == {"replaced": True, "after close": (None, False)}
+    assert os.listdir(log_dir) == []  # no job wrote: the run's directory went at close
+
+
+def until(condition, failure: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, failure
+        time.sleep(0.05)
+
+
+def alive(pid: int) -> bool:
+    """Whether the process runs (a zombie whose parent has not reaped it does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def started_as(tag: str) -> list[str]:
+    return [command for command in processes_with(tag) if command.startswith(tag)]
+
+
+def processes_with(text: str) -> list[str]:
+    """Command lines of the processes that contain `text` (not counting this test's own)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            command = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if text in command:
+            found.append(command)
+    return found
