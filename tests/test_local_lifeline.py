@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 from ensemble_core.members.local import LocalMember
-from ensemble_core.spec import JobSpec
 
 CONTROLLER = """
     import asyncio, sys
