@@ -16,17 +16,18 @@ import logging
 import os
 import time
 from collections import deque
+from collections.abc import Iterator
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 from ensemble_core.errors import MemberError
 from ensemble_core.events import JobEvent
-from ensemble_core.members.base import EmitEvent, Member
+from ensemble_core.members.base import TOKEN_ATTRIBUTE, EmitEvent, Member
 from ensemble_core.members.flux_oom import find_report as find_oom_report
 from ensemble_core.members.flux_oom import killed_by_sigkill
-from ensemble_core.members.flux_stream import EventStream
+from ensemble_core.members.flux_stream import EventStream, eventlog_events
 from ensemble_core.spec import JobSpec
-from ensemble_core.translate.flux import to_flux
+from ensemble_core.translate.flux import attribute_fields, to_flux
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,19 @@ _CONNECTION_ERRNOS = {errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN, errno.ECONN
 #: A submission's result, handed from the command thread to the loop:
 #: (output paths, the submitter's future, the job id or None, the error or None).
 Submitted = tuple[list[str], "asyncio.Future[int]", int | None, Exception | None]
+#: Requests to the job manager in flight at once while adopting jobs.
+LOOKUP_BATCH = 512
+#: Its answers that mean "no such job of ours": never known ("unknown job"), purged, or
+#: another user's.
+_NOT_THERE = {errno.EINVAL, errno.ENOENT, errno.EPERM}
+
+
+class Adopted(NamedTuple):
+    """What the instance keeps of a job: its token, output files and eventlog so far."""
+
+    token: str | None
+    paths: list[str]
+    events: list[JobEvent]
 
 
 def import_flux() -> ModuleType:
@@ -118,6 +132,10 @@ class FluxMember(Member):
     (`exception` of type `member`, then `clean`; the Flux job is cancelled). Only an event stream
     that cannot be resumed within `reconnect_timeout` seconds concerns every job: the member then
     calls `on_lost`.
+
+    Each job carries the controller's token (`TOKEN_ATTRIBUTE`) as a user attribute of its
+    jobspec, so a restarted controller's member finds it again (`adopt`). `close` leaves every
+    job as it is: the controller cancels the jobs it wants gone before it closes the member.
     """
 
     name = "flux"
@@ -197,7 +215,7 @@ class FluxMember(Member):
             jobspec = json.dumps(self.jobspec(spec))
         except (ValueError, TypeError) as exc:
             raise MemberError(f"Flux cannot run this job: {exc}") from None
-        paths = self._paths(spec)
+        paths = output_paths(spec.cwd, spec.stdout, spec.stderr)
         for path in paths:  # Flux's job shell opens output files but makes no directory
             with contextlib.suppress(OSError):
                 os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -223,6 +241,46 @@ class FluxMember(Member):
         except (TypeError, ValueError):
             raise MemberError(f"the Flux member has no job {jobid!r}") from None
         await self._in_commands(self._cancel, number)
+
+    async def adopt(self, jobs: list[tuple[Any, str]]) -> dict[str, Any]:
+        """Follow jobs a previous controller submitted: by id where it was learned, else by the
+        token in their jobspec (the user's jobs are listed, newest first, until every token is
+        found). A job is ours only if its jobspec carries its token. Once this returns, each
+        found job's eventlog so far, as the job manager holds it, is emitted, then what the
+        journal brought since the job was looked for (the member drops what repeats); from then
+        on the job is followed like one the member submitted."""
+        if self._loop is None or self._stream is None:
+            raise MemberError("the Flux member is not started. Call start() before adopt()")
+        ids: dict[str, int] = {token: int(jobid) for jobid, token in jobs if jobid is not None}
+        lost = {token for jobid, token in jobs if jobid is None}
+        if lost:
+            ids |= await self._in_commands(self._find_tokens, lost, set(ids.values()))
+        for jobid in ids.values():  # the stream's events of these jobs are held from now on
+            self._ours.add(jobid)
+            self._releasing.setdefault(jobid, [])
+            self._stream.watch(jobid)
+        try:
+            kept = await self._in_commands(self._read_jobs, list(ids.values()))
+        except BaseException:
+            for jobid in ids.values():
+                self._forget(jobid)
+            raise
+        found: dict[str, Any] = {}
+        for token, jobid in ids.items():
+            job = kept.get(jobid)
+            if job is not None and job.token == token:
+                found[token] = jobid
+        for jobid in set(ids.values()) - set(found.values()):
+            self._forget(jobid)
+        for jobid in found.values():
+            job = kept[jobid]
+            if job.paths:
+                self._outputs[jobid] = job.paths
+            self._releasing[jobid] = job.events + self._releasing[jobid]
+            # After this returns, as for a submission: the controller knows the id by then.
+            self._loop.call_soon(self._release, jobid)
+        log.info("flux member: adopted %d of %d job(s)", len(found), len(jobs))
+        return found
 
     async def grow(self, value: int) -> str:
         return await self._in_commands(self._resize, self._undrain, value)
@@ -344,6 +402,50 @@ class FluxMember(Member):
             self._cancel(jobid)
         except MemberError as exc:
             log.warning("%s", exc)
+
+    def _getattr(self, ids: list[int], attrs: list[str]) -> Iterator[tuple[int, dict | None]]:
+        """(id, the job's `attrs` as the job manager holds them, or None if it has no such job
+        of ours), with up to `LOOKUP_BATCH` requests in flight. The job manager, not the KVS:
+        an event it sent on the journal is in its eventlog already, while its KVS commit may
+        still be under way."""
+        for first in range(0, len(ids), LOOKUP_BATCH):
+            chunk = ids[first : first + LOOKUP_BATCH]
+            futures = [
+                self._handle.rpc("job-manager.getattr", {"id": jobid, "attrs": attrs})
+                for jobid in chunk
+            ]
+            for jobid, future in zip(chunk, futures, strict=True):
+                try:
+                    yield jobid, future.get()
+                except OSError as exc:
+                    if exc.errno not in _NOT_THERE:
+                        raise
+                    yield jobid, None
+
+    def _find_tokens(self, tokens: set[str], skip: set[int]) -> dict[str, int]:
+        """{token: id} of the user's jobs whose jobspec carries one of `tokens`."""
+        assert self._flux is not None
+        listing = self._flux.job.job_list(self._handle, max_entries=0, attrs=[]).get_jobs()
+        candidates = sorted({int(job["id"]) for job in listing} - skip, reverse=True)
+        found: dict[str, int] = {}
+        for jobid, answer in self._getattr(candidates, ["jobspec"]):
+            token = _token(answer)
+            if token in tokens and token not in found:
+                found[token] = jobid
+                if len(found) == len(tokens):
+                    break
+        return found
+
+    def _read_jobs(self, ids: list[int]) -> dict[int, Adopted]:
+        """What the instance keeps of each of these jobs (those it has)."""
+        kept: dict[int, Adopted] = {}
+        for jobid, answer in self._getattr(ids, ["jobspec", "eventlog"]):
+            if answer is not None:
+                fields = attribute_fields(_jobspec(answer).get("attributes") or {})
+                paths = output_paths(fields["cwd"], fields["stdout"], fields["stderr"])
+                events = eventlog_events(jobid, answer.get("eventlog") or [])
+                kept[jobid] = Adopted(_token(answer), paths, events)
+        return kept
 
     def _find_oom(self, jobid: int, paths: list[str]) -> str | None:
         try:
@@ -577,9 +679,24 @@ class FluxMember(Member):
     def _uri(self) -> str | None:
         return self.flux_uri or os.environ.get("FLUX_URI")
 
-    @staticmethod
-    def _paths(spec: JobSpec) -> list[str]:
-        """The job's output files, absolute: relative ones are taken from the job's directory."""
-        base = spec.cwd or os.getcwd()
-        paths = [os.path.join(base, path) for path in (spec.stdout, spec.stderr) if path]
-        return list(dict.fromkeys(paths))
+
+def output_paths(cwd: str | None, stdout: str | None, stderr: str | None) -> list[str]:
+    """A job's output files, absolute: relative ones are taken from the job's directory."""
+    base = cwd or os.getcwd()
+    return list(dict.fromkeys(os.path.join(base, path) for path in (stdout, stderr) if path))
+
+
+def _jobspec(answer: dict[str, Any]) -> dict[str, Any]:
+    """The jobspec of a `job-manager.getattr` answer."""
+    jobspec = answer.get("jobspec")
+    return jobspec if isinstance(jobspec, dict) else {}
+
+
+def _token(answer: dict[str, Any] | None) -> str | None:
+    """The controller's token in a looked-up jobspec, if it has one."""
+    if answer is None:
+        return None
+    try:
+        return _jobspec(answer)["attributes"]["user"].get(TOKEN_ATTRIBUTE)
+    except (KeyError, TypeError, AttributeError):
+        return None  # not a jobspec this member wrote

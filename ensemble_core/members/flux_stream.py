@@ -15,6 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 from ensemble_core.events import JobEvent
@@ -41,6 +42,12 @@ def to_job_event(jobid: Any, event: Any) -> JobEvent:
         note = f"the flux member could not read a Flux event of this job ({exc!r})"
         context = {"type": "member", "severity": 0, "note": note}
         return JobEvent(int(jobid), "exception", time.time(), context)
+
+
+def eventlog_events(jobid: int, entries: list[dict[str, Any]]) -> list[JobEvent]:
+    """A job's eventlog as the job manager answers `getattr` (RFC 18 entries, in order) as
+    `JobEvent`s; an entry that cannot be read ends the job, as `to_job_event` says."""
+    return [to_job_event(jobid, SimpleNamespace(**{"context": None, **e})) for e in entries]
 
 
 class EventStream:
