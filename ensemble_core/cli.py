@@ -101,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from ensemble_core.control.command import add_control_parsers
+    from ensemble_core.control.serve import add_control_flags
     from ensemble_core.members import MEMBERS
 
     parser = argparse.ArgumentParser(
@@ -120,6 +122,7 @@ def _parser() -> argparse.ArgumentParser:
         help="more rules, by path or shared name (retry-oom, retry-timeout, grow-on-backlog)",
     )
     _output_flags(run)
+    add_control_flags(run)
     run.add_argument("--allow-custom", action="store_true", help="allow custom actions to run")
     state = run.add_argument_group("state (resume a run whose controller was killed, or detach)")
     state.add_argument(
@@ -160,6 +163,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     attach.add_argument("state", metavar="DIR", help="the state directory of the run")
     _output_flags(attach)
+    add_control_flags(attach)
     attach.set_defaults(command=_attach)
 
     validate = commands.add_parser("validate", help="check an ensemble or rules file")
@@ -172,6 +176,7 @@ def _parser() -> argparse.ArgumentParser:
     from ensemble_core.translate.command import add_translate_parser
 
     add_translate_parser(commands)
+    add_control_parsers(commands)
     return parser
 
 
@@ -238,6 +243,7 @@ def _journal(args: argparse.Namespace, config: EnsembleFile, command: dict[str, 
     """The run's state journal: --state, or the default beside the file (where it cannot be
     made, the run goes on without one and says so)."""
     from ensemble_core.runs import default_state_dir, digest, open_state
+
     directory = args.state or default_state_dir(args.file)
     command["digest"] = digest(config)
     try:
@@ -254,8 +260,9 @@ def _journal(args: argparse.Namespace, config: EnsembleFile, command: dict[str, 
 
 def _follow(args: argparse.Namespace, config: EnsembleFile, member: Any, journal: Any) -> int:
     """Run (or resume) the ensemble to its end, or until it is detached; the exit status."""
+    from ensemble_core.control.serve import start_controls
     from ensemble_core.ensemble import Ensemble
-    from ensemble_core.report import status_line
+    from ensemble_core.progress import Progress, planned_jobs
 
     if config.logging.debug:
         logging.getLogger().setLevel(logging.INFO)
@@ -263,18 +270,20 @@ def _follow(args: argparse.Namespace, config: EnsembleFile, member: Any, journal
     signals: Signals = args.signals
     signals.ensemble = ensemble  # from here on a signal stops the ensemble
     detached = False
+    shown: list[Any] = []  # the control transports and the progress display, closed first
     try:
         ensemble.start()
+        shown.append(start_controls(ensemble, journal, args))
         if args.detach:
             detached = ensemble.settle()
             return _detached(args, ensemble, journal)
-        live = sys.stderr.isatty() and not args.json
+        if not args.json:
+            shown.append(Progress(ensemble, planned=planned_jobs(config)))
         while not ensemble.wait(STATUS_SECONDS):
-            if live:
-                print(f"\r\033[K{status_line(ensemble.snapshot())}", end="", file=sys.stderr)
-        if live:
-            print("\r\033[K", end="", file=sys.stderr)
+            pass
     finally:
+        for part in reversed(shown):
+            part.close()
         ensemble.close(detach=detached)
     return _report(args, ensemble, signals)
 

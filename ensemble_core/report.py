@@ -1,4 +1,4 @@
-"""The end-of-run summary and the live status line, as text for a terminal."""
+"""The end-of-run summary, as text for a terminal (the live display is progress.py)."""
 
 from __future__ import annotations
 
@@ -6,19 +6,6 @@ from typing import Any
 
 COLUMNS = ("submitted", "running", "success", "failed", "cancelled", "resubmitted")
 EXTRA = ("oom", "timeout", "unsatisfiable", "node-failure")
-
-
-def status_line(snapshot: dict[str, Any]) -> str:
-    """One line: per group submitted / running / done / failed."""
-    parts = []
-    for group, entry in snapshot["groups"].items():
-        done = entry.get("success", 0)
-        failed = entry.get("failed", 0) + entry.get("cancelled", 0)
-        parts.append(
-            f"{group}: {entry.get('submitted', 0)} sub {entry.get('running', 0)} run "
-            f"{done} ok {failed} bad"
-        )
-    return " | ".join(parts) or "no jobs yet"
 
 
 def summary_table(snapshot: dict[str, Any]) -> str:
