@@ -45,7 +45,8 @@ def warm_problem(values: dict[str, Any]) -> tuple[str, str] | None:
     if given and workers is None:
         return (
             given[0],
-            "is a warm-worker setting: set workers too (the number of warm workers), or drop it",
+            "only applies with workers set (the number of warm workers): set workers too, or "
+            "drop it",
         )
     max_workers = values.get("max_workers")
     if workers is not None and max_workers is not None and max_workers < workers:
