@@ -19,6 +19,9 @@ from pathlib import Path
 
 from ensemble_core.members.local import LocalMember
 
+#: How long the reaper may take to end every process of the jobs (it takes well under 1 s).
+GONE_SECONDS = 10
+
 CONTROLLER = """
     import asyncio, sys
     from ensemble_core.members.local import LocalMember
@@ -55,13 +58,17 @@ def test_a_controller_killed_with_sigkill_leaves_no_process_of_its_jobs(tmp_path
     try:
         assert controller.stdout is not None
         reaper, run_dir = controller.stdout.readline().split()
-        until(lambda: len(started_as(tag)) == 5, "the jobs never started")
+        until(lambda: len(started_as(tag)) == 5, "the jobs never started", controller)
         time.sleep(0.2)  # the talking job has written its line
     finally:
         controller.kill()
         controller.wait()
-    until(lambda: processes_with(tag) == [], "processes of the jobs outlived the controller")
-    until(lambda: not alive(int(reaper)), "the reaper did not exit")
+    until(
+        lambda: processes_with(tag) == [],
+        "processes of the jobs outlived the controller",
+        timeout=GONE_SECONDS,
+    )
+    until(lambda: not alive(int(reaper)), "the reaper did not exit", timeout=GONE_SECONDS)
     # Empty files were removed as a job's end removes them; the output kept.
     assert os.listdir(tmp_path / run_dir) == ["default-4.out"]
     assert (tmp_path / run_dir / "default-4.out").read_text() == "said\n"
@@ -90,10 +97,14 @@ def test_a_quiet_close_ends_the_reaper_and_a_killed_reaper_is_replaced(log_dir):
     assert os.listdir(log_dir) == []  # no job wrote: the run's directory went at close
 
 
-def until(condition, failure: str, timeout: float = 10) -> None:
+def until(
+    condition, failure: str, process: subprocess.Popen | None = None, timeout: float = 60
+) -> None:
+    """Wait for `condition`; fail saying `failure` at the timeout, or if `process` ended."""
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, failure
+        assert process is None or process.poll() is None, f"{failure}: it exited"
         time.sleep(0.05)
 
 
@@ -106,8 +117,9 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def started_as(tag: str) -> list[str]:
-    return [command for command in processes_with(tag) if command.startswith(tag)]
+def started_as(text: str) -> list[str]:
+    """Command lines that begin with `text`."""
+    return [command for command in processes_with(text) if command.startswith(text)]
 
 
 def processes_with(text: str) -> list[str]:
