@@ -1,0 +1,130 @@
+"""The three front doors with warm workers on the local member: `ensemble run` with
+`member: {workers: N}`, `EnsembleExecutor(workers=N)` and `snakemake --ensemble-workers N`.
+Each shows its tasks ran forked in a worker and that retry-oom saves a warm task as it saves a
+job."""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+from pathlib import Path
+
+import parsl
+import pytest
+from parsl import bash_app, python_app
+from parsl.app.errors import BashExitFailure
+from parsl.config import Config
+from test_cli import ensemble
+from test_snakemake_plugin import ALLOCATE, run_snakemake, write_snakefile
+
+from ensemble_core.members.warm import WarmMember
+from parsl_ensemble import EnsembleExecutor
+
+WARM_WORKER = "ensemble_core.members.warm_worker"
+
+
+def test_ensemble_run_with_workers(tmp_path):
+    spec = tmp_path / "warm.yaml"
+    spec.write_text(
+        textwrap.dedent(
+            f"""
+            member: {{workers: 2, log_dir: {tmp_path / "logs"}}}
+            jobs:
+              - {{name: probe, command: "sh -c 'cat /proc/$PPID/cmdline > probe-$ENSEMBLE_JOB_ID'",
+                 count: 3}}
+              - name: hungry
+                command: [python3, -c, "import time; b = b'x' * (150 << 20); time.sleep(1)"]
+                memory: 100
+            rules:
+              - trigger: start
+                action: {{name: submit, label: probe}}
+              - trigger: start
+                action: {{name: submit, label: hungry}}
+              - trigger: job-oom
+                action: {{name: resubmit, resources: {{mem_mb: x2}}}}
+            """
+        )
+    )
+    result = ensemble("run", str(spec), "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["groups"]["probe"]["success"] == 3
+    assert (report["groups"]["hungry"]["oom"], report["groups"]["hungry"]["success"]) == (1, 1)
+    assert report["member"]["member"] == "local" and report["member"]["target_workers"] == 2
+    probes = sorted(tmp_path.glob("probe-warm_*"))
+    assert len(probes) == 3  # each ran in a worker: its shell's parent is the forked child
+    assert all(WARM_WORKER in path.read_text() for path in probes)
+
+
+@python_app
+def where() -> str:
+    return open("/proc/self/cmdline").read()
+
+
+@python_app
+def use_memory(megabytes, parsl_resource_specification=None):
+    import time
+
+    block = b"x" * (megabytes * 2**20)
+    time.sleep(0.5)
+    return len(block) // 2**20
+
+
+@python_app
+def fail(message):
+    raise KeyError(message)
+
+
+@bash_app
+def exit_with(code):
+    return f"exit {code}"
+
+
+def test_parsl_executor_with_workers(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    executor = EnsembleExecutor(
+        workers=2, rules=["retry-oom"], member_settings={"log_dir": str(tmp_path / "logs")}
+    )
+    config = Config(executors=[executor], run_dir=str(tmp_path / "runinfo"))
+    with parsl.load(config):
+        assert isinstance(executor.ensemble.member, WarmMember)
+        assert WARM_WORKER in where().result()
+        assert use_memory(150, parsl_resource_specification={"memory": 100}).result() == 150
+        with pytest.raises(KeyError, match="nope"):
+            fail("nope").result()
+        with pytest.raises(BashExitFailure) as failure:
+            exit_with(3).result()
+        assert failure.value.exitcode == 3
+        counts = executor.ensemble.snapshot()["groups"]["use_memory"]
+    assert (counts["oom"], counts["success"], counts["resubmitted"]) == (1, 1, 1)
+
+
+def test_snakemake_with_workers(tmp_path: Path) -> None:
+    write_snakefile(
+        tmp_path,
+        f"""
+        rule all:
+            input: expand("out/{{i}}.txt", i=range(3)), "big.txt"
+
+        rule small:
+            output: "out/{{i}}.txt"
+            shell: "echo {{wildcards.i}} > {{output}}"
+
+        rule big:
+            output: "big.txt"
+            resources: mem_mb=200
+            shell: "{ALLOCATE.format(mb=400)} && touch {{output}}"
+        """,
+    )
+    result = run_snakemake(tmp_path, "--ensemble-workers", "2", "--ensemble-rules", "retry-oom")
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(tmp_path / "out")) == ["0.txt", "1.txt", "2.txt"]
+    summary = result.stderr[result.stderr.index("Ensemble summary:") :]
+    assert "attempt 2: memory_mb 800" in summary
+    assert "as ensemble job" in result.stderr
+    # The jobs' Snakemake ran in-process in forked workers (not `python -m snakemake`).
+    logs = list((tmp_path / ".snakemake" / "ensemble_logs").rglob("*.log"))
+    assert logs and all(
+        "snakemake_executor_plugin_ensemble/job.py" in log.read_text() for log in logs
+    )
