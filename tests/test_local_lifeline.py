@@ -100,11 +100,14 @@ def test_a_quiet_close_ends_the_reaper_and_a_killed_reaper_is_replaced(log_dir):
 def until(
     condition, failure: str, process: subprocess.Popen | None = None, timeout: float = 60
 ) -> None:
-    """Wait for `condition`; fail saying `failure` at the timeout, or if `process` ended."""
+    """Wait for `condition`; fail saying `failure` at the timeout, or if `process` ended (with
+    the end of what it wrote on stderr, if that is a pipe)."""
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, failure
-        assert process is None or process.poll() is None, f"{failure}: it exited"
+        if process is not None and process.poll() is not None:
+            said = process.communicate()[1] if process.stderr else ""
+            raise AssertionError(f"{failure}: it exited with {process.returncode}: {said[-2000:]}")
         time.sleep(0.05)
 
 

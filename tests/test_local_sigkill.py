@@ -99,7 +99,8 @@ def test_snakemake_killed_leaves_no_job_command_shell_or_inner_snakemake(tmp_pat
         [SNAKEMAKE, "--executor", "ensemble", "-j", "4"],
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         until(lambda: len(started_as(f"sleep {tag}")) == 2, "the jobs never started", snakemake)
@@ -141,7 +142,8 @@ def test_a_parsl_script_killed_leaves_no_worker(tmp_path):
         [sys.executable, "script.py"],
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
     def workers() -> list[str]:
