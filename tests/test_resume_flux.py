@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import shutil
 import signal
@@ -69,7 +68,8 @@ def test_a_new_member_adopts_by_id_and_by_token_and_replays_each_eventlog(
                 "t-long": tokened("t-long", "sleep", "60"),
                 "t-lost": tokened("t-lost", "sleep", "1"),
             }
-            ids = dict(zip(specs, await asyncio.gather(*map(session.member.submit, specs.values()))))
+            submitted = await asyncio.gather(*map(session.member.submit, specs.values()))
+            ids = dict(zip(specs, submitted, strict=True))
             await session.until_clean([ids["t-true"], ids["t-exit3"]])
         finally:
             await session.member.close()  # leaves every job as it is
@@ -108,3 +108,163 @@ def test_a_new_member_adopts_by_id_and_by_token_and_replays_each_eventlog(
     for jobid in ids.values():
         assert without_annotations(session, jobid) == eventlog(flux_uri, jobid)
     assert session.member.held == dict.fromkeys(session.member.held, 0)
+
+
+# `ensemble run --member flux --state DIR`, killed and run again ------------------------------
+
+#: Six `a` jobs on the instance's two cores; `b` once the third `a` succeeded; `c` fails.
+RUN = """
+jobs:
+  - {name: a, command: "sleep 0.5", count: 6}
+  - {name: b, command: "true"}
+  - {name: c, command: "sh -c 'exit 3'"}
+rules:
+  - trigger: start
+    action: {name: submit, label: a}
+  - trigger: start
+    action: {name: submit, label: c}
+  - trigger: metric
+    name: count.a.success
+    when: 3
+    action: {name: submit, label: b}
+"""
+#: What the instance must hold in the end: each job once, with its real result.
+EXPECTED = Counter({("a", "COMPLETED"): 6, ("b", "COMPLETED"): 1, ("c", "FAILED"): 1})
+
+
+def ensemble(uri: str, cwd: Path, *args: str) -> subprocess.Popen:
+    command = [str(BIN / "ensemble"), *args, "--json"]
+    if args[0] == "run":
+        command += ["--member", "flux", "--flux-uri", uri, "--state", "state"]
+    return subprocess.Popen(
+        command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def finished(process: subprocess.Popen) -> dict:
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    return json.loads(out)
+
+
+def jobs_of(uri: str, cwd: Path) -> list[tuple[str, str, str]]:
+    """(group, state, result) of each job on the instance that ran in `cwd` (the directory of
+    the `ensemble run` that submitted it): what the queue itself says."""
+    import flux
+    import flux.job
+
+    handle = flux.Flux(uri)
+    listing = flux.job.job_list(handle, max_entries=0, attrs=["state", "result"]).get_jobs()
+    asks = [
+        handle.rpc("job-manager.getattr", {"id": j["id"], "attrs": ["jobspec"]}) for j in listing
+    ]
+    jobs = []
+    for job, ask in zip(listing, asks, strict=True):
+        attributes = ask.get()["jobspec"]["attributes"]
+        if attributes["system"].get("cwd") == str(cwd):
+            info = flux.job.JobInfo(job)
+            jobs.append((attributes["user"]["group"], info.state, info.result))
+    return jobs
+
+
+def wait_for(condition, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+    return value
+
+
+def kill(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=30)
+
+
+def ended(cwd: Path) -> bool:
+    """Whether the run recorded in `cwd/state` ended (a controller killed after that point)."""
+    with sqlite3.connect(cwd / "state" / "state.db") as db:
+        return bool(db.execute("SELECT count(*) FROM meta WHERE key = 'ended'").fetchone()[0])
+
+
+def check_the_run(uri: str, cwd: Path, report: dict | None) -> None:
+    """Each job submitted once and ended as it should, on the instance and in the report (if
+    the last run lived to print it); the metric rule fired once in all (one `b`)."""
+    assert Counter((group, result) for group, _, result in jobs_of(uri, cwd)) == EXPECTED
+    if report is None:
+        return
+    assert report["exit"] == "completed"
+    counts = {g: (c["submitted"], c["success"], c["failed"]) for g, c in report["groups"].items()}
+    assert counts == {"a": (6, 6, 0), "b": (1, 1, 0), "c": (1, 0, 1)}
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    (tmp_path / "run.yaml").write_text(RUN)
+    return tmp_path
+
+
+def test_killed_during_submission_the_run_adopts_what_reached_flux(
+    flux_uri: str, run_dir: Path
+) -> None:
+    """SIGKILL as soon as the first job is on the instance: others are in flight, and the ids
+    the first run learned are written down only at its next flush (0.2 s): the second run
+    finds those jobs by their token."""
+    first = ensemble(flux_uri, run_dir, "run", "run.yaml")
+    wait_for(lambda: jobs_of(flux_uri, run_dir))
+    kill(first)
+    report = finished(ensemble(flux_uri, run_dir, "run", "run.yaml"))
+    check_the_run(flux_uri, run_dir, report)
+
+
+def test_jobs_that_end_while_no_controller_follows_fire_the_rule_after_the_restart(
+    flux_uri: str, run_dir: Path
+) -> None:
+    """The controller is stopped (SIGSTOP) while `a` jobs run, three of them end meanwhile, and it
+    is killed: the rule's trigger happened on the queue, its action never. The next run replays
+    those ends and fires the rule, once."""
+    first = ensemble(flux_uri, run_dir, "run", "run.yaml")
+    running = lambda: [j for j in jobs_of(flux_uri, run_dir) if j[:2] == ("a", "RUN")]  # noqa: E731
+    wait_for(lambda: len(running()) >= 2)
+    first.send_signal(signal.SIGSTOP)
+    ended = lambda: [j for j in jobs_of(flux_uri, run_dir) if j[0] == "a" and j[2]]  # noqa: E731
+    wait_for(lambda: len(ended()) >= 3)
+    kill(first)
+    assert not [j for j in jobs_of(flux_uri, run_dir) if j[0] == "b"]
+    report = finished(ensemble(flux_uri, run_dir, "run", "run.yaml"))
+    check_the_run(flux_uri, run_dir, report)
+
+
+def test_killed_at_random_points_again_and_again(flux_uri: str, run_dir: Path) -> None:
+    """Up to three runs of the same command are killed after a random while; the last one runs
+    to the end. (A run that ended before its kill is over: running the command again would
+    start the ensemble anew, as it should.)"""
+    seed = random.randrange(1 << 30)
+    chance = random.Random(seed)
+    report = None
+    for _ in range(3):
+        process = ensemble(flux_uri, run_dir, "run", "run.yaml")
+        try:
+            process.wait(chance.uniform(0.3, 2.0))
+            report = finished(process)
+            break
+        except subprocess.TimeoutExpired:
+            kill(process)
+        if ended(run_dir):
+            break
+    else:
+        report = finished(ensemble(flux_uri, run_dir, "run", "run.yaml"))
+    try:
+        check_the_run(flux_uri, run_dir, report)
+    except AssertionError as error:
+        raise AssertionError(f"random seed {seed}: {error}") from error
+
+
+def test_detach_leaves_the_jobs_running_and_attach_follows_them_to_the_end(
+    flux_uri: str, run_dir: Path
+) -> None:
+    detached = finished(ensemble(flux_uri, run_dir, "run", "run.yaml", "--detach"))
+    assert detached == {"detached": True, "state": "state", "submitted": 7}
+    left = jobs_of(flux_uri, run_dir)
+    assert len(left) == 7 and "CANCELED" not in {result for _, _, result in left}
+    report = finished(ensemble(flux_uri, run_dir, "attach", "state"))
+    check_the_run(flux_uri, run_dir, report)
