@@ -46,6 +46,8 @@ class Serving:
 
     def __init__(self) -> None:
         self._closers: list[Any] = []
+        #: Where the gRPC service listens (HOST:PORT), when it was asked for.
+        self.grpc_address: str | None = None
 
     def close(self) -> None:
         for close in reversed(self._closers):
@@ -92,6 +94,7 @@ def _start_grpc(
     token, where = _token(directory, args.grpc_token_file)
     service = GrpcService(controls, host, port, token)
     serving._closers.append(service.close)
+    serving.grpc_address = service.address
     loopback = host in ("127.0.0.1", "::1", "localhost")
     note = "" if loopback else "; not loopback: the token travels unencrypted"
     print(f"ensemble: gRPC service on {service.address} (token: {where}{note})", file=sys.stderr)
