@@ -1,4 +1,5 @@
-"""Parsl's own test suite against one EnsembleExecutor on the local member (tests/parsl_config.py).
+"""Parsl's own test suite against one EnsembleExecutor on the local member, one job per task
+(tests/parsl_config.py) and with warm workers (tests/parsl_config_warm.py).
 
 It runs in a subprocess, as Parsl runs it (`pytest $PARSL/tests --config FILE`), in a temporary
 directory so its `pytest-parsl/` run directories stay out of the project. What is left out and
@@ -15,7 +16,7 @@ from pathlib import Path
 import parsl
 import pytest
 
-CONFIG = Path(__file__).with_name("parsl_config.py")
+CONFIGS = [Path(__file__).with_name(name) for name in ("parsl_config.py", "parsl_config_warm.py")]
 PARSL_TESTS = Path(parsl.__file__).parent / "tests"
 
 #: -k expression: markers whose tests cannot pass here (see docs/parsl.md)
@@ -26,7 +27,8 @@ SUITE_TIMEOUT_SECONDS = 480
 
 
 @pytest.mark.slow
-def test_parsl_suite_passes(tmp_path):
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda path: path.stem)
+def test_parsl_suite_passes(config, tmp_path):
     bin_dir = str(Path(sys.executable).parent)
     environment = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
     environment.pop("PYTEST_ADDOPTS", None)
@@ -36,7 +38,7 @@ def test_parsl_suite_passes(tmp_path):
         "pytest",
         str(PARSL_TESTS),
         "--config",
-        str(CONFIG),
+        str(config),
         "-k",
         KEYWORDS,
         *(f"--deselect={test}" for test in DESELECTED),
