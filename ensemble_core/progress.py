@@ -105,9 +105,9 @@ class Display(Protocol):
 class LineDisplay:
     """Plain lines, for output that is not a terminal."""
 
-    def __init__(self, write: Callable[[str], None], interval: float = LINE_SECONDS) -> None:
+    def __init__(self, write: Callable[[str], None], interval: float | None = None) -> None:
         self._write = write
-        self._interval = interval
+        self._interval = LINE_SECONDS if interval is None else interval
         self._last = ""
         self._written_at = time.monotonic()
 
