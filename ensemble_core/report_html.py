@@ -15,12 +15,14 @@ import html
 import re
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ensemble_core.control.recorded import OUTCOMES, JobRow, RecordedRun
 from ensemble_core.errors import ConfigError
+from ensemble_core.metrics import Metrics
 
 #: Jobs drawn in the timeline (the first ones, by key).
 TIMELINE_JOBS = 400
@@ -60,11 +62,35 @@ class _Series:
     jobs: int = 0
 
 
+class Run(Protocol):
+    """What the report reads of a run: `RecordedRun` (a state journal) answers it, and so does
+    `FrontDoorRecord` (a front door's ensemble, kept in memory)."""
+
+    command: dict[str, Any]
+    directory: Any
+
+    @property
+    def ended(self) -> str | None: ...
+    @property
+    def started_at(self) -> float | None: ...
+    @property
+    def meta(self) -> dict[str, Any]: ...
+    def metrics(self) -> Metrics: ...
+    def actions(self) -> list[dict[str, Any]]: ...
+    def action_counts(self) -> list[dict[str, Any]]: ...
+    def jobs(self) -> Iterable[JobRow]: ...
+
+
 def write_report(directory: str | Path, output: str | Path) -> int:
     """Write the report of the run recorded in `directory` to `output`; how many jobs it has."""
     with RecordedRun(directory) as run:
-        series = _gather(run)
-        page = _page(run, series)
+        return write_run_report(run, output)
+
+
+def write_run_report(run: Run, output: str | Path) -> int:
+    """Write the report of `run` to `output`; how many jobs it has."""
+    series = _gather(run)
+    page = _page(run, series)
     try:
         Path(output).write_text(page, encoding="utf-8")
     except OSError as error:
@@ -72,7 +98,7 @@ def write_report(directory: str | Path, output: str | Path) -> int:
     return series.jobs
 
 
-def _gather(run: RecordedRun) -> _Series:
+def _gather(run: Run) -> _Series:
     series = _Series()
     for job in run.jobs():
         series.jobs += 1
@@ -91,7 +117,7 @@ def _gather(run: RecordedRun) -> _Series:
 # The page -------------------------------------------------------------------------------------
 
 
-def _page(run: RecordedRun, series: _Series) -> str:
+def _page(run: Run, series: _Series) -> str:
     from plotly.offline import get_plotlyjs
 
     actions = run.actions()
@@ -130,7 +156,7 @@ def _figure_html(figure: Any, index: int) -> str:
     )
 
 
-def _header(run: RecordedRun, series: _Series, started: float) -> str:
+def _header(run: Run, series: _Series, started: float) -> str:
     command = run.command
     ended = run.ended
     saved = run.meta.get("saved_at", started)
@@ -151,7 +177,7 @@ def _header(run: RecordedRun, series: _Series, started: float) -> str:
     return f"<table class='facts'>{rows}</table>"
 
 
-def _group_table(run: RecordedRun, series: _Series) -> str:
+def _group_table(run: Run, series: _Series) -> str:
     """Each group's logical jobs by outcome, its retries and its mean times."""
     summary = run.metrics().summary()
     shown = [name for name in (*OUTCOMES, "open") if any(c[name] for c in series.outcomes.values())]

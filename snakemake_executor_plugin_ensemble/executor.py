@@ -20,10 +20,13 @@ from snakemake_interface_executor_plugins.logging import LoggerExecutorInterface
 from snakemake_interface_executor_plugins.workflow import WorkflowExecutorInterface
 
 from ensemble_core.api import open_ensemble
+from ensemble_core.control.front_door_record import FrontDoorRecord
 from ensemble_core.ensemble import Ensemble
 from ensemble_core.errors import EnsembleError
 from ensemble_core.jobs import JobHandle
+from ensemble_core.progress import Progress
 from ensemble_core.report import summary_table
+from ensemble_core.report_html import write_run_report
 from ensemble_core.spec import JobSpec
 from snakemake_executor_plugin_ensemble.jobspec import job_spec
 from snakemake_executor_plugin_ensemble.settings import LOG_DIR, member_settings
@@ -76,6 +79,8 @@ class Executor(RemoteExecutor):
         self._ensemble: Ensemble | None = None
         self._handles: dict[int, JobHandle] = {}
         self._closed = False
+        self._progress: Progress | None = None
+        self._record: FrontDoorRecord | None = None
         super().__init__(workflow, logger)
 
     def __post_init__(self) -> None:
@@ -88,6 +93,9 @@ class Executor(RemoteExecutor):
         except (EnsembleError, WorkflowError) as error:
             self.wait = False  # let the status thread end
             raise ApiError(f"ensemble executor: {error}") from None
+        self._progress = Progress(self._ensemble, write=self.logger.info)
+        if settings.report:
+            self._record = FrontDoorRecord(self._ensemble, self.workflow.workdir_init)
 
     @property
     def next_seconds_between_status_checks(self) -> float:
@@ -121,6 +129,8 @@ class Executor(RemoteExecutor):
             spec = in_process(spec, line)  # a warm worker forks it from a warm Snakemake
         handle = self._ensemble.submit(spec)
         self._handles[handle.key] = handle
+        if self._record is not None:
+            self._record.follow(handle)
         handle.add_done_callback(self._wakeup.notify)
         self.logger.info(
             f"Submitted {'group job' if job.is_group() else 'job'} {job.jobid} as ensemble job "
@@ -200,5 +210,19 @@ class Executor(RemoteExecutor):
         if self._ensemble is None or self._closed:
             return
         self._closed = True
+        if self._progress is not None:
+            self._progress.close()
         self._ensemble.close()
         self.logger.info("Ensemble summary:\n" + summary_table(self._ensemble.snapshot()))
+        if self._record is not None:
+            self._write_report(self.workflow.executor_settings.report)
+
+    def _write_report(self, path: str) -> None:
+        """The report of the ensemble (--ensemble-report); a failure to write it is logged, for
+        the workflow's outcome is what it is."""
+        try:
+            jobs = write_run_report(self._record, path)
+        except EnsembleError as error:
+            self.logger.error(f"ensemble: no report: {error}")
+            return
+        self.logger.info(f"Ensemble report of {jobs} job(s): {os.path.abspath(path)}")

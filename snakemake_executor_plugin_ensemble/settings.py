@@ -19,7 +19,7 @@ LOG_DIR = ".snakemake/ensemble_logs"
 
 #: The flags that are not member settings; every other field is one (`--ensemble-cores` is the
 #: local member's `cores`), and the member it belongs to is read from the members themselves.
-FRONT_DOOR_FIELDS = ("member", "rules", "memory_overhead_mb")
+FRONT_DOOR_FIELDS = ("member", "rules", "memory_overhead_mb", "report")
 #: What warm workers import before the first job: Snakemake's command line and API (the rest
 #: of what a job imports they learn from the first one).
 WARM_PRELOAD = [
@@ -69,6 +69,12 @@ class ExecutorSettings(ExecutorSettingsBase):
             "Default: 200.",
             "metavar": "MB",
         },
+    )
+    report: str | None = _optional(
+        str,
+        "FILE",
+        "write an HTML report of the ensemble's jobs, rules and member to FILE when the "
+        "workflow ends: one file that opens offline (docs/status-and-report.md).",
     )
     cores: int | None = _optional(
         int, "N", "local member: cores per node (default: all cores of this machine)."
