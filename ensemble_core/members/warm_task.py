@@ -105,8 +105,9 @@ class Running:
         return self.scratch / "modules"
 
 
-def plan(argv: list[str], env: dict[str, str]) -> Plan | None:
-    """The in-process plan for a command, or None to execute it."""
+def plan(argv: list[str], env: dict[str, str], changes: dict[str, str]) -> Plan | None:
+    """The in-process plan for a command, or None to execute it. `env` is the task's whole
+    environment, `changes` what it sets over the worker's."""
     found = shutil.which(argv[0], path=env.get("PATH")) if argv else None
     if found is None or os.path.abspath(found) != os.path.abspath(sys.executable):
         return None
@@ -116,10 +117,9 @@ def plan(argv: list[str], env: dict[str, str]) -> Plan | None:
         options.append(rest.pop(0))
     if len(rest) < 2 or rest[0] != "-m" or not rest[1] or rest[1].startswith("-"):
         return None
-    ours = {k: v for k, v in os.environ.items() if k.startswith("PYTHON")}
-    theirs = {k: v for k, v in env.items() if k.startswith("PYTHON")}
-    if ours != theirs:
-        return None  # read at interpreter start-up: a fork cannot honour them
+    for name, value in changes.items():
+        if name.startswith("PYTHON") and os.environ.get(name) != value:
+            return None  # read at interpreter start-up: a fork cannot honour it
     return Plan(rest[1], rest[2:], frozenset(options), _main_code(rest[1]))
 
 
@@ -149,20 +149,21 @@ def _main_code(module: str) -> tuple[ModuleSpec, CodeType] | None:
         return None  # the task's own sys.path may find it: the child looks, as `-m` would
 
 
-def launch(order: Order, guard: Guard, installed: tuple[str, ...]) -> Running:
-    """Open the task's output, fork it and return at once; a TaskError if it cannot start."""
-    env = {**os.environ, **order.env}
-    in_process = plan(order.argv, env)
-    scratch = Path(tempfile.mkdtemp(prefix=f"ensemble-{order.id}-"))
-    env["TMPDIR"] = str(scratch / "tmp")
-    os.mkdir(env["TMPDIR"])
+def launch(order: Order, guard: Guard, installed: tuple[str, ...], scratch: Path) -> Running:
+    """Open the task's output, fork it and return at once; a TaskError if it cannot start.
+    `scratch`, a directory to make, holds the task's TMPDIR."""
+    os.mkdir(scratch)
+    changes = {**order.env, "TMPDIR": str(scratch / "tmp")}
+    os.mkdir(changes["TMPDIR"])
+    env = {**os.environ, **changes}
+    in_process = plan(order.argv, env, changes)
     created: list[Path] = []
+    running = Running(order, 0, in_process is not None, scratch, created)
     try:
         fds = _open_output(order, created)
     except TaskError:
-        shutil.rmtree(scratch, ignore_errors=True)
+        finish(running)
         raise
-    running = Running(order, 0, in_process is not None, scratch, created)
     for stream in (sys.stdout, sys.stderr):
         stream.flush()  # nothing buffered may be written twice, by the child too
     try:
@@ -172,7 +173,7 @@ def launch(order: Order, guard: Guard, installed: tuple[str, ...]) -> Running:
         finish(running)
         raise TaskError(f"the worker could not fork the task: {error}") from None
     if pid == 0:
-        _child(order, env, in_process, fds, guard, running.learned_path, installed)
+        _child(order, env, changes, in_process, fds, guard, running.learned_path, installed)
     _close(fds)
     running.pid = pid
     return running
@@ -184,7 +185,11 @@ def finish(running: Running) -> list[str]:
     learned = []
     with contextlib.suppress(OSError):
         learned = running.learned_path.read_text().split()
-    shutil.rmtree(running.scratch, ignore_errors=True)
+    try:
+        os.rmdir(running.scratch / "tmp")
+        os.rmdir(running.scratch)
+    except OSError:  # the task left files behind
+        shutil.rmtree(running.scratch, ignore_errors=True)
     for path in running.created:
         try:
             if not path.stat().st_size:
@@ -254,6 +259,7 @@ def _close(fds: Iterable[int]) -> None:
 def _child(
     order: Order,
     env: dict[str, str],
+    changes: dict[str, str],
     in_process: Plan | None,
     fds: list[int],
     guard: Guard,
@@ -276,7 +282,7 @@ def _child(
             for signum in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
                 signal.signal(signum, signal.SIG_DFL)  # as a program started by Popen has them
             os.execvpe(order.argv[0], order.argv, env)
-        status = _run_module(in_process, env, learned_path, installed)
+        status = _run_module(in_process, changes, learned_path, installed)
     except BaseException as error:
         _say(f"ensemble: task {order.id}: start failed: {error}\n")
     finally:
@@ -284,12 +290,12 @@ def _child(
 
 
 def _run_module(
-    plan: Plan, env: dict[str, str], learned_path: Path, installed: tuple[str, ...]
+    plan: Plan, changes: dict[str, str], learned_path: Path, installed: tuple[str, ...]
 ) -> int:
-    """`python -m module args`, in this process; its exit status."""
+    """`python -m module args`, in this process; its exit status. `changes`: the task's
+    environment over the worker's."""
     known = set(sys.modules)
-    os.environ.clear()
-    os.environ.update(env)
+    os.environ.update(changes)
     tempfile.tempdir = None  # read TMPDIR again: the worker's choice was cached
     sys.dont_write_bytecode = sys.dont_write_bytecode or "-B" in plan.options
     if "-u" in plan.options:

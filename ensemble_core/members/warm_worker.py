@@ -17,18 +17,22 @@ the tasks.
 from __future__ import annotations
 
 import contextlib
+import gc
 import heapq
 import importlib
 import itertools
 import json
 import os
 import selectors
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ensemble_core.members import warm_task
@@ -80,6 +84,8 @@ class Worker:
         self._poll_timer = False
         self._imported: set[str] = set()
         self._warned_threads = False
+        #: Each task's scratch directory (its TMPDIR) is made in here, and removed after it.
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"ensemble-worker-{name}-"))
         #: Where installed modules live: this interpreter's own path at start (with -P, no cwd).
         self.installed = tuple(
             os.path.join(os.path.abspath(entry), "") for entry in sys.path if os.path.isdir(entry)
@@ -101,6 +107,7 @@ class Worker:
                 self._signal(task_id, signal.SIGKILL)
             with contextlib.suppress(OSError):
                 self._flush()
+            shutil.rmtree(self.scratch, ignore_errors=True)
         return status
 
     # Messages ---------------------------------------------------------------------------------
@@ -147,7 +154,8 @@ class Worker:
         if order.id in self.tasks:
             return
         try:
-            running = warm_task.launch(order, self.guard, self.installed)
+            scratch = self.scratch / str(next(self._sequence))
+            running = warm_task.launch(order, self.guard, self.installed, scratch)
         except TaskError as error:
             self._send({"op": "exception", "id": order.id, "type": "exec", "note": str(error)})
             self._send({"op": "done", "id": order.id, "status": None})
@@ -262,6 +270,8 @@ class Worker:
             except BaseException:
                 continue  # a module that only imports in its task's context: left to the task
             fresh.append(name)
+        if fresh:
+            gc.freeze()  # what is imported stays out of the tasks' collections: fewer copies
         if fresh and threading.active_count() > 1 and not self._warned_threads:
             self._warned_threads = True
             print(

@@ -1,0 +1,194 @@
+"""Warm workers against their peers, each part in one run on this machine (issue 14).
+
+- Parsl: `--tasks` no-op python apps (2,000) through `EnsembleExecutor(workers=W)` on the local
+  member, against Parsl's `HighThroughputExecutor` with W workers, and the job-per-task
+  `EnsembleExecutor` on a tenth as many apps (its rate does not depend on the count). Each
+  executor first runs 10 x W apps, so that every worker has started (and learned) before the
+  clock starts; the executors take turns for `--rounds` rounds, and the median counts.
+- Snakemake: the 30-job workflow and the 6-job chain of benchmarks/snakemake_bench.py through
+  `--executor ensemble --ensemble-workers 4`, against `--executor local` and the job-per-task
+  ensemble, at `-j 4`: wall time and the chain's command gap (end of one job's shell command to
+  the start of the next one's).
+- Flux: `--flux-jobs` `true` jobs (300) through the Flux member with W warm workers (each a
+  Flux job) against the job-per-task Flux member, on the instance FLUX_URI names or a fresh
+  `flux start --test-size=2`; skipped without flux.
+
+    python -m benchmarks.warm_workers [--tasks 2000] [--workers 2] [--rounds 3] [--flux-jobs 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import parsl
+from parsl import python_app
+from parsl.config import Config
+from parsl.executors import HighThroughputExecutor
+from parsl.executors.base import ParslExecutor
+from parsl.providers import LocalProvider
+
+from benchmarks import snakemake_bench
+from benchmarks.flux_throughput import instance
+from benchmarks.parsl_bench import cpu_model
+from ensemble_core.api import open_ensemble
+from ensemble_core.errors import MemberError
+from ensemble_core.members.flux import import_flux
+from ensemble_core.spec import JobSpec
+from parsl_ensemble import EnsembleExecutor
+
+SNAKEMAKE_WORKERS = 4
+
+
+@python_app
+def noop():
+    return None
+
+
+def parsl_rate(make: Callable[[], ParslExecutor], tasks: int, workers: int, run_dir: str) -> float:
+    """Tasks per second for `tasks` no-op apps submitted at once, after a warm-up."""
+    with parsl.load(Config(executors=[make()], run_dir=run_dir)):
+        for future in [noop() for _ in range(10 * workers)]:
+            future.result()
+        began = time.perf_counter()
+        for future in [noop() for _ in range(tasks)]:
+            future.result()
+        return tasks / (time.perf_counter() - began)
+
+
+def parsl_part(tasks: int, workers: int, rounds: int) -> None:
+    runs: dict[str, tuple[Callable[[], ParslExecutor], int]] = {
+        f"EnsembleExecutor(workers={workers}), local member": (
+            lambda: EnsembleExecutor(label="warm", workers=workers),
+            tasks,
+        ),
+        f"HighThroughputExecutor, {workers} workers": (
+            lambda: HighThroughputExecutor(
+                label="htex",
+                max_workers_per_node=workers,
+                address="127.0.0.1",
+                provider=LocalProvider(init_blocks=1, min_blocks=1, max_blocks=1),
+            ),
+            tasks,
+        ),
+        "EnsembleExecutor, one job per task": (
+            lambda: EnsembleExecutor(label="cold"),
+            max(tasks // 10, 1),
+        ),
+    }
+    rates: dict[str, list[float]] = {name: [] for name in runs}
+    with tempfile.TemporaryDirectory(prefix="warm-bench-") as directory:
+        os.chdir(directory)
+        for _ in range(rounds):
+            for name, (make, count) in runs.items():
+                run_dir = os.path.join(directory, "runinfo")
+                rates[name].append(parsl_rate(make, count, workers, run_dir))
+    medians = {name: statistics.median(values) for name, values in rates.items()}
+    warm, htex, cold = medians.values()
+    print(f"\n### Parsl: {tasks} no-op apps, median of {rounds} rounds\n")
+    print("| executor | apps | tasks/s |\n|---|---:|---:|")
+    for name, (_, count) in runs.items():
+        print(f"| {name} | {count} | {medians[name]:.0f} |")
+    ratios = f"warm / HTEX: {warm / htex:.0%} (target 100%, floor 50%)"
+    print(f"\n{ratios}; warm / cold: {warm / cold:.1f}x")
+
+
+def snakemake_part() -> None:
+    warm = f"ensemble --ensemble-workers {SNAKEMAKE_WORKERS}"
+    snakemake_bench.EXECUTORS[warm] = [
+        *("--executor", "ensemble", "--ensemble-workers", str(SNAKEMAKE_WORKERS))
+    ]
+    order = ["local", warm, "ensemble"]
+    figures: dict[str, tuple[float, list[float]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for executor in order:
+            wall = snakemake_bench.run(
+                executor, Path(tmp, executor, "wide"), snakemake_bench.WORKFLOW
+            )
+            chain = Path(tmp, executor, "chain")
+            snakemake_bench.run(executor, chain, snakemake_bench.CHAIN_WORKFLOW)
+            figures[executor] = (wall, snakemake_bench.command_gaps(chain))
+    print(f"\n### Snakemake: {snakemake_bench.JOBS} trivial jobs and a chain of "
+          f"{snakemake_bench.CHAIN}, -j 4\n")  # fmt: skip
+    print("| executor | 30 jobs, wall s | chain command gap, mean / max s |\n|---|---:|---:|")
+    for executor in order:
+        wall, gaps = figures[executor]
+        print(f"| `--executor {executor}` | {wall:.1f} | "
+              f"{statistics.mean(gaps):.2f} / {max(gaps):.2f} |")  # fmt: skip
+    ratio = figures[warm][0] / figures["local"][0]
+    gap = statistics.mean(figures[warm][1])
+    print(f"\nwarm / local wall time: {ratio:.1f}x (target at most 2x); warm chain gap mean "
+          f"{gap:.2f} s (target under 0.2 s)")  # fmt: skip
+
+
+def flux_rate(uri: str, jobs: int, settings: dict[str, object]) -> float:
+    """Jobs per second for `jobs` `true` jobs through the Flux member, after a warm-up."""
+    ensemble = open_ensemble("flux", member_settings={"flux_uri": uri, **settings})
+    try:
+        for handle in [ensemble.submit(JobSpec(command=["true"])) for _ in range(10)]:
+            handle.wait()
+        began = time.perf_counter()
+        handles = [ensemble.submit(JobSpec(command=["true"])) for _ in range(jobs)]
+        for handle in handles:
+            handle.wait()
+        elapsed = time.perf_counter() - began
+        failed = [h for h in handles if not (h.outcome and h.outcome.ok)]
+        if failed:
+            raise SystemExit(f"flux: {len(failed)} jobs failed, e.g. {failed[0].reason}")
+        return jobs / elapsed
+    finally:
+        ensemble.close()
+
+
+def flux_part(jobs: int, workers: int, rounds: int) -> None:
+    try:
+        import_flux()
+    except MemberError as error:
+        print(f"\n### Flux: skipped ({error})")
+        return
+    with instance() as uri:
+        if uri is None:
+            print("\n### Flux: skipped (no flux on PATH and no FLUX_URI)")
+            return
+        ways = {f"warm workers ({workers} Flux jobs)": {"workers": workers}, "job per task": {}}
+        rates: dict[str, list[float]] = {name: [] for name in ways}
+        for _ in range(rounds):
+            for name, settings in ways.items():
+                rates[name].append(flux_rate(uri, jobs, settings))
+    print(f"\n### Flux: {jobs} `true` jobs, median of {rounds} rounds\n")
+    print("| Flux member | jobs/s |\n|---|---:|")
+    for name, values in rates.items():
+        print(f"| {name} | {statistics.median(values):.0f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--flux-jobs", type=int, default=300)
+    parser.add_argument("--only", choices=["parsl", "snakemake", "flux"])
+    args = parser.parse_args()
+    bin_dir = str(Path(sys.executable).parent)  # HTEX starts its interchange and workers by name
+    os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+    print(
+        f"{os.cpu_count()} CPUs ({cpu_model()}); Python {platform.python_version()}, "
+        f"parsl {parsl.__version__}; {time.strftime('%Y-%m-%d')}"
+    )
+    if args.only in (None, "parsl"):
+        parsl_part(args.tasks, args.workers, args.rounds)
+    if args.only in (None, "snakemake"):
+        snakemake_part()
+    if args.only in (None, "flux"):
+        flux_part(args.flux_jobs, args.workers, args.rounds)
+
+
+if __name__ == "__main__":
+    main()
