@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from ensemble_core.errors import MemberError
+from ensemble_core.matching import sent_to
+from ensemble_core.members.router import RouterMember
 from ensemble_core.rules.engine import Firing, is_reactive
 from ensemble_core.rules.schema import Action
 
@@ -112,17 +115,24 @@ class Actions:
                 self.record(firing, f"no job group '{action.label}' to submit", action=action)
                 return
             count = action.value or template.count
-            submitted = ensemble.submit_group(
-                template.spec(), count, reactive=is_reactive(firing.rule)
-            )
-            self.record(firing, f"{submitted} x {template.name}", action=action)
+            spec = template.spec()
+            if action.member:
+                self._router().named(action.member)
+                spec = sent_to(spec, action.member)
+            submitted = ensemble.submit_group(spec, count, reactive=is_reactive(firing.rule))
+            where = f" to the {action.member} member" if action.member else ""
+            self.record(firing, f"{submitted} x {template.name}{where}", action=action)
         elif name == "cancel":
             count = ensemble.cancel_where(action.label, firing.job)
             self.record(firing, f"{count} job(s)", action=action)
         elif name in ("grow", "shrink"):
-            member = ensemble.member
+            member = ensemble.member if not action.member else self._router().named(action.member)
             resize = member.grow if name == "grow" else member.shrink
-            self._run(firing, action, resize, action.value or 1)
+            self._run(firing, action, resize, action.value or 1, action.member)
+        elif name == "route":
+            self.record(
+                firing, self._router().route(action.label or "", action.member), action=action
+            )
         elif name == "terminate":
             self.record(firing, "ensemble terminated", action=action)
             ensemble.end(f"rule {firing.index} terminated the ensemble", "terminated")
@@ -131,10 +141,25 @@ class Actions:
         elif name == "resubmit":
             self.record(firing, "not resubmitted: only an ended job can be", action=action)
 
+    def _router(self) -> RouterMember:
+        """The member of several members that actions naming a member address."""
+        member = self._ensemble.member
+        if not isinstance(member, RouterMember):
+            raise MemberError(
+                "the ensemble has one member: declare several under members: to name one"
+            )
+        return member
+
     def _run(
-        self, firing: Firing, action: Action, resize: Callable[[int], Any], value: int
+        self,
+        firing: Firing,
+        action: Action,
+        resize: Callable[[int], Any],
+        value: int,
+        member: str | None = None,
     ) -> None:
-        """A member resize, as a task the ensemble waits for (bounded) before it ends."""
+        """A member resize, as a task the ensemble waits for (bounded) before it ends; the
+        result names the `member` when the action named one."""
 
         async def resize_and_record() -> None:
             try:
@@ -145,7 +170,7 @@ class Actions:
             except Exception as error:
                 self._failed(firing, f"failed: {one_line(error)}", action, error)
             else:
-                self.record(firing, str(detail), action=action)
+                self.record(firing, f"{member}: {detail}" if member else str(detail), action=action)
             finally:
                 self.running -= 1
                 self._ensemble.check_idle()

@@ -1,4 +1,5 @@
-"""The one call front doors make: an ensemble on a member, with shared rules, started."""
+"""The one call front doors make: an ensemble on a member (or several), with shared rules,
+started."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 from ensemble_core.ensemble import Ensemble
 from ensemble_core.errors import ConfigError, MemberError
 from ensemble_core.members import create_member
+from ensemble_core.members.declared import create_router, in_config, load_members
 from ensemble_core.rules.loader import load_rules
 
 
@@ -18,21 +20,33 @@ def open_ensemble(
     member_settings: Mapping[str, Any] | None = None,
     *,
     allow_custom: bool = False,
+    members: Mapping[str, Any] | str | os.PathLike[str] | None = None,
+    defaults: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Ensemble:
     """Validate the rules and the member settings, create the member and start the controller.
 
     `rules`: rule sets by name or path; one name alone is one rule set, not a list of letters.
+    `members`: several members instead of one (`member` and `member_settings` are then not
+    used): a mapping `{name: settings}`, or one with `members:`, `default:` and `routing:`, or
+    the path of a YAML file holding those (docs/several-members.md). `defaults`: settings per
+    kind of member that each member of that kind gets unless it sets them.
     Raises `EnsembleError` (ConfigError, MemberError) with a message fit to show a user as is.
     """
-    config = load_rules(rule_names(rules))
-    if member_settings is not None and not isinstance(member_settings, Mapping):
-        raise MemberError(
-            "member settings must be a mapping of setting names to values, "
-            f"not {type(member_settings).__name__}"
-        )
-    settings = {**config.member, **(member_settings or {})}
-    settings.pop("name", None)
-    ensemble = Ensemble(create_member(member, **settings), config, allow_custom=allow_custom)
+    several = None if members is None else load_members(members)
+    config = load_rules(rule_names(rules), None if several is None else list(several.members))
+    several = several or in_config(config)
+    if several is not None:
+        created = create_router(several, defaults)
+    else:
+        if member_settings is not None and not isinstance(member_settings, Mapping):
+            raise MemberError(
+                "member settings must be a mapping of setting names to values, "
+                f"not {type(member_settings).__name__}"
+            )
+        settings = {**config.member, **(member_settings or {})}
+        settings.pop("name", None)
+        created = create_member(member, **settings)
+    ensemble = Ensemble(created, config, allow_custom=allow_custom)
     ensemble.start()
     return ensemble
 

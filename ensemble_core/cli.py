@@ -203,12 +203,13 @@ def _member_settings(args: argparse.Namespace, config: EnsembleFile, member: str
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ensemble_core.members import create_member
     from ensemble_core.rules.loader import load_rules
 
     config = load_rules([args.file, *args.rules])
     member_name = args.member or config.member.get("name", "local")
-    settings = _member_settings(args, config, member_name)
+    if config.members:
+        _no_member_flags(args)
+    settings = {} if config.members else _member_settings(args, config, member_name)
     command = {
         "file": str(Path(args.file).resolve()),
         "rules": args.rules,
@@ -216,8 +217,12 @@ def _run(args: argparse.Namespace) -> int:
         "settings": settings,
         "allow_custom": args.allow_custom,
     }
-    member = create_member(member_name, **settings)
+    member = _create_member(config, member_name, settings)
     if args.detach and member.jobs_end_with_controller:
+        if config.members:
+            member_name = ", ".join(
+                name for name, each in member.members.items() if each.jobs_end_with_controller
+            )
         raise ConfigError(
             f"--detach: the {member_name} member's jobs end with the controller; detach a run "
             "on --member flux or kubernetes"
@@ -227,16 +232,34 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _attach(args: argparse.Namespace) -> int:
-    from ensemble_core.members import create_member
     from ensemble_core.rules.loader import load_rules
     from ensemble_core.runs import digest, open_state, recorded_command
 
     command = recorded_command(args.state)
     config = load_rules([command["file"], *command["rules"]])
-    member = create_member(command["member"], **command["settings"])
+    member = _create_member(config, command["member"], command["settings"])
     journal = open_state(args.state, fresh=False, command={**command, "digest": digest(config)})
     args.allow_custom, args.detach = command["allow_custom"], False
     return _follow(args, config, member, journal)
+
+
+def _no_member_flags(args: argparse.Namespace) -> None:
+    """A file with several members takes each one's settings from its entry, not from flags."""
+    for flag in ("member", *MEMBER_FLAGS):
+        if getattr(args, flag, None) is not None:
+            raise ConfigError(
+                f"--{flag.replace('_', '-')}: {args.file} declares several members (members:): "
+                "set each one's settings in its entry there"
+            )
+
+
+def _create_member(config: EnsembleFile, name: str, settings: dict[str, Any]) -> Any:
+    """The member of the run: the one named, or the router over the file's `members:`."""
+    from ensemble_core.members import create_member
+    from ensemble_core.members.declared import create_router, in_config
+
+    several = in_config(config)
+    return create_member(name, **settings) if several is None else create_router(several)
 
 
 def _journal(args: argparse.Namespace, config: EnsembleFile, command: dict[str, Any]):
@@ -313,8 +336,11 @@ def _report(args: argparse.Namespace, ensemble: Ensemble, signals: Signals) -> i
         print(json.dumps({**report, "member": described}))
     else:
         print(summary_table(snapshot))
-        settings = ", ".join(f"{k} {v}" for k, v in described.items() if k != "member")
-        print(f"member {described.get('member', ensemble.member.name)}: {settings}")
+        for name, each in described.get("members", {}).items():
+            print(f"member {name} ({each.get('member')}): {_settings_line(each)}")
+        if "members" not in described:
+            name = described.get("member", ensemble.member.name)
+            print(f"member {name}: {_settings_line(described)}")
         if ensemble.stop_reason:
             print(f"ended: {ensemble.stop_reason}")
     if exit_name == "interrupted" and signals.received:
@@ -323,6 +349,10 @@ def _report(args: argparse.Namespace, ensemble: Ensemble, signals: Signals) -> i
     if exit_name in ("limit", "error"):
         print(f"ensemble: stopped: {ensemble.stop_reason}", file=sys.stderr)
     return EXIT_STATUS.get(exit_name, EXIT_STATUS["error"])
+
+
+def _settings_line(described: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in described.items() if k != "member")
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -32,7 +32,9 @@ from ensemble_core.errors import ConfigError, EnsembleError
 from ensemble_core.events import JobEvent, Outcome
 from ensemble_core.jobs import Attempt, ControllerThread, JobHandle, on_controller_thread
 from ensemble_core.jobs import refuse_on_controller_thread as _refuse_here
+from ensemble_core.matching import sent_to
 from ensemble_core.members.base import TOKEN_ATTRIBUTE, Member
+from ensemble_core.members.router import RouterMember
 from ensemble_core.metrics import Metrics
 from ensemble_core.orphans import OrphanEvents
 from ensemble_core.resume import resume
@@ -77,6 +79,8 @@ class Ensemble:
         state: StateJournal | None = None,
     ) -> None:
         self.member = member
+        #: With several members: the metrics pseudo-group (`@name`) of a member job's member.
+        self._member_group = member.member_group if isinstance(member, RouterMember) else None
         #: Where the run is recorded so that a restarted controller can resume it (or None).
         self.journal = state
         self._journal_dirty = None if state is None else state.dirty_jobs
@@ -274,11 +278,14 @@ class Ensemble:
         return self._snapshot_now()
 
     def _snapshot_now(self) -> dict[str, Any]:
-        return {
+        snapshot = {
             "groups": self.metrics.summary(),
             "actions": self.actions,
             "action_counts": self._actions.summary(),
         }
+        if self._member_group is not None:
+            snapshot["members"] = self.metrics.summary(members=True)
+        return snapshot
 
     # Submission -------------------------------------------------------------------------------
 
@@ -417,6 +424,8 @@ class Ensemble:
         if handle.done():  # close() gave up on it meanwhile: leave nothing running
             await self._cancel_member_job(handle, member_id)
             return
+        if self._member_group is not None and (at := self._member_group(member_id)):
+            self._count_submitted(at)
         self._by_member_id[member_id] = (handle, attempt)
         for event in self._orphans.take(member_id):
             self._on_event(event)
@@ -463,6 +472,8 @@ class Ensemble:
             attempt.phase = 2
             self._waiting.pop(event.jobid, None)
             self._started(group, attempt)
+            if self._member_group is not None and (at := self._member_group(event.jobid)):
+                self._started(at, attempt)
         elif name == "clean":
             self._attempt_ended(handle, attempt)
         engine = self.engine
@@ -497,19 +508,26 @@ class Ensemble:
         record = attempt.record
         outcome = record.outcome
         group = attempt.spec.group
+        self._count_end(group, attempt, outcome)
+        if self._member_group is not None and (at := self._member_group(attempt.member_id)):
+            self._count_end(at, attempt, outcome)
+        attempt.phase = 3
+        if not self._resubmitted(handle, outcome):
+            self._finish_job(handle, outcome, record.reason, self._log_paths(attempt.member_id))
+        self._perform_all(self.engine.job_outcome(outcome.value, group, handle))
+
+    def _count_end(self, group: str, attempt: Attempt, outcome: Outcome) -> None:
+        """An attempt's end, in the counters and series of `group` (a job group or a member)."""
         metrics = self.metrics
         if attempt.phase == 2:
             metrics.count(group, "running", -1)
             metrics.count(group, "finished")
+            record = attempt.record
             if record.start_time is not None and record.end_time is not None:
                 metrics.record(group, "duration", record.end_time - record.start_time)
         else:
             metrics.count(group, "pending", -1)
-        attempt.phase = 3
         self._count_outcome(group, outcome)
-        if not self._resubmitted(handle, outcome):
-            self._finish_job(handle, outcome, record.reason, self._log_paths(attempt.member_id))
-        self._perform_all(self.engine.job_outcome(outcome.value, group, handle))
 
     def _count_outcome(self, group: str, outcome: Outcome) -> None:
         self.metrics.count(group, outcome.value)
@@ -527,6 +545,8 @@ class Ensemble:
             try:
                 spec = handle.spec.scaled(rule.action.changes)
                 spec = spec.model_copy(update={"attempt": handle.spec.attempt + 1})
+                if rule.action.member:
+                    spec = sent_to(spec, rule.action.member)
             except Exception as error:
                 firing = Firing(index, rule, group, handle)
                 self._actions.record(firing, f"not resubmitted: {one_line(error)}", job=handle.key)
@@ -536,6 +556,8 @@ class Ensemble:
             handle.attempts.append(attempt)
             changes = ", ".join(f"{k} {getattr(spec, k)}" for k in rule.action.changes)
             detail = f"attempt {spec.attempt}: {changes or 'unchanged'}"
+            if rule.action.member:
+                detail += f", to the {rule.action.member} member"
             self._actions.record(firing, detail, job=handle.key)
             self.metrics.count(group, "resubmitted")
             self._enqueue(handle, attempt)
@@ -558,13 +580,9 @@ class Ensemble:
         self._by_member_id.pop(attempt.member_id, None)
         self._waiting.pop(attempt.member_id, None)
         if attempt.phase < 3:
-            group = attempt.spec.group
-            if attempt.phase == 2:
-                self.metrics.count(group, "running", -1)
-                self.metrics.count(group, "finished")
-            else:
-                self.metrics.count(group, "pending", -1)
-            self._count_outcome(group, outcome)
+            self._count_end(attempt.spec.group, attempt, outcome)
+            if self._member_group is not None and (at := self._member_group(attempt.member_id)):
+                self._count_end(at, attempt, outcome)
             attempt.phase = 3
         self._finish_job(handle, outcome, why)
 
@@ -673,9 +691,11 @@ class Ensemble:
             await asyncio.sleep(seconds)
             try:
                 now = time.time()
-                for attempt in self._waiting.values():
+                for member_id, attempt in self._waiting.items():
                     waited = now - (attempt.record.submit_time or now)
                     self.metrics.record(attempt.spec.group, "pending", waited)
+                    if self._member_group is not None and (at := self._member_group(member_id)):
+                        self.metrics.record(at, "pending", waited)
                 self.metrics.changed.clear()
                 self._perform_all(self.engine.all_metrics(self.metrics.value))
             except Exception:

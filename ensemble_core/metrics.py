@@ -5,6 +5,9 @@ and one per outcome). `<stat>.<group>-duration` and `<stat>.<group>-pending` are
 the series recorded as jobs start and end (exact while few, river's streaming ones after: see
 `series.py`). `queue.<gauge>` are read when asked: `pending` and `running` add up
 the groups' counters, `oldest-pending` asks the controller.
+
+With several members, each member's jobs are counted again under the pseudo-group `@<member>`
+(`count.@cloud.running`, `mean.@cloud-pending`): the same counters and series, per member.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ __all__ = ["COUNTS", "STATISTICS", "STATISTIC_ALIASES", "SUMMARY_SERIES", "Metri
 STATISTIC_ALIASES = {"var": "variance"}
 SUMMARY_SERIES = {"duration": "duration", "pending": "pending_time"}
 COUNTS = ("submitted", "pending", "running", "finished", "success", "failed")
+#: What starts the name of a member's pseudo-group (`@cloud`): no job group's name can.
+MEMBER_MARK = "@"
 
 
 class GroupMetrics:
@@ -78,20 +83,29 @@ class Metrics:
         if name == "oldest-pending":
             return self._oldest_pending()
         if name in ("pending", "running"):
-            return float(sum(group.counts.get(name, 0) for group in self.groups.values()))
+            return float(
+                sum(
+                    metrics.counts.get(name, 0)
+                    for group, metrics in self.groups.items()
+                    if group[:1] != MEMBER_MARK
+                )
+            )
         return None
 
-    def summary(self) -> dict[str, dict[str, Any]]:
-        """Per group: every counter and, per series, every statistic (for tables and --json)."""
+    def summary(self, members: bool = False) -> dict[str, dict[str, Any]]:
+        """Per group (or, with `members`, per member): every counter and, per series, every
+        statistic (for tables and --json)."""
         result: dict[str, dict[str, Any]] = {}
         for group, metrics in sorted(self.groups.items()):
+            if (group[:1] == MEMBER_MARK) != members:
+                continue
             entry: dict[str, Any] = {key: metrics.counts.get(key, 0) for key in COUNTS}
             entry.update({k: v for k, v in metrics.counts.items() if k not in entry})
             for series, values in metrics.series.items():
                 entry[SUMMARY_SERIES[series]] = {
                     name: _rounded(values.get(name)) for name in STATISTICS
                 }
-            result[group] = entry
+            result[group.removeprefix(MEMBER_MARK) if members else group] = entry
         return result
 
 

@@ -73,7 +73,7 @@ async def resume(ensemble: Ensemble, saved: SavedRun) -> None:
                 waiting.append((attempt.record.submit_time, member_id, attempt))
         elif attempt.member_id is None:
             ensemble._to_submit.append((handle, attempt))
-        elif member.jobs_end_with_controller:
+        elif member.ends_with_controller(attempt.member_id):
             _start_again(ensemble, handle, attempt)
         else:
             why = (
@@ -106,10 +106,13 @@ async def _adopt(ensemble: Ensemble, jobs: list[tuple[JobHandle, Attempt]]) -> d
 
 def _start_again(ensemble: Ensemble, handle: JobHandle, attempt: Attempt) -> None:
     """An attempt that ended with the previous controller runs again, as if never started."""
-    group = attempt.spec.group
     metrics = ensemble.metrics
-    metrics.count(group, "running" if attempt.phase == 2 else "pending", -1)
-    metrics.count(group, "submitted", -1)
+    groups = [attempt.spec.group]
+    if ensemble._member_group is not None and (at := ensemble._member_group(attempt.member_id)):
+        groups.append(at)  # with several members, its member's counters too
+    for group in groups:
+        metrics.count(group, "running" if attempt.phase == 2 else "pending", -1)
+        metrics.count(group, "submitted", -1)
     attempt.member_id, attempt.phase, attempt.seen = None, 0, 0
     attempt.token, attempt.record, attempt._repeatable = None, AttemptRecord(), ()
     ensemble._enqueue(handle, attempt)

@@ -76,9 +76,24 @@ class Member(abc.ABC):
         """
         return {}
 
+    def ends_with_controller(self, member_id: Any) -> bool:
+        """Whether this job ended when the controller's process did (a restarted controller
+        submits it again instead of waiting for it). One member's jobs are all alike; a member
+        made of several answers per job."""
+        return self.jobs_end_with_controller
+
     def describe(self) -> dict[str, Any]:
         """Settings and capacity as the summary shows them."""
         return {"member": self.name}
+
+    def offers(self) -> dict[str, int | None]:
+        """What this member can run, for choosing among several members: `cores`, `gpus` and
+        `memory_mb` per node, `nodes` and `max_nodes`; None where it is not known (it then
+        does not limit). Read from `describe()`'s `cores_per_node`, `gpus_per_node`,
+        `memory_mb_per_node`, `nodes` and `max_nodes` unless a member says more."""
+        from ensemble_core.matching import described_offer
+
+        return described_offer(self.describe())
 
     def log_paths(self, jobid: Any) -> list[str]:
         """Files holding the job's output, reported to front doors on failure."""

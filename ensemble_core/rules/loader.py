@@ -5,6 +5,7 @@ Every problem becomes one `ConfigError` line naming the file, the line, the plac
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -12,8 +13,10 @@ from pydantic import ValidationError
 from ensemble_core.bounds import shown
 from ensemble_core.errors import ConfigError
 from ensemble_core.members import MEMBERS
+from ensemble_core.members.declared import DeclarationError, declared
 from ensemble_core.members.settings import SettingError, check_settings
 from ensemble_core.rules import yamlfile
+from ensemble_core.rules.engine import metric_group
 from ensemble_core.rules.metric_names import check_metric_name, did_you_mean
 from ensemble_core.rules.schema import EnsembleFile, Rule
 from ensemble_core.rules.yamlfile import Document, collector_paused, place, read_text
@@ -46,15 +49,20 @@ def resolve(path_or_name: str) -> Path:
     )
 
 
-def load(path_or_name: str) -> EnsembleFile:
-    """Read, parse and validate one file, once."""
+def load(path_or_name: str, members: Collection[str] | None = None) -> EnsembleFile:
+    """Read, parse and validate one file, once (`members`: see `parse`)."""
     path = resolve(path_or_name)
     with collector_paused():
-        return parse(read_text(str(path)), str(path))
+        return parse(read_text(str(path)), str(path), members)
 
 
-def parse(text: str, source: str) -> EnsembleFile:
-    """Validate a file's text: the YAML, the schema, then what refers to what."""
+def parse(text: str, source: str, members: Collection[str] | None = None) -> EnsembleFile:
+    """Validate a file's text: the YAML, the schema, then what refers to what.
+
+    What names a member is checked against the file's own `members:`, else against `members`
+    (the run's, known to a front door; empty: one member), else, for an ensemble file (with
+    `jobs:`), against none; a shared rules file read alone names members known only at run
+    time."""
     document = yamlfile.parse(text, source)
     data = document.data
     if not isinstance(data, dict):
@@ -68,6 +76,13 @@ def parse(text: str, source: str) -> EnsembleFile:
         raise ConfigError(_describe(error, document)) from None
     _check_groups(ensemble, document)
     _check_member(ensemble, document)
+    _check_members(ensemble, document)
+    if ensemble.members:
+        members = list(ensemble.members)
+    elif members is None and ensemble.jobs:
+        members = ()
+    if members is not None:
+        _check_member_names(ensemble, document, members)
     return ensemble
 
 
@@ -93,10 +108,10 @@ def _check_groups(ensemble: EnsembleFile, document: Document) -> None:
             )
         if not names:
             continue
-        if action.name == "cancel" and action.label and action.label not in names:
+        if action.name in ("cancel", "route") and action.label and action.label not in names:
             raise document.fail(
                 ["rules", index, "action", "label"],
-                f"cancel of unknown job group '{action.label}' (groups: {known})"
+                f"{action.name} of unknown job group '{action.label}' (groups: {known})"
                 + did_you_mean(action.label, names),
             )
         group_key = "group" if rule.group else "name"
@@ -134,9 +149,73 @@ def _check_member(ensemble: EnsembleFile, document: Document) -> None:
         ) from None
 
 
-def load_rules(paths_or_names: list[str]) -> EnsembleFile:
-    """Several shared rule files merged into one (front doors accept a list)."""
-    files = [load(item) for item in paths_or_names]
+def _check_members(ensemble: EnsembleFile, document: Document) -> None:
+    """`members:` (several members), `default:` and `routing:`, each entry against the settings
+    of the member it names."""
+    if not ensemble.members:
+        for key in ("default", "routing"):
+            if key in ensemble.model_fields_set:
+                raise document.fail(
+                    [key], f"{key}: is about several members: declare them under members:"
+                )
+        return
+    if ensemble.member:
+        raise document.fail(
+            ["member"],
+            "give member: (one member) or members: (several, by name), not both: move these "
+            "settings into an entry of members:",
+        )
+    try:
+        declared(ensemble.members, ensemble.default, ensemble.routing.policy)
+    except DeclarationError as error:
+        message = error.problem
+        if error.place == ["default"]:
+            message += did_you_mean(ensemble.default or "", ensemble.members)
+        raise document.fail(error.place, message) from None
+
+
+def _check_member_names(
+    ensemble: EnsembleFile, document: Document, members: Collection[str]
+) -> None:
+    """What names a member (a group's `member:`, an action's, a metric of `@member`) names one
+    of `members`, or says that the run has one member."""
+
+    def check(name: str, where: list[str | int], what: str) -> None:
+        if name in members:
+            return
+        if not members:
+            raise document.fail(
+                where,
+                f"{what} '{name}', but the run has one member: declare several under members: "
+                "(docs/several-members.md)",
+            )
+        known = ", ".join(members)
+        raise document.fail(
+            where, f"{what} '{name}' (members: {known})" + did_you_mean(name, members)
+        )
+
+    for index, job in enumerate(ensemble.jobs):
+        if job.member is not None:
+            check(job.member, ["jobs", index, "member"], "no member")
+    for index, rule in enumerate(ensemble.rules):
+        if rule.action.member is not None:
+            check(rule.action.member, ["rules", index, "action", "member"], "no member")
+        group = metric_group(rule.name or "") if rule.trigger == "metric" else ""
+        if group.startswith("@"):
+            check(group[1:], ["rules", index, "name"], "a metric of no member")
+
+
+def load_rules(paths_or_names: list[str], members: Collection[str] | None = None) -> EnsembleFile:
+    """Several shared rule files merged into one (front doors accept a list).
+
+    What names a member is checked against `members` (a front door's), else against the first
+    file's (an ensemble file's own `members:`, or one member)."""
+    files = []
+    for item in paths_or_names:
+        file = load(item, members)
+        if members is None:
+            members = list(file.members)
+        files.append(file)
     if not files:
         return EnsembleFile()
     rules: list[Rule] = [rule for file in files for rule in file.rules]

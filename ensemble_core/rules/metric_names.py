@@ -4,6 +4,8 @@ never fires, so it is refused with a "did you mean".
 The names follow `ensemble_core.metrics`: `count.<group>.<key>`, `<stat>.<group>-<series>` and
 `queue.<gauge>`. The group is checked only against the groups a file defines itself (`jobs:`);
 a shared rules file names Snakemake rules or Parsl functions that are known only at run time.
+With several members, `@<member>` in place of a group reads that member's jobs
+(`count.@cloud.running`, `mean.@cloud-pending`); the loader checks the member's name.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ FORMS += "or queue.<gauge>"
 def check_metric_name(name: str, groups: Collection[str] | None = None) -> None:
     """Raise ValueError saying what is wrong with `name` (and what was probably meant).
 
-    `groups`: the groups that can exist, or None when they are not known yet.
+    `groups`: the groups that can exist, or None when they are not known yet (a member's
+    `@name` is not a group: the loader checks it against the members).
     """
     kind, _, rest = name.partition(".")
     if kind == "queue":
@@ -49,7 +52,7 @@ def check_metric_name(name: str, groups: Collection[str] | None = None) -> None:
                 "<group>-pending"
             )
         _check_part("series", series, SUMMARY_SERIES, name)
-    if groups is not None:
+    if groups is not None and not group.startswith("@"):
         _check_part("group", group, groups, name)
 
 

@@ -27,6 +27,7 @@ from ensemble_core import bounds
 from ensemble_core.bounds import shown
 from ensemble_core.errors import ConfigError
 from ensemble_core.events import JOB_EVENTS, OTHER_JOB_EVENTS
+from ensemble_core.matching import MEMBER_ATTRIBUTE, POLICIES, REQUIRES_ATTRIBUTE
 from ensemble_core.rules.conditions import (
     CONDITION_HELP,
     DURATION_HELP,
@@ -71,7 +72,9 @@ TRIGGERS = (
     *(t for t in OUTCOME_TRIGGERS if t not in EVENT_TRIGGERS),
     *TRIGGER_ALIASES,
 )
-ACTIONS = ("submit", "resubmit", "cancel", "grow", "shrink", "terminate", "custom")
+ACTIONS = ("submit", "resubmit", "cancel", "grow", "shrink", "terminate", "custom", "route")
+#: The actions that may name a member (of several: `members:`).
+MEMBER_ACTIONS = ("submit", "resubmit", "grow", "shrink", "route")
 
 #: Resource names a `resubmit` may change, as Snakemake, Parsl and Flux users write them.
 RESOURCE_ALIASES = {
@@ -153,6 +156,11 @@ class Action(_Strict):
         description='resubmit: changes such as {mem_mb: "x2", walltime: "x1.5", cores: 4}',
     )
     function: str | None = Field(None, description="custom: 'module:function' to call")
+    member: str | None = Field(
+        None,
+        description="submit/resubmit: the member the jobs go to; grow/shrink: the member to "
+        "resize; route: where the group's next jobs go (none: back to where they would go)",
+    )
     repetitions: Annotated[int, _within(bounds.REPETITIONS)] = Field(
         1, description="times the action may run (resubmit: per job, others: per rule)"
     )
@@ -185,6 +193,14 @@ class Action(_Strict):
             if problem:
                 raise ValueError(f"{key}: {problem}")
         return resources
+
+    @field_validator("member")
+    @classmethod
+    def _member_used(cls, member: str | None, info: ValidationInfo) -> str | None:
+        name = info.data.get("name")
+        if member is not None and name not in (None, *MEMBER_ACTIONS):
+            raise ValueError(f"the {name} action names no member ({', '.join(MEMBER_ACTIONS)} do)")
+        return member
 
     @field_validator("function")
     @classmethod
@@ -225,6 +241,8 @@ class Action(_Strict):
             raise ValueError(f"the {self.name} action calls no function (custom does)")
         if self.name == "submit" and not self.label:
             raise ValueError("a submit action needs label: the job group to submit")
+        if self.name == "route" and not self.label:
+            raise ValueError("a route action needs label: the job group whose jobs it routes")
         return self
 
     @property
@@ -357,6 +375,17 @@ class JobGroup(_Strict):
     duration: Duration | None = Field(None, description="walltime; 0 or unset is unlimited")
     workdir: str | None = None
     environment: dict[str, str] = Field(default_factory=dict)
+    member: str | None = Field(None, description="the member the jobs go to (of members:)")
+    requires: list[str] = Field(
+        default_factory=list, description="features the member must offer (of members:)"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _not_a_member(cls, name: str) -> str:
+        if name.startswith("@"):
+            raise ValueError(f"'{name}': '@' starts a member's metrics (count.@cloud.running)")
+        return name
 
     @field_validator("command")
     @classmethod
@@ -392,7 +421,7 @@ class JobGroup(_Strict):
             if self.command is None:
                 raise ValueError("missing key 'command' (or 'script', a batch script); add it")
             return self
-        others = sorted(self.model_fields_set - {"name", "count", "script"})
+        others = sorted(self.model_fields_set - {"name", "count", "script", "member", "requires"})
         if others:
             raise ValueError(
                 f"{others[0]}: a group with a script takes its command and resources from the "
@@ -420,7 +449,8 @@ class JobGroup(_Strict):
     def spec(self) -> JobSpec:
         """The JobSpec of one job of this group (ensemble-python: one task per node by default)."""
         if self._script_job is not None:
-            return self._script_job.model_copy(update={"group": self.name})
+            update = {"group": self.name, "attributes": self._attributes()}
+            return self._script_job.model_copy(update=update)
         nodes = self.nodes
         return JobSpec(
             command=self.command,
@@ -433,7 +463,17 @@ class JobGroup(_Strict):
             walltime=self.duration or None,
             cwd=self.workdir,
             environment=self.environment,
+            attributes=self._attributes(),
         )
+
+    def _attributes(self) -> dict[str, Any]:
+        """Where the group's jobs ask to run, and what they require (of several members)."""
+        attributes: dict[str, Any] = {}
+        if self.member:
+            attributes[MEMBER_ATTRIBUTE] = self.member
+        if self.requires:
+            attributes[REQUIRES_ATTRIBUTE] = list(self.requires)
+        return attributes
 
 
 class Logging(_Strict):
@@ -454,6 +494,16 @@ class Limits(_Strict):
     )
 
 
+class Routing(_Strict):
+    """How a job finds its member among several (docs/several-members.md)."""
+
+    policy: Literal[POLICIES] = Field(  # type: ignore[valid-type]
+        "first",
+        description="among the members that can run a job: first (listed order), "
+        "least-backlog (fewest jobs waiting) or least-pending (lowest recent pending time)",
+    )
+
+
 class EnsembleFile(_Strict):
     """An ensemble file (`ensemble run`) or a shared rules file (Snakemake, Parsl)."""
 
@@ -464,6 +514,13 @@ class EnsembleFile(_Strict):
     member: dict[str, Any] = Field(
         default_factory=dict, description="member settings, e.g. {name: local, cores: 4}"
     )
+    members: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="several members by name, each with its settings, features and offers, "
+        "e.g. {hpc: {name: flux}, here: {name: local, features: [x86_64]}}",
+    )
+    default: str | None = Field(None, description="of members: where unpinned jobs go first")
+    routing: Routing = Field(default_factory=Routing)
     custom: str | None = Field(None, description="not supported: name a module:function instead")
 
     @field_validator("custom")

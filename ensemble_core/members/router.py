@@ -1,0 +1,446 @@
+"""Several members behind one: the router chooses a member per job and is a member itself.
+
+The controller sees one member. Each job goes to one of several named members, in this order:
+
+1. a member a rule sent it to (`member:` of a submit or resubmit action);
+2. the member a `route` action chose for its group, if that member can run it;
+3. the member the job asks for (a group's `member:`, a front door's resource);
+4. the `default` member, if one is declared and it can run the job;
+5. among the members that can run it (`matching.compatible`), the one the policy picks.
+
+A job no member can ever run ends at once as `unsatisfiable` (Flux's `alloc` exception), its
+note saying what each member lacks. Member job ids become text, `<member>/<the member's id as
+JSON>` (`hpc/1234`, `cloud/"ens-7"`), which the state journal keeps like any id; jobs the router
+ends itself have ids `/<n>`. Each member's events are passed on under those ids.
+
+A member whose event stream is lost for good does not end the ensemble: its active jobs end as
+`failed` (the reason names the member) and no job goes to it any more. Only when every member
+is lost is the router lost. Each member stays as it is and knows nothing of the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import difflib
+import itertools
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ensemble_core.errors import MemberError
+from ensemble_core.events import JobEvent
+from ensemble_core.matching import (
+    MEMBER_ATTRIBUTE,
+    POLICIES,
+    RULE_MEMBER_ATTRIBUTE,
+    Offer,
+    choose,
+    compatible,
+    lacks,
+    offer_of,
+    unsatisfiable_note,
+)
+from ensemble_core.members.base import EmitEvent, Member
+from ensemble_core.spec import JobSpec
+
+log = logging.getLogger(__name__)
+
+#: Pending times per member that `least-pending` averages.
+RECENT_PENDING = 20
+_EARLY_START, _EARLY_END = 1, 2
+
+
+class _Part:
+    """One named member and what the router knows of its jobs."""
+
+    __slots__ = (
+        "active",
+        "declared",
+        "early",
+        "emit",
+        "features",
+        "lost",
+        "member",
+        "metric_group",
+        "name",
+        "offer",
+        "pending_times",
+        "prefix",
+        "submitting",
+        "waiting",
+    )
+
+    def __init__(
+        self, name: str, member: Member, features: Iterable[str], declared: Mapping[str, Any]
+    ) -> None:
+        self.name = name
+        self.member = member
+        self.prefix = f"{name}/"
+        self.metric_group = f"@{name}"
+        self.features = frozenset(features)
+        self.declared = dict(declared)
+        self.offer = Offer(features=self.features)
+        self.emit: EmitEvent = lambda event: None
+        #: The member's ids of jobs not yet clean.
+        self.active: set[Any] = set()
+        #: Of those, the ones not started: id -> when submitted (monotonic), oldest first.
+        self.waiting: dict[Any, float] = {}
+        #: Events of jobs whose submission has not returned yet (the local member starts and
+        #: ends jobs inside `submit`): id -> _EARLY_START | _EARLY_END.
+        self.early: dict[Any, int] = {}
+        self.submitting = 0
+        self.pending_times: deque[float] = deque(maxlen=RECENT_PENDING)
+        self.lost: str | None = None
+
+    def outer(self, jobid: Any) -> str:
+        """The router's id of this member's job."""
+        return self.prefix + (str(jobid) if type(jobid) is int else json.dumps(jobid))
+
+    def relay(self, event: JobEvent) -> None:
+        """An event of this member, passed on under the router's id (the hot path)."""
+        if self.lost is not None:
+            return
+        jobid = event.jobid
+        name = event.name
+        if name == "start":
+            submitted = self.waiting.pop(jobid, None)
+            if submitted is not None:
+                self.pending_times.append(time.monotonic() - submitted)
+            elif self.submitting and jobid not in self.active:
+                self.early[jobid] = _EARLY_START
+        elif name == "clean":
+            self.waiting.pop(jobid, None)
+            if jobid in self.active:
+                self.active.discard(jobid)
+            elif self.submitting:
+                self.early[jobid] = _EARLY_END
+        self.emit(JobEvent(self.outer(jobid), name, event.timestamp, event.context))
+
+    def submitted(self, jobid: Any, since: float) -> None:
+        """The member returned the id of a job it took: follow it unless it has ended."""
+        early = self.early.pop(jobid, 0)
+        if early != _EARLY_END:
+            self.active.add(jobid)
+            if early == _EARLY_START:
+                self.pending_times.append(time.monotonic() - since)
+            else:
+                self.waiting[jobid] = since
+        if not self.submitting:
+            self.early.clear()
+
+    def pending_time(self, now: float) -> float:
+        """The recent pending time: the mean of the last pending times, or the wait of the
+        oldest job still waiting if that is longer (a member whose jobs never start)."""
+        times = self.pending_times
+        mean = sum(times) / len(times) if times else 0.0
+        oldest = next(iter(self.waiting.values()), None)
+        return max(mean, 0.0 if oldest is None else now - oldest)
+
+
+class RouterMember(Member):
+    """Several named members as one; see the module's docstring."""
+
+    def __init__(
+        self,
+        members: Mapping[str, Member],
+        *,
+        default: str | None = None,
+        policy: str = "first",
+        features: Mapping[str, Iterable[str]] | None = None,
+        offers: Mapping[str, Mapping[str, int | None]] | None = None,
+    ) -> None:
+        if not members:
+            raise MemberError("several members: declare at least one under members:")
+        if policy not in POLICIES:
+            raise MemberError(f"routing policy {policy!r}: choose one of {', '.join(POLICIES)}")
+        if default is not None and default not in members:
+            raise MemberError(_unknown(default, members))
+        self._parts = {
+            name: _Part(name, member, (features or {}).get(name, ()), (offers or {}).get(name, {}))
+            for name, member in members.items()
+        }
+        self.name = "+".join(members)
+        self.policy = policy
+        #: Where grow and shrink without a member go; jobs prefer it when it was declared.
+        self.default = default or next(iter(members))
+        self._prefer_default = default is not None
+        #: group -> member chosen by a `route` action.
+        self.routes: dict[str, str] = {}
+        self._own_ids = itertools.count(1)
+        self._emit: EmitEvent = lambda event: None
+
+    @property
+    def members(self) -> dict[str, Member]:
+        return {name: part.member for name, part in self._parts.items()}
+
+    @property
+    def jobs_end_with_controller(self) -> bool:  # type: ignore[override]
+        return any(part.member.jobs_end_with_controller for part in self._parts.values())
+
+    def ends_with_controller(self, member_id: Any) -> bool:
+        part, inner = self._split(member_id)
+        return part is not None and part.member.ends_with_controller(inner)
+
+    def member_group(self, member_id: Any) -> str | None:
+        """The metrics pseudo-group (`@name`) of the member that runs this job, if any."""
+        if type(member_id) is not str:
+            return None
+        part = self._parts.get(member_id.partition("/")[0])
+        return None if part is None else part.metric_group
+
+    def named(self, name: str) -> Member:
+        """The member called `name`; a MemberError (with a "did you mean") if there is none."""
+        part = self._parts.get(name)
+        if part is None:
+            raise MemberError(_unknown(name, self._parts))
+        return part.member
+
+    # Member protocol --------------------------------------------------------------------------
+
+    async def start(self, emit: EmitEvent) -> None:
+        """Start every member (at once); if one cannot start, close the others and say which."""
+        self._emit = emit
+        parts = list(self._parts.values())
+        results = await asyncio.gather(
+            *(self._start_part(part) for part in parts), return_exceptions=True
+        )
+        failed = [(p, r) for p, r in zip(parts, results, strict=True) if r is not None]
+        if not failed:
+            return
+        for part, result in zip(parts, results, strict=True):
+            if result is None:
+                with contextlib.suppress(Exception):
+                    await part.member.close()
+        part, error = failed[0]
+        if not isinstance(error, Exception):
+            raise error
+        raise MemberError(f"the {part.name} member ({part.member.name}): {error}") from error
+
+    async def _start_part(self, part: _Part) -> None:
+        part.emit = self._emit
+        part.member.on_lost = lambda reason: self._part_lost(part, reason)
+        await part.member.start(part.relay)
+        part.offer = offer_of(part.member.offers(), part.declared, part.features)
+
+    async def submit(self, spec: JobSpec) -> str:
+        part, kind, note = self._place(spec)
+        if part is None:
+            return self._refuse(kind, note)
+        since = time.monotonic()
+        part.submitting += 1
+        try:
+            jobid = await part.member.submit(spec)
+        except Exception as error:
+            part.submitting -= 1
+            if not part.submitting:
+                part.early.clear()
+            said = " ".join(str(error).split()) or type(error).__name__
+            return self._refuse("exec", f"submission to the {part.name} member failed: {said}")
+        part.submitting -= 1
+        part.submitted(jobid, since)
+        outer = part.outer(jobid)
+        if part.lost is not None and jobid in part.active:  # lost while it was submitted
+            part.active.discard(jobid)
+            part.waiting.pop(jobid, None)
+            self._end(outer, "exec", _lost_note(part))
+        return outer
+
+    async def cancel(self, jobid: Any) -> None:
+        part, inner = self._split(jobid)
+        if part is not None and part.lost is None:
+            await part.member.cancel(inner)
+
+    async def grow(self, value: int) -> str:
+        return await self.resize(self.default, value, grow=True)
+
+    async def shrink(self, value: int) -> str:
+        return await self.resize(self.default, value, grow=False)
+
+    async def resize(self, name: str, value: int, *, grow: bool) -> str:
+        """Grow or shrink the member called `name`; what it did, naming it."""
+        member = self.named(name)
+        done = await (member.grow(value) if grow else member.shrink(value))
+        return f"{name}: {done}"
+
+    def route(self, group: str, name: str | None) -> str:
+        """Send the group's next jobs to the member `name` (None: where they would go without a
+        route); what changed, for the action's record."""
+        if name is not None:
+            self.named(name)
+        before = self.routes.get(group)
+        if name is None:
+            self.routes.pop(group, None)
+        else:
+            self.routes[group] = name
+        now = name or "no route (as declared, or matched)"
+        return f"{group}: {now}" + (f" (was {before})" if before and before != name else "")
+
+    async def adopt(self, jobs: list[tuple[Any, str]]) -> dict[str, Any]:
+        """Each member looks for its own jobs; jobs whose id was never learned, by token, in
+        every member."""
+        asked: dict[str, list[tuple[Any, str]]] = {name: [] for name in self._parts}
+        anywhere = []
+        for member_id, token in jobs:
+            if member_id is None:
+                anywhere.append((None, token))
+                continue
+            part, inner = self._split(member_id)
+            if part is not None:
+                asked[part.name].append((inner, token))
+        found: dict[str, Any] = {}
+        now = time.monotonic()
+        for name, part in self._parts.items():
+            mine = asked[name] + anywhere
+            if not mine or part.lost is not None:
+                continue
+            for token, inner in (await part.member.adopt(mine)).items():
+                if token not in found:
+                    found[token] = part.outer(inner)
+                    part.active.add(inner)
+                    part.waiting[inner] = now
+        return found
+
+    def describe(self) -> dict[str, Any]:
+        members = {}
+        for name, part in self._parts.items():
+            described = {**part.member.describe(), "offers": part.offer.shown()}
+            if part.lost is not None:
+                described["lost"] = part.lost
+            members[name] = described
+        described = {"member": self.name, "default": self.default, "policy": self.policy}
+        if self.routes:
+            described["routes"] = dict(self.routes)
+        return {**described, "members": members}
+
+    def log_paths(self, jobid: Any) -> list[str]:
+        part, inner = self._split(jobid)
+        return [] if part is None else part.member.log_paths(inner)
+
+    async def close(self) -> None:
+        """Close every member (at once); one that fails to close does not stop the others."""
+        parts = list(self._parts.values())
+        results = await asyncio.gather(
+            *(part.member.close() for part in parts), return_exceptions=True
+        )
+        for part, result in zip(parts, results, strict=True):
+            if isinstance(result, Exception):
+                log.warning("closing the %s member: %s", part.name, result)
+
+    # Choosing a member ------------------------------------------------------------------------
+
+    def _place(self, spec: JobSpec) -> tuple[_Part | None, str, str]:
+        """The member for this job, or None with the exception type and note that end it."""
+        attributes = spec.attributes
+        sent = attributes.get(RULE_MEMBER_ATTRIBUTE)
+        if sent:
+            return self._pinned(str(sent), spec, "a rule sent it to")
+        routed = self.routes.get(spec.group)
+        if routed is not None:
+            part = self._parts[routed]
+            if part.lost is None and not lacks(spec, part.offer):
+                return part, "", ""
+        asked = attributes.get(MEMBER_ATTRIBUTE)
+        if asked:
+            return self._pinned(str(asked), spec, "it asks for")
+        if self._prefer_default:
+            part = self._parts[self.default]
+            if part.lost is None and not lacks(spec, part.offer):
+                return part, "", ""
+        able, lacking = compatible(spec, {n: p.offer for n, p in self._parts.items()})
+        live = [name for name in able if self._parts[name].lost is None]
+        if live:
+            return self._parts[self._choose(live)], "", ""
+        if able:
+            lost = ", ".join(f"{name} ({self._parts[name].lost})" for name in able)
+            return None, "exec", f"the only members that could run it were lost: {lost}"
+        return None, "alloc", unsatisfiable_note(lacking)
+
+    def _pinned(self, name: str, spec: JobSpec, why: str) -> tuple[_Part | None, str, str]:
+        part = self._parts.get(name)
+        if part is None:
+            return None, "alloc", f"unsatisfiable request: {why} {_unknown(name, self._parts)}"
+        if part.lost is not None:
+            return None, "exec", f"{why} the {name} member, which was lost ({part.lost})"
+        missing = lacks(spec, part.offer)
+        if missing:
+            lacking = "; ".join(missing)
+            return (
+                None,
+                "alloc",
+                f"unsatisfiable request: {why} the {name} member, which lacks {lacking}",
+            )
+        return part, "", ""
+
+    def _choose(self, candidates: list[str]) -> str:
+        if self.policy == "first" or len(candidates) == 1:
+            return candidates[0]
+        parts = self._parts
+        backlog = {name: len(parts[name].waiting) for name in candidates}
+        now = time.monotonic()
+        pending = {name: parts[name].pending_time(now) for name in candidates}
+        return choose(candidates, self.policy, backlog, pending)
+
+    # Jobs the router ends itself --------------------------------------------------------------
+
+    def _refuse(self, kind: str, note: str) -> str:
+        """A job no member takes: it gets its whole life at once, as the local member gives an
+        unsatisfiable job (`submit`, `validate`, a fatal `exception`, `clean`)."""
+        jobid = f"/{next(self._own_ids)}"
+        now = time.time()
+        self._emit(JobEvent(jobid, "submit", now, {"urgency": 16, "flags": 0, "version": 1}))
+        self._emit(JobEvent(jobid, "validate", now, {}))
+        self._end(jobid, kind, note)
+        return jobid
+
+    def _end(self, jobid: str, kind: str, note: str) -> None:
+        now = time.time()
+        self._emit(JobEvent(jobid, "exception", now, {"type": kind, "severity": 0, "note": note}))
+        self._emit(JobEvent(jobid, "clean", now, {}))
+
+    def _part_lost(self, part: _Part, reason: str) -> None:
+        """One member's stream is gone for good: its jobs end, no job goes to it any more; the
+        router is lost only when every member is."""
+        if part.lost is not None:
+            return
+        part.lost = reason or "its event stream ended"
+        log.error("the %s member was lost: %s", part.name, part.lost)
+        note = _lost_note(part)
+        ending = list(part.active)
+        part.active.clear()
+        part.waiting.clear()
+        for jobid in ending:
+            self._end(part.outer(jobid), "exec", note)
+        if all(p.lost is not None for p in self._parts.values()):
+            lost = "; ".join(f"{p.name}: {p.lost}" for p in self._parts.values())
+            self.on_lost(f"every member was lost ({lost})")
+
+    def _split(self, jobid: Any) -> tuple[_Part | None, Any]:
+        """The member and its own id of a router id (None for the router's own jobs)."""
+        if type(jobid) is not str:
+            return None, None
+        name, _, inner = jobid.partition("/")
+        part = self._parts.get(name)
+        if part is None:
+            return None, None
+        try:
+            return part, json.loads(inner)
+        except ValueError:
+            return None, None
+
+
+def _lost_note(part: _Part) -> str:
+    return (
+        f"the {part.name} member was lost ({part.lost}); what became of the job on the queue "
+        "is unknown"
+    )
+
+
+def _unknown(name: str, names: Iterable[str]) -> str:
+    known = list(names)
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"no member '{name}' (members: {', '.join(known)}){hint}"

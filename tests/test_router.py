@@ -1,0 +1,353 @@
+"""The controller with several members behind a router: recorded Flux jobs replayed by two
+ReplayMembers. Where each job goes (pinned, routed, matched, by policy), jobs no member can run,
+a member lost for good, resubmission elsewhere, metrics per member, and resuming a run."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURES
+
+from ensemble_core.ensemble import Ensemble
+from ensemble_core.errors import MemberError
+from ensemble_core.events import Outcome
+from ensemble_core.matching import MEMBER_ATTRIBUTE, REQUIRES_ATTRIBUTE
+from ensemble_core.members.local import LocalMember
+from ensemble_core.members.router import RouterMember
+from ensemble_core.rules.loader import parse
+from ensemble_core.spec import JobSpec
+from ensemble_core.state import StateJournal
+from ensemble_core.testing.faults import Faults, FaultyMember
+from ensemble_core.testing.replay import ReplayMember
+
+JOURNALS = [FIXTURES / "flux" / "journal-basic.jsonl"]
+SMALL = {"cores": 4, "gpus": 0}
+BIG = {"cores": 64, "gpus": 4}
+
+
+def replay(kind: str | None = None, **options) -> ReplayMember:
+    """Jobs replay the recorded kind their `replay` attribute names (or `kind`)."""
+    if kind:
+        options["kind_of"] = lambda spec: kind
+    return ReplayMember(JOURNALS, **options)
+
+
+def two(a: ReplayMember | None = None, b: ReplayMember | None = None, **options) -> RouterMember:
+    options.setdefault("offers", {"a": SMALL, "b": BIG})
+    return RouterMember({"a": a or replay(), "b": b or replay()}, **options)
+
+
+def started(member: RouterMember, rules: str = "rules: []\n", **options) -> Ensemble:
+    ensemble = Ensemble(member, parse(rules, "t.yaml", ["a", "b"]), **options)
+    ensemble.start()
+    return ensemble
+
+
+def spec(group: str = "sim", **fields) -> JobSpec:
+    return JobSpec(command=["true"], group=group, **fields)
+
+
+def until(condition, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def on_loop(ensemble: Ensemble, function, *args):
+    async def call():
+        return function(*args)
+
+    return ensemble._call(call()).result(5)
+
+
+def where(handle) -> str:
+    """The member an attempt ran on: the first part of its id."""
+    return str(handle.member_id).partition("/")[0]
+
+
+def test_jobs_go_where_they_are_pinned_matched_or_the_first_compatible_member():
+    ensemble = started(two(offers={"a": SMALL, "b": {**BIG}}, features={"b": ["a100"]}))
+    try:
+        handles = {
+            "plain": ensemble.submit(spec()),
+            "pinned": ensemble.submit(spec(attributes={MEMBER_ATTRIBUTE: "b"})),
+            "wide": ensemble.submit(spec(cores_per_task=8)),
+            "gpu": ensemble.submit(spec(gpus_per_task=1)),
+            "feature": ensemble.submit(spec(attributes={REQUIRES_ATTRIBUTE: ["a100"]})),
+        }
+        for handle in handles.values():
+            assert handle.wait(10) is Outcome.SUCCESS
+        assert {name: where(h) for name, h in handles.items()} == {
+            "plain": "a",
+            "pinned": "b",
+            "wide": "b",
+            "gpu": "b",
+            "feature": "b",
+        }
+        members = ensemble.snapshot()["members"]
+        assert (members["a"]["success"], members["b"]["success"]) == (1, 4)
+    finally:
+        ensemble.close()
+
+
+def test_a_declared_default_takes_the_jobs_it_can_run():
+    ensemble = started(two(default="b"))
+    try:
+        jobs = [ensemble.submit(spec()) for _ in range(3)]
+        assert all(job.wait(10) is Outcome.SUCCESS for job in jobs)
+        assert {where(job) for job in jobs} == {"b"}
+    finally:
+        ensemble.close()
+
+
+def test_least_backlog_sends_each_job_where_fewest_wait(tmp_path: Path):
+    """Two real local members of one core each, jobs that sleep: a job that waits makes its
+    member's backlog."""
+    members = {name: LocalMember(cores=1, log_dir=str(tmp_path / name)) for name in "ab"}
+    ensemble = started(RouterMember(members, policy="least-backlog"))
+    try:
+        jobs = []
+        for _ in range(5):
+            jobs.append(ensemble.submit(JobSpec(command=["sleep", "30"])))
+            until(lambda: jobs[-1].member_id is not None)
+        # a: one runs (backlog 0, the tie goes to a), the next waits (1); b takes the third
+        # (runs) and the fourth (waits); the fifth meets a tie again.
+        assert [where(job) for job in jobs] == ["a", "a", "b", "b", "a"]
+    finally:
+        ensemble.close()
+    assert all(job.outcome is Outcome.CANCELLED for job in jobs)
+
+
+def test_a_route_action_sends_the_groups_next_jobs_elsewhere_and_back():
+    ensemble = started(two())
+    try:
+        before = ensemble.submit(spec())
+        assert before.wait(10) is Outcome.SUCCESS
+        recorded = ensemble.request_action({"name": "route", "label": "sim", "member": "b"})
+        assert recorded[0]["detail"] == "sim: b"
+        routed, other = ensemble.submit(spec()), ensemble.submit(spec(group="post"))
+        assert routed.wait(10) is Outcome.SUCCESS and other.wait(10) is Outcome.SUCCESS
+        back = ensemble.request_action({"name": "route", "label": "sim"})
+        assert back[0]["detail"] == "sim: no route (as declared, or matched) (was b)"
+        after = ensemble.submit(spec())
+        assert after.wait(10) is Outcome.SUCCESS
+        assert [where(h) for h in (before, routed, other, after)] == ["a", "b", "a", "a"]
+        refused = ensemble.request_action({"name": "route", "label": "sim", "member": "bb"})
+        assert refused[0]["detail"] == ("failed: no member 'bb' (members: a, b); did you mean 'b'?")
+    finally:
+        ensemble.close()
+
+
+def test_a_route_gives_way_where_its_member_cannot_run_the_job():
+    ensemble = started(two())
+    try:
+        ensemble.request_action({"name": "route", "label": "sim", "member": "a"})
+        wide = ensemble.submit(spec(cores_per_task=16))
+        assert wide.wait(10) is Outcome.SUCCESS
+        assert where(wide) == "b"
+    finally:
+        ensemble.close()
+
+
+def test_a_job_no_member_can_run_ends_unsatisfiable_saying_what_each_lacks():
+    ensemble = started(two())
+    try:
+        huge = ensemble.submit(spec(cores_per_task=128))
+        unknown = ensemble.submit(spec(attributes={MEMBER_ATTRIBUTE: "bb"}))
+        small = ensemble.submit(spec(cores_per_task=8, attributes={MEMBER_ATTRIBUTE: "a"}))
+        assert huge.wait(10) is Outcome.UNSATISFIABLE
+        assert huge.reason == (
+            "unsatisfiable request: no member can run it (a lacks 128 cores per node (it has "
+            "4); b lacks 128 cores per node (it has 64))"
+        )
+        assert unknown.wait(10) is Outcome.UNSATISFIABLE
+        assert unknown.reason == (
+            "unsatisfiable request: it asks for no member 'bb' (members: a, b); did you mean 'b'?"
+        )
+        assert small.wait(10) is Outcome.UNSATISFIABLE
+        assert small.reason == (
+            "unsatisfiable request: it asks for the a member, which lacks 8 cores per node "
+            "(it has 4)"
+        )
+        snapshot = ensemble.snapshot()
+        assert snapshot["groups"]["sim"]["unsatisfiable"] == 3
+        assert snapshot["members"] == {}  # they never reached a member
+        assert ensemble.metrics.value("queue.pending") == 0
+    finally:
+        ensemble.close()
+
+
+def test_a_lost_member_ends_its_jobs_and_the_others_go_on_until_every_member_is_lost():
+    a, b = replay("hold"), replay("hold")
+    ensemble = started(two(a, b))
+    try:
+        on_a = [ensemble.submit(spec(attributes={MEMBER_ATTRIBUTE: "a"})) for _ in range(3)]
+        on_b = ensemble.submit(spec(attributes={MEMBER_ATTRIBUTE: "b"}))
+        until(lambda: ensemble.snapshot()["groups"]["sim"]["running"] == 4)
+        on_loop(ensemble, a.on_lost, "the journal could not be resumed for 60 s")
+        for handle in on_a:
+            assert handle.wait(10) is Outcome.FAILED
+            assert handle.reason == (
+                "failed: the a member was lost (the journal could not be resumed for 60 s); "
+                "what became of the job on the queue is unknown"
+            )
+        assert not on_b.done() and ensemble.exit == "completed" and not ensemble._stopping
+        moved = ensemble.submit(spec())  # a was first: it goes to b now
+        asked = ensemble.submit(spec(attributes={MEMBER_ATTRIBUTE: "a"}))
+        assert asked.wait(10) is Outcome.FAILED
+        assert asked.reason == (
+            "failed: it asks for the a member, which was lost (the journal could not be "
+            "resumed for 60 s)"
+        )
+        until(lambda: moved.member_id is not None)
+        assert where(moved) == "b"
+        members = ensemble.snapshot()["members"]
+        assert (members["a"]["failed"], members["a"]["running"], members["b"]["running"]) == (
+            3,
+            0,
+            2,
+        )
+        on_loop(ensemble, b.on_lost, "gone")
+        assert on_b.wait(10) is Outcome.FAILED and moved.wait(10) is Outcome.FAILED
+        assert ensemble.wait(10)
+        assert ensemble.exit == "error"
+        assert ensemble.stop_reason == (
+            "the a+b member was lost: every member was lost (a: the journal could not be "
+            "resumed for 60 s; b: gone)"
+        )
+    finally:
+        ensemble.close()
+
+
+def test_a_rule_resubmits_a_failed_job_to_another_member():
+    def first_fails(job: JobSpec) -> str:
+        return "fail-exit1" if job.attempt == 1 else "success"
+
+    rules = (
+        "rules:\n  - trigger: job-fail\n    group: sim\n    action: {name: resubmit, member: b}\n"
+    )
+    ensemble = started(two(replay(kind_of=first_fails), replay(kind_of=first_fails)), rules)
+    try:
+        handle = ensemble.submit(spec())
+        assert handle.wait(10) is Outcome.SUCCESS
+        assert [str(a.member_id).partition("/")[0] for a in handle.attempts] == ["a", "b"]
+        assert ensemble.actions[0]["detail"] == "attempt 2: unchanged, to the b member"
+        members = ensemble.snapshot()["members"]
+        assert (members["a"]["failed"], members["b"]["success"]) == (1, 1)
+    finally:
+        ensemble.close()
+
+
+def test_rules_read_and_act_on_members():
+    rules = """
+jobs:
+  - {name: sim, command: 'true', count: 3}
+  - {name: post, command: 'true', member: b}
+rules:
+  - trigger: start
+    action: {name: submit, label: sim, member: b}
+  - trigger: metric
+    name: count.@b.success
+    when: 3
+    action: {name: submit, label: post}
+  - trigger: metric
+    name: count.@b.success
+    when: 4
+    action: {name: grow, member: a, value: 2}
+"""
+    ensemble = started(two(), rules)
+    assert ensemble.wait(10)
+    try:
+        snapshot = ensemble.snapshot()
+        assert snapshot["members"]["b"]["success"] == 4 and "a" not in snapshot["members"]
+        details = [entry["detail"] for entry in ensemble.actions]
+        assert details == ["3 x sim to the b member", "1 x post", "a: replay member cannot grow"]
+    finally:
+        ensemble.close()
+
+
+def test_a_failed_submission_ends_that_job_naming_the_member():
+    faulty = FaultyMember(replay(), Faults(submit_error=1.0))
+    ensemble = started(RouterMember({"a": faulty, "b": replay()}))
+    try:
+        handle = ensemble.submit(spec())
+        assert handle.wait(10) is Outcome.FAILED
+        assert handle.reason == (
+            "failed: submission to the a member failed: injected fault: the member refused submit"
+        )
+    finally:
+        ensemble.close()
+
+
+class _Refusing(ReplayMember):
+    async def start(self, emit):
+        raise MemberError("cannot connect to a Flux instance")
+
+
+class _Closing(ReplayMember):
+    closed = False
+
+    async def close(self):
+        self.closed = True
+
+
+def test_a_member_that_cannot_start_stops_the_others_and_is_named():
+    other = _Closing(JOURNALS)
+    router = RouterMember({"hpc": _Refusing(JOURNALS), "here": other})
+    with pytest.raises(MemberError, match=r"^the hpc member \(replay\): cannot connect"):
+        Ensemble(router).start()
+    assert other.closed
+
+
+class _EndsWithController(ReplayMember):
+    """As the local member: its jobs end with the controller, and none is found again."""
+
+    jobs_end_with_controller = True
+
+    async def adopt(self, jobs):
+        return {}
+
+
+def test_a_resumed_run_adopts_per_member_and_starts_again_what_ended_with_the_controller(
+    tmp_path: Path,
+):
+    local = _EndsWithController(JOURNALS, kind_of=lambda spec: "hold", remember=True)
+    queue = ReplayMember(JOURNALS, kind_of=lambda spec: "hold", remember=True)
+
+    def router() -> RouterMember:
+        return RouterMember({"here": local, "hpc": queue})
+
+    assert router().jobs_end_with_controller
+    first = Ensemble(router(), state=StateJournal(tmp_path / "state"))
+    first.start()
+    kept = first.submit(spec(attributes={MEMBER_ATTRIBUTE: "hpc"}), identity="kept")
+    again = first.submit(spec(attributes={MEMBER_ATTRIBUTE: "here"}), identity="again")
+    until(lambda: first.snapshot()["groups"]["sim"]["running"] == 2)
+    assert (kept.member_id, again.member_id) == ("hpc/1", "here/1")
+    time.sleep(0.3)  # a periodic flush writes them
+    first._loop.call_soon_threadsafe(first._loop.stop)  # the controller dies
+    first._thread.join(5)
+    first.journal._db.close()
+    first.journal._lock.close()
+
+    second = Ensemble(router(), state=StateJournal(tmp_path / "state"))
+    second.start()
+    try:
+        kept, again = (
+            second.submit(spec(), identity="kept"),
+            second.submit(spec(), identity="again"),
+        )
+        until(lambda: second.snapshot()["groups"]["sim"]["running"] == 2)
+        assert (kept.member_id, again.member_id) == ("hpc/1", "here/2")
+        members = second.snapshot()["members"]
+        assert (members["here"]["submitted"], members["here"]["running"]) == (1, 1)
+        assert (members["hpc"]["submitted"], members["hpc"]["running"]) == (1, 1)
+        on_loop(second, local.finish_held, 2)  # the first controller's, and the new one
+        on_loop(second, queue.finish_held, 1)
+        assert kept.wait(10) is Outcome.SUCCESS and again.wait(10) is Outcome.SUCCESS
+        assert len(queue._history) == 1  # adopted, never submitted twice
+    finally:
+        second.close()
