@@ -13,6 +13,7 @@ import asyncio
 import itertools
 import json
 import logging
+import re
 import secrets
 import threading
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ensemble_core.errors import MemberError
-from ensemble_core.members.base import EmitEvent, Member
+from ensemble_core.members.base import TOKEN_ATTRIBUTE, EmitEvent, Member
 from ensemble_core.members.kubernetes_api import (
     MINICLUSTER,
     api_error,
@@ -37,6 +38,7 @@ from ensemble_core.translate.kubernetes import (
     CONTAINER,
     DEFAULT_TTL_SECONDS,
     ENSEMBLE_LABEL,
+    LABEL_PREFIX,
     dns_label,
     label_value,
     to_kubernetes,
@@ -48,10 +50,21 @@ log = logging.getLogger(__name__)
 _JOIN_SECONDS = 5.0
 #: Create failures after which the Job may exist all the same (no answer, or a server error).
 _UNSURE = (None, 0, 500, 502, 503, 504)
+#: The label that carries the controller's token (`TOKEN_ATTRIBUTE`) on a Job and its Pod, so a
+#: restarted controller's member finds them again (`adopt`).
+TOKEN_LABEL = f"{LABEL_PREFIX}/token"
+#: Tokens asked for in one list request (`token in (...)`: the selector goes in the URL).
+_TOKENS_PER_LIST = 100
 
 
 class KubernetesMember(Member):
-    """Jobs on a Kubernetes cluster, in one namespace, watched through one label selector."""
+    """Jobs on a Kubernetes cluster, in one namespace, watched through one label selector.
+
+    A Job and its Pod carry the controller's token as a label, so a restarted controller's
+    member finds them (`adopt`) and watches them with its own (the selector then names every
+    ensemble id the jobs have). `close` leaves every Job as it is: the controller cancels the
+    jobs it wants gone before it closes the member.
+    """
 
     name = "kubernetes"
 
@@ -85,6 +98,8 @@ class KubernetesMember(Member):
         self.watch_seconds = int(watch_seconds)
         self.reconnect_seconds = float(reconnect_seconds)
         self.selector = f"{ENSEMBLE_LABEL}={label_value(self.ensemble_id)}"
+        #: The ensemble ids the watches follow: this member's, and those of jobs it adopted.
+        self._ensembles = [label_value(self.ensemble_id)]
         self._counter = itertools.count(1)
         self._logs: dict[str, str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -106,7 +121,16 @@ class KubernetesMember(Member):
         self._batch = k8s.client.BatchV1Api(api_client)
         self._custom = k8s.client.CustomObjectsApi(api_client)
         self._tracker = JobTracker(emit, self._ended)
+        watches = await self._listed_watches()
+        if self.minicluster:
+            await self._read_minicluster()
+        self._run_watches(watches)
+
+    async def _listed_watches(self) -> list[ResourceWatch]:
+        """A watch of Pods and one of Jobs by the current selector, each listed once (the
+        list's objects are observed before this returns)."""
         calls = {"pods": self._core.list_namespaced_pod, "jobs": self._batch.list_namespaced_job}
+        watches = []
         for kind, call in calls.items():
             watch = ResourceWatch(
                 kind,
@@ -122,14 +146,16 @@ class KubernetesMember(Member):
                 await asyncio.to_thread(watch.list)
             except Exception as error:
                 raise api_error(error, f"list and watch {kind}", self.namespace) from None
-            self._watches.append(watch)
-        if self.minicluster:
-            await self._read_minicluster()
-        for watch in self._watches:
+            watches.append(watch)
+        return watches
+
+    def _run_watches(self, watches: list[ResourceWatch]) -> None:
+        for watch in watches:
             thread = threading.Thread(
                 target=watch.run, name=f"kubernetes-{watch.kind}", daemon=True
             )
             thread.start()
+            self._watches.append(watch)
             self._threads.append(thread)
 
     async def submit(self, spec: JobSpec) -> str:
@@ -142,6 +168,8 @@ class KubernetesMember(Member):
             ttl_seconds=self.ttl_seconds,
             name=name,
         ).document
+        if TOKEN_ATTRIBUTE in spec.attributes:
+            _label(job, TOKEN_LABEL, label_value(spec.attributes[TOKEN_ATTRIBUTE]))
         self._tracker.expect(name)
         try:
             await asyncio.to_thread(self._batch.create_namespaced_job, self.namespace, job)
@@ -170,6 +198,40 @@ class KubernetesMember(Member):
             self._tracker.abort_cancel(jobid)
             raise api_error(error, f"delete the Job {jobid}", self.namespace) from None
         self._tracker.end_cancel(jobid)
+
+    async def adopt(self, jobs: list[tuple[Any, str]]) -> dict[str, Any]:
+        """Follow the Jobs a previous controller submitted, found by their token label (a Job
+        whose name was learned must still carry its token). Their Job and Pod as listed now
+        are replayed as events once this returns, through the same mapping as for the jobs
+        this member submits: a job that ended meanwhile gets the outcome its Pod or Job tells.
+        The watches then follow them too (their ensemble ids join the selector)."""
+        if not self._watches:
+            raise MemberError("the kubernetes member is not started. Call start() before adopt()")
+        wanted = {label_value(token): (jobid, token) for jobid, token in jobs}
+        listed = {kind: await self._list_tokens(kind, list(wanted)) for kind in ("jobs", "pods")}
+        found: dict[str, Any] = {}
+        created: dict[str, str | None] = {}
+        for job in listed["jobs"]:
+            metadata = job.get("metadata") or {}
+            labels = metadata.get("labels") or {}
+            jobid, token = wanted.get(labels.get(TOKEN_LABEL), (None, None))
+            name = metadata.get("name")
+            if token is None or not name or jobid not in (None, name) or token in found:
+                continue  # not asked for, or another Job than the one whose name was learned
+            found[token] = name
+            created[name] = metadata.get("creationTimestamp")
+            self._tracker.expect(name)  # what is observed of it is held until it is known
+            ensemble = labels.get(ENSEMBLE_LABEL)
+            if ensemble and ensemble not in self._ensembles:
+                self._ensembles.append(ensemble)
+        for kind, objects in listed.items():
+            for obj in objects:
+                self._observe_one(kind, "listed", obj)
+        await self._follow_ensembles()
+        # After this returns: the controller knows the names by then, as after a submission.
+        self._loop.call_soon(self._adopted, created)
+        log.info("kubernetes member: adopted %d of %d job(s)", len(found), len(jobs))
+        return found
 
     async def grow(self, value: int) -> str:
         return await self._resize(value)
@@ -200,6 +262,54 @@ class KubernetesMember(Member):
         for task in list(self._tasks):
             task.cancel()
 
+    # -- adoption ---------------------------------------------------------------------------
+
+    async def _list_tokens(self, kind: str, tokens: list[str]) -> list[dict[str, Any]]:
+        """The Jobs or Pods of the namespace that carry one of these token labels."""
+        call = self._batch.list_namespaced_job if kind == "jobs" else self._core.list_namespaced_pod
+        objects: list[dict[str, Any]] = []
+        for first in range(0, len(tokens), _TOKENS_PER_LIST):
+            selector = f"{TOKEN_LABEL} in ({','.join(tokens[first : first + _TOKENS_PER_LIST])})"
+            try:
+                items, _version = await asyncio.to_thread(
+                    list_objects, call, self.namespace, selector
+                )
+            except Exception as error:
+                raise api_error(error, f"list {kind}", self.namespace) from None
+            objects += items
+        return objects
+
+    async def _follow_ensembles(self) -> None:
+        """Watch by every ensemble id followed: new watches first (their list catches up on
+        what happened meanwhile), then the old ones stop."""
+        values = ",".join(self._ensembles)
+        selector = f"{ENSEMBLE_LABEL} in ({values})" if len(self._ensembles) > 1 else None
+        if selector is None or selector == self.selector:
+            return
+        self.selector = selector
+        watches = await self._listed_watches()
+        old = list(zip(self._watches, self._threads, strict=True))
+        self._watches, self._threads = [], []
+        self._run_watches(watches)
+        for watch, thread in old:
+            watch.stop()
+            await asyncio.to_thread(thread.join, _JOIN_SECONDS)
+
+    def _adopted(self, created: dict[str, str | None]) -> None:
+        """Adopted Jobs (name: creation time) are known to the controller now: emit."""
+        for name, when in created.items():
+            if self._tracker.submitted(name, when):
+                self._spawn(self._confirm_gone(name))
+
+    def _skip_taken_names(self, jobs: list[Any]) -> None:
+        """Name new Jobs past those of this ensemble id that exist (a reused ensemble_id: the
+        run before, or a resumed one)."""
+        pattern = re.compile(rf"{re.escape(self.ensemble_id)}-(\d+)")
+        taken = [int(m.group(1)) for m in map(pattern.fullmatch, map(_name_of, jobs)) if m]
+        if taken:
+            following = next(self._counter)
+            self._counter = itertools.count(max(following, max(taken) + 1))
+
     # -- watches to tracker ----------------------------------------------------------------
 
     def _lost(self, reason: str) -> None:
@@ -224,6 +334,8 @@ class KubernetesMember(Member):
         if event_type != "SYNC":
             self._observe_one(kind, event_type, payload)
             return
+        if kind == "jobs":
+            self._skip_taken_names(payload)
         for obj in payload:
             self._observe_one(kind, "listed", obj)
         for name in self._tracker.listed(kind, payload):
@@ -367,6 +479,17 @@ class KubernetesMember(Member):
         except Exception as error:
             raise api_error(error, "patch MiniClusters", namespace) from None
         return f"{where} size {current} -> {target} (min {low}, max {high})"
+
+
+def _label(job: dict[str, Any], key: str, value: str) -> None:
+    """Put a label on a Job and on the Pod its template makes."""
+    job["metadata"]["labels"][key] = value
+    job["spec"]["template"]["metadata"]["labels"][key] = value
+
+
+def _name_of(obj: Any) -> str:
+    metadata = obj.get("metadata") if isinstance(obj, dict) else None
+    return str((metadata or {}).get("name") or "")
 
 
 def _json(response: Any) -> dict[str, Any]:

@@ -17,9 +17,11 @@ Everything here runs on the controller's loop thread; it does no I/O.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from ensemble_core.events import JobEvent
@@ -132,15 +134,16 @@ class JobTracker:
         """Its create call failed: there is no such job."""
         self._jobs.pop(name, None)
 
-    def submitted(self, name: str) -> bool:
-        """The create call returned: `submit`, `validate`, then what the watches saw meanwhile.
-        True if the member should read the Job to learn whether it still exists."""
+    def submitted(self, name: str, created: str | None = None) -> bool:
+        """The create call returned (or the Job, `created` then, was adopted): `submit`,
+        `validate`, then what the watches saw meanwhile. True if the member should read the
+        Job to learn whether it still exists."""
         job = self._jobs.get(name)
         if job is None or job.submitted:
             return False
         job.submitted = True
-        self._once(name, job, "submit")
-        self._once(name, job, "validate")
+        self._once(name, job, "submit", at=created)
+        self._once(name, job, "validate", at=created)
         if job.unreadable:
             self._end_unreadable(name, job)
             return False
@@ -280,8 +283,9 @@ class JobTracker:
         terminated = state.get("terminated")
         if _scheduled(pod) or "running" in state or terminated:
             self._once(name, job, "alloc")
-        if "running" in state or (terminated and terminated.get("startedAt")):
-            self._once(name, job, "start")
+        began = (state.get("running") or terminated or {}).get("startedAt")
+        if "running" in state or began:
+            self._once(name, job, "start", at=began)
         reason = status.get("reason")
         if status.get("phase") == "Failed" and reason:
             note = f"{reason}: {status.get('message') or 'the Pod failed'}"
@@ -293,7 +297,7 @@ class JobTracker:
                 self._exception(name, job, "oom", note)
             status_code = wait_status(terminated)
             job.failed = job.failed or status_code != 0
-            self._once(name, job, "finish", {"status": status_code})
+            self._once(name, job, "finish", {"status": status_code}, terminated.get("finishedAt"))
         if deleted or status.get("phase") in _DONE_PHASES:
             job.pod_final = True
             being_deleted = deleted or (pod.get("metadata") or {}).get("deletionTimestamp")
@@ -324,9 +328,21 @@ class JobTracker:
         self._once(name, job, "exception", {"type": kind, "severity": 0, "note": note})
 
     def _once(
-        self, name: str, job: _Job, event: str, context: dict[str, Any] | None = None
+        self,
+        name: str,
+        job: _Job,
+        event: str,
+        context: dict[str, Any] | None = None,
+        at: str | None = None,
     ) -> None:
+        """Emit `event` unless it was; stamped when it is seen, but no later than the second
+        after `at` (the Pod's own RFC 3339 time, whole seconds), so that an end seen late (a
+        restarted controller's member replaying it) keeps its time within a second."""
         if event in job.emitted:
             return
         job.emitted.add(event)
-        self._emit(JobEvent(name, event, self._clock(), context or {}))
+        timestamp = self._clock()
+        if at:
+            with contextlib.suppress(ValueError):
+                timestamp = min(timestamp, datetime.fromisoformat(at).timestamp() + 1.0)
+        self._emit(JobEvent(name, event, timestamp, context or {}))
