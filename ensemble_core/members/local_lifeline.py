@@ -44,7 +44,7 @@ class Lifeline:
 
     def __init__(self, marker: str, run_dir: Path) -> None:
         self.marker = marker
-        self.run_dir = run_dir
+        self.run_dir = run_dir.absolute()  # a reaper started again later may see another cwd
         self._loop: asyncio.AbstractEventLoop | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._pipe = -1
