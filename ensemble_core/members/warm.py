@@ -179,6 +179,8 @@ class WarmMember(Member):
         self._loop = asyncio.get_running_loop()
         self.inner.on_lost = lambda reason: self.on_lost(reason)
         await self.inner.start(self._inner_event)
+        # The local member writes each run into a directory of its own: so do its workers.
+        self.log_dir = Path(getattr(self.inner, "output_dir", self.log_dir))
         host = self.address or _default_address(self.inner.name)
         try:
             self._server = await asyncio.start_server(
@@ -340,7 +342,7 @@ class WarmMember(Member):
             gpus_per_task=self.worker_gpus,
             memory_mb=self.worker_memory_mb,
             environment={ADDRESS_ENV: self._listening, NAME_ENV: name, SECRET_ENV: self._secret},
-            stdout=str(self.log_dir / f"{WORKER_GROUP}-{os.getpid()}-{name}.log"),
+            stdout=str(self._worker_log(name)),
         )
 
     async def _submit_worker(self, worker: _Worker) -> None:
@@ -419,12 +421,15 @@ class WarmMember(Member):
     def _job_end(self, worker: _Worker) -> str:
         """Why a worker's job ended, with the end of its output."""
         why = worker.ended_why or worker.job.reason
-        path = self.log_dir / f"{WORKER_GROUP}-{os.getpid()}-{worker.name}.log"
+        path = self._worker_log(worker.name)
         with contextlib.suppress(OSError):
             tail = path.read_text(errors="replace").strip().splitlines()[-3:]
             if tail:
                 why += f" (its output, {path}: {' | '.join(tail)})"
         return why
+
+    def _worker_log(self, name: str) -> Path:
+        return self.log_dir / f"{WORKER_GROUP}-{os.getpid()}-{name}.log"
 
     def _start_failed(self, why: str) -> None:
         self._start_failures += 1
