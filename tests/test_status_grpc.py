@@ -16,8 +16,8 @@ import pytest
 grpc = pytest.importorskip("grpc", reason="the gRPC service is the `grpc` extra")
 protoc = pytest.importorskip("grpc_tools.protoc", reason="grpcio-tools compiles the proto")
 
-from ensemble_core.control.grpc_service import parse_address  # noqa: E402
-from ensemble_core.control.serve import start_controls  # noqa: E402
+from ensemble_core.control.grpc_service import messages  # noqa: E402
+from ensemble_core.control.serve import parse_address, start_controls  # noqa: E402
 from ensemble_core.ensemble import Ensemble  # noqa: E402
 from ensemble_core.errors import ConfigError  # noqa: E402
 from ensemble_core.members import create_member  # noqa: E402
@@ -68,7 +68,9 @@ def served(tmp_path):
     journal = StateJournal(tmp_path / "state", command={"file": "g.yaml"})
     ensemble = Ensemble(member, parse(RULES.format(release=release), "g.yaml"), state=journal)
     ensemble.start()
-    serving = start_controls(ensemble, journal, argparse.Namespace(grpc="0", grpc_token_file=None))
+    serving = start_controls(
+        ensemble, journal, argparse.Namespace(grpc=("127.0.0.1", 0), grpc_token_file=None)
+    )
     try:
         yield ensemble, serving.grpc_address, tmp_path / "state" / "grpc-token"
     finally:
@@ -149,5 +151,42 @@ def test_the_address_is_loopback_unless_a_host_is_named(text, address):
 
 @pytest.mark.parametrize("text", ["http", ":50051", "host:99999", "host:"])
 def test_a_bad_address_says_what_to_give(text):
-    with pytest.raises(ConfigError, match=rf"--grpc {text}: give \[HOST:\]PORT, such as 50051"):
+    with pytest.raises(argparse.ArgumentTypeError, match=rf"'{text}': give \[HOST:\]PORT, such"):
         parse_address(text)
+
+
+def test_the_token_comes_from_the_file_given_or_the_environment(tmp_path, monkeypatch):
+    member = create_member("local", cores=1, log_dir=str(tmp_path / "logs"))
+    ensemble = Ensemble(member, parse("rules: []", "t.yaml"))
+    ensemble.start()
+    try:
+
+        def serve(token_file: str | None = None):
+            arguments = argparse.Namespace(grpc=("127.0.0.1", 0), grpc_token_file=token_file)
+            return start_controls(ensemble, None, arguments)
+
+        monkeypatch.delenv("ENSEMBLE_GRPC_TOKEN", raising=False)
+        with pytest.raises(ConfigError, match="this run has no state directory for its token"):
+            serve()
+        empty = tmp_path / "empty"
+        empty.write_text("\n")
+        with pytest.raises(ConfigError, match=f"--grpc-token-file {empty}: the file is empty"):
+            serve(str(empty))
+        with pytest.raises(ConfigError, match="No such file or directory"):
+            serve(str(tmp_path / "missing"))
+        monkeypatch.setenv("ENSEMBLE_GRPC_TOKEN", "from-the-environment")
+        serving = serve()
+        try:
+            request = messages()["StatusRequest"]()
+            with grpc.insecure_channel(serving.grpc_address) as channel:
+                call = channel.unary_unary(
+                    "/convergedcomputing.org.grpc.v1.EnsembleOperator/RequestStatus",
+                    request_serializer=type(request).SerializeToString,
+                    response_deserializer=messages()["Response"].FromString,
+                )
+                answer = call(request, metadata=[("authorization", "Bearer from-the-environment")])
+            assert answer.status == 1 and json.loads(answer.payload)["controller"] == "running"
+        finally:
+            serving.close()
+    finally:
+        ensemble.close()

@@ -84,21 +84,6 @@ def messages() -> dict[str, Any]:
     }
 
 
-def parse_address(text: str) -> tuple[str, int]:
-    """`--grpc [HOST:]PORT` as (host, port); loopback when no host is named."""
-    host, colon, port = text.rpartition(":")
-    host = host.strip("[]") if colon else "127.0.0.1"
-    try:
-        number = int(port)
-    except ValueError:
-        number = -1
-    if not 0 <= number <= 65535 or (colon and not host):
-        raise ConfigError(
-            f"--grpc {text}: give [HOST:]PORT, such as 50051 (loopback) or 0.0.0.0:50051"
-        )
-    return host, number
-
-
 class GrpcService:
     """The EnsembleOperator service of one running ensemble, on a server of its own."""
 

@@ -29,6 +29,7 @@ def add_control_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("control from outside (see docs/status-and-report.md)")
     group.add_argument(
         "--grpc",
+        type=parse_address,
         metavar="[HOST:]PORT",
         help="also serve ensemble-python's gRPC service (EnsembleOperator) there; loopback "
         "unless a host is named; 0 picks a free port",
@@ -39,6 +40,22 @@ def add_control_flags(parser: argparse.ArgumentParser) -> None:
         help=f"the token gRPC clients must give (default: ${TOKEN_VARIABLE}, else a new one "
         f"written to {TOKEN_FILE} in the state directory)",
     )
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """`--grpc [HOST:]PORT` as (host, port); loopback when no host is named (checked when the
+    command line is read, before any job starts)."""
+    host, colon, port = text.rpartition(":")
+    host = host.strip("[]") if colon else "127.0.0.1"
+    try:
+        number = int(port)
+    except ValueError:
+        number = -1
+    if not 0 <= number <= 65535 or (colon and not host):
+        raise argparse.ArgumentTypeError(
+            f"'{text}': give [HOST:]PORT, such as 50051 (loopback) or 0.0.0.0:50051"
+        )
+    return host, number
 
 
 class Serving:
@@ -88,9 +105,9 @@ def start_controls(ensemble: Any, journal: Any, args: argparse.Namespace) -> Ser
 def _start_grpc(
     controls: Controls, serving: Serving, directory: Path | None, args: argparse.Namespace
 ) -> None:
-    from ensemble_core.control.grpc_service import GrpcService, parse_address
+    from ensemble_core.control.grpc_service import GrpcService
 
-    host, port = parse_address(args.grpc)
+    host, port = args.grpc
     token, where = _token(directory, args.grpc_token_file)
     service = GrpcService(controls, host, port, token)
     serving._closers.append(service.close)
