@@ -258,6 +258,11 @@ class WarmMember(Member):
         """Plain jobs the inner member still runs; tasks ended with their workers."""
         return await self.inner.adopt(jobs)
 
+    def ends_with_controller(self, member_id: Any) -> bool:
+        if isinstance(member_id, str) and member_id.startswith("warm_"):
+            return True
+        return self.inner.ends_with_controller(member_id)
+
     def runs_warm(self, spec: JobSpec) -> bool:
         """Whether a job of this spec runs on a worker (else as a plain job of the inner
         member): one task on one node, within a worker's cores, GPUs and memory."""
