@@ -70,6 +70,9 @@ LOST_WAIT_SECONDS = 30.0
 #: How long `close` waits for workers to leave before it cancels their jobs.
 CLOSE_SECONDS = 5.0
 RECENT_TASKS = 1024
+#: Warm task ids are `warm_1`, `warm_2`, ...: no member's id looks so (Kubernetes names have no
+#: underscore, Flux and local ids are numbers).
+TASK_PREFIX = "warm_"
 
 
 @dataclass(slots=True, eq=False)
@@ -201,7 +204,7 @@ class WarmMember(Member):
             raise MemberError("the warm member is closed: it starts no more jobs")
         if not self.runs_warm(spec):
             return await self.inner.submit(spec)
-        task_id = f"warm_{next(self._task_ids)}"
+        task_id = f"{TASK_PREFIX}{next(self._task_ids)}"
         stdout, stderr = self._output_paths(task_id, spec)
         task = self._tasks[task_id] = _Task(task_id, spec, stdout, stderr)
         self._event(task_id, "submit", {"urgency": 16, "flags": 0, "version": 1})
@@ -217,10 +220,12 @@ class WarmMember(Member):
         return task_id
 
     async def cancel(self, jobid: Any) -> None:
-        task = self._tasks.get(jobid) if isinstance(jobid, str) else None
-        if task is None:
+        if not _is_task(jobid):
             await self.inner.cancel(jobid)
             return
+        task = self._tasks.get(jobid)
+        if task is None:
+            return  # it has ended already
         if task.worker is None:
             self._queue.remove(task)
             self._queued_cores -= task.spec.cores_per_task
@@ -259,9 +264,7 @@ class WarmMember(Member):
         return await self.inner.adopt(jobs)
 
     def ends_with_controller(self, member_id: Any) -> bool:
-        if isinstance(member_id, str) and member_id.startswith("warm_"):
-            return True
-        return self.inner.ends_with_controller(member_id)
+        return _is_task(member_id) or self.inner.ends_with_controller(member_id)
 
     def runs_warm(self, spec: JobSpec) -> bool:
         """Whether a job of this spec runs on a worker (else as a plain job of the inner
@@ -292,7 +295,7 @@ class WarmMember(Member):
         return described
 
     def log_paths(self, jobid: Any) -> list[str]:
-        if isinstance(jobid, str) and jobid.startswith("warm_"):
+        if _is_task(jobid):
             task = self._tasks.get(jobid)
             if task is None:
                 return list(self._recent.get(jobid, ()))
@@ -663,6 +666,11 @@ class WarmMember(Member):
         task = self._loop.create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _is_task(jobid: Any) -> bool:
+    """Whether an id is a warm task's (plain jobs have the inner member's ids)."""
+    return isinstance(jobid, str) and jobid.startswith(TASK_PREFIX)
 
 
 def _existing(stdout: str, stderr: str) -> list[str]:

@@ -152,9 +152,12 @@ def _main_code(module: str) -> tuple[ModuleSpec, CodeType] | None:
 def launch(order: Order, guard: Guard, installed: tuple[str, ...], scratch: Path) -> Running:
     """Open the task's output, fork it and return at once; a TaskError if it cannot start.
     `scratch`, a directory to make, holds the task's TMPDIR."""
-    os.mkdir(scratch)
     changes = {**order.env, "TMPDIR": str(scratch / "tmp")}
-    os.mkdir(changes["TMPDIR"])
+    try:
+        os.mkdir(scratch)
+        os.mkdir(changes["TMPDIR"])
+    except OSError as error:
+        raise TaskError(f"the worker could not make the task's TMPDIR: {error}") from None
     env = {**os.environ, **changes}
     in_process = plan(order.argv, env, changes)
     created: list[Path] = []
