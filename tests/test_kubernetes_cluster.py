@@ -84,8 +84,8 @@ def ensemble_id(cluster: Cluster):
     cluster.delete_jobs(f"{ENSEMBLE_LABEL}={name}")
 
 
-@pytest.fixture
-def settings(cluster: Cluster, ensemble_id: str, tmp_path: Path) -> dict:
+def member_settings(cluster: Cluster, ensemble_id: str, tmp_path: Path) -> dict:
+    """The member's settings for a test: this cluster, the kubelet's namespace, logs in tmp."""
     return {
         "image": IMAGE,
         "namespace": NAMESPACE,
@@ -93,6 +93,11 @@ def settings(cluster: Cluster, ensemble_id: str, tmp_path: Path) -> dict:
         "ensemble_id": ensemble_id,
         "log_dir": str(tmp_path / "logs"),
     }
+
+
+@pytest.fixture
+def settings(cluster: Cluster, ensemble_id: str, tmp_path: Path) -> dict:
+    return member_settings(cluster, ensemble_id, tmp_path)
 
 
 def needs_memory_limits(cluster: Cluster) -> None:

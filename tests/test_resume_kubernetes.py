@@ -20,11 +20,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from flux_fake import Emitted
 from kubernetes_cluster import SKIP_REASON, Cluster, control_plane_script
+from test_kubernetes_cluster import IMAGE, NAMESPACE, member_settings
 from test_resume_flux import RUN, kill, wait_for
 
-from ensemble_core.events import JobEvent, Outcome
-from ensemble_core.jobs import Attempt
+from ensemble_core.events import Outcome
 from ensemble_core.members.base import TOKEN_ATTRIBUTE
 from ensemble_core.members.kubernetes import TOKEN_LABEL, KubernetesMember
 from ensemble_core.spec import JobSpec
@@ -32,8 +33,6 @@ from ensemble_core.translate.kubernetes import ENSEMBLE_LABEL, GROUP_LABEL
 
 pytestmark = pytest.mark.skipif(control_plane_script() is None, reason=SKIP_REASON)
 
-NAMESPACE = "ensemble"
-IMAGE = "python:3.12-slim"
 BIN = Path(sys.executable).parent
 
 
@@ -46,45 +45,25 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
         plane.stop()
 
 
-def settings(cluster: Cluster, ensemble_id: str, tmp_path: Path) -> dict:
-    return {
-        "image": IMAGE,
-        "namespace": NAMESPACE,
-        "kubeconfig": cluster.kubeconfig,
-        "ensemble_id": ensemble_id,
-        "log_dir": str(tmp_path / "logs"),
-    }
-
-
-class Emitted:
-    """What a member emitted, per job, and the outcome that makes."""
-
-    def __init__(self) -> None:
-        self.events: dict[str, list[JobEvent]] = {}
-
-    def emit(self, event: JobEvent) -> None:
-        self.events.setdefault(event.jobid, []).append(event)
-
-    def names(self, jobid: str) -> list[str]:
-        return [event.name for event in self.events.get(jobid, [])]
-
-    def outcome(self, jobid: str) -> Attempt:
-        attempt = Attempt(JobSpec(command=["true"]))
-        for event in self.events.get(jobid, []):
-            attempt.record.observe(event)
-        return attempt
-
-    async def until(self, condition, timeout: float = 60.0) -> None:
-        async with asyncio.timeout(timeout):
-            while not condition():
-                await asyncio.sleep(0.05)
-
-    def cleaned(self, *jobids: str) -> bool:
-        return all("clean" in self.names(jobid) for jobid in jobids)
-
-
 def tokened(token: str, *command: str) -> JobSpec:
     return JobSpec(command=list(command), group="adopt", attributes={TOKEN_ATTRIBUTE: token})
+
+
+async def started(cluster: Cluster, ensemble_id: str, tmp_path: Path) -> Emitted:
+    """A started member and what it emits."""
+    seen = Emitted(KubernetesMember(**member_settings(cluster, ensemble_id, tmp_path)))
+    await seen.member.start(seen.emit)
+    return seen
+
+
+def names(seen: Emitted, jobid: str) -> list[str]:
+    return [event.name for event in seen.events[jobid]]
+
+
+async def until_started(seen: Emitted, jobid: str, timeout: float = 60.0) -> None:
+    async with asyncio.timeout(timeout):
+        while "start" not in names(seen, jobid):
+            await asyncio.sleep(0.05)
 
 
 def test_a_member_of_another_ensemble_id_adopts_the_jobs_by_their_token(
@@ -102,36 +81,34 @@ def test_a_member_of_another_ensemble_id_adopts_the_jobs_by_their_token(
     }
 
     async def first() -> dict[str, str]:
-        member, seen = KubernetesMember(**settings(cluster, "first", tmp_path)), Emitted()
-        await member.start(seen.emit)
+        seen = await started(cluster, "first", tmp_path)
         try:
-            names = [await member.submit(spec) for spec in specs.values()]
-            ids = dict(zip(specs, names, strict=True))
-            await seen.until(lambda: seen.cleaned(ids["k-true"], ids["k-exit3"]))
+            submitted = [await seen.member.submit(spec) for spec in specs.values()]
+            ids = dict(zip(specs, submitted, strict=True))
+            await seen.until_clean([ids["k-true"], ids["k-exit3"]])
         finally:
-            await member.close()  # leaves every Job as it is
+            await seen.member.close()  # leaves every Job as it is
         return ids
 
-    async def second(ids: dict[str, str]) -> tuple[Emitted, dict, bool, dict]:
-        member, seen = KubernetesMember(**settings(cluster, "second", tmp_path)), Emitted()
-        await member.start(seen.emit)
+    async def second(ids: dict[str, str]) -> tuple[Emitted, dict, bool]:
+        seen = await started(cluster, "second", tmp_path)
         try:
             jobs = [(ids[t], t) for t in ("k-true", "k-exit3", "k-sleep", "k-long")]
             jobs += [(None, "k-lost"), (None, "k-never"), (ids["k-true"], "k-other")]
-            found = await member.adopt(jobs)
+            found = await seen.member.adopt(jobs)
             quiet = not seen.events
-            await seen.until(lambda: "start" in seen.names(ids["k-long"]))
-            await member.cancel(ids["k-long"])
-            await seen.until(lambda: seen.cleaned(*ids.values()))
+            await until_started(seen, ids["k-long"])
+            await seen.member.cancel(ids["k-long"])
+            await seen.until_clean(list(ids.values()))
         finally:
-            await member.close()
-        return seen, found, quiet, member.describe()
+            await seen.member.close()
+        return seen, found, quiet
 
     ids = asyncio.run(first())
-    seen, found, quiet, described = asyncio.run(second(ids))
+    seen, found, quiet = asyncio.run(second(ids))
     try:
         assert found == ids and quiet
-        outcomes = {token: seen.outcome(name).record.outcome for token, name in ids.items()}
+        outcomes = {token: seen.record(name).outcome for token, name in ids.items()}
         assert outcomes == {
             "k-true": Outcome.SUCCESS,
             "k-exit3": Outcome.FAILED,
@@ -139,18 +116,54 @@ def test_a_member_of_another_ensemble_id_adopts_the_jobs_by_their_token(
             "k-long": Outcome.CANCELLED,
             "k-lost": Outcome.SUCCESS,
         }
-        assert seen.outcome(ids["k-exit3"]).record.exit_code == 3
+        assert seen.record(ids["k-exit3"]).exit_code == 3
+        assert seen.logs[ids["k-exit3"]] == [str(tmp_path / "logs" / f"{ids['k-exit3']}.log")]
         assert (tmp_path / "logs" / f"{ids['k-exit3']}.log").read_text() == "bye\n"
         for name in ids.values():
-            names = seen.names(name)
-            assert names[:2] == ["submit", "validate"] and names[-1] == "clean", names
-            assert len(names) == len(set(names)), names
-        assert described["selector"] == f"{ENSEMBLE_LABEL} in (second,first)"
+            events = names(seen, name)
+            assert events[:2] == ["submit", "validate"] and events[-1] == "clean", events
+            assert len(events) == len(set(events)), events
+        assert seen.member.describe()["selector"] == f"{ENSEMBLE_LABEL} in (second,first)"
         labels = [job.metadata.labels for job in cluster.objects("jobs", f"{GROUP_LABEL}=adopt")]
         left = sorted(label[TOKEN_LABEL] for label in labels)
         assert left == sorted(set(ids) - {"k-long"})  # closing deleted none; the cancel did
     finally:
         cluster.delete_jobs(f"{GROUP_LABEL}=adopt")
+
+
+def test_a_member_of_the_same_ensemble_id_names_its_jobs_past_those_there(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """`ensemble_id` set, so the next controller's member has the same: its watches already see
+    the adopted Job, and its new Jobs do not take the names of the run before."""
+
+    async def first() -> str:
+        seen = await started(cluster, "reused", tmp_path)
+        try:
+            name = await seen.member.submit(tokened("r-1", "sleep", "1"))
+            await until_started(seen, name)
+        finally:
+            await seen.member.close()
+        return name
+
+    async def second() -> tuple[Emitted, dict, str]:
+        seen = await started(cluster, "reused", tmp_path)
+        try:
+            found = await seen.member.adopt([(None, "r-1")])
+            name = await seen.member.submit(tokened("r-2", "true"))
+            await seen.until_clean([*found.values(), name])
+        finally:
+            await seen.member.close()
+        return seen, found, name
+
+    try:
+        adopted = asyncio.run(first())
+        seen, found, name = asyncio.run(second())
+        assert (found, name) == ({"r-1": "reused-1"}, "reused-2") and adopted == "reused-1"
+        assert seen.member.describe()["selector"] == f"{ENSEMBLE_LABEL}=reused"
+        assert [seen.record(job).outcome for job in (adopted, name)] == [Outcome.SUCCESS] * 2
+    finally:
+        cluster.delete_jobs(f"{ENSEMBLE_LABEL}=reused")
 
 
 def ensemble_run(cluster: Cluster, cwd: Path) -> subprocess.Popen:
