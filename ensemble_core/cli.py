@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -87,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
             level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
             format="%(message)s",
         )
-        return args.command(args)
+        status = args.command(args)
+        sys.stdout.flush()  # inside: a reader gone while the last output is written is caught
+        return status
     except Interrupted as interrupted:
         name = signal.Signals(interrupted.signum).name
         print(f"ensemble: interrupted by {name} before any job started", file=sys.stderr)
@@ -98,6 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     except EnsembleError as error:
         print(f"ensemble: {error}", file=sys.stderr)
         return EXIT_STATUS["error"]
+    except BrokenPipeError:
+        # The reader of stdout went away (`ensemble status | head`): end quietly, as a shell
+        # tool does on SIGPIPE, without the interpreter's complaint at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -287,3 +287,13 @@ def _processes(marker: str) -> list[str]:
         if cmdline.startswith(marker):
             found.append(pid)
     return found
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path):
+    process = subprocess.Popen(
+        [*ENSEMBLE, "schema"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout is not None
+    process.stdout.close()  # before it prints: as `ensemble schema | true` would
+    _, stderr = process.communicate(timeout=60)
+    assert (process.returncode, stderr) == (141, b"")
