@@ -10,6 +10,7 @@ reacts to the third success of `a` fired once in all. Skipped where Flux is abse
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import random
 import shutil
@@ -50,8 +51,23 @@ def without_annotations(session: Session, jobid: int) -> list[tuple[str, float]]
     return [key for key in session.delivered(jobid) if key[0] != "annotations"]
 
 
+@pytest.fixture(params=["journal", "guest"])
+def stream(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The member's event stream: the journal, or per-job eventlogs as a guest of a system
+    instance gets them (the journal refused as it refuses a guest)."""
+    if request.param == "guest":
+        import flux.job
+
+        class Refused(flux.job.JournalConsumer):
+            def poll(self, timeout: float = -1.0) -> None:
+                raise PermissionError(errno.EPERM, "Request requires owner credentials")
+
+        monkeypatch.setattr(flux.job, "JournalConsumer", Refused)
+    return request.param
+
+
 def test_a_new_member_adopts_by_id_and_by_token_and_replays_each_eventlog(
-    flux_uri: str, tmp_path: Path
+    flux_uri: str, tmp_path: Path, stream: str
 ) -> None:
     """Jobs that ended, run, and are still to end while no member followed them; one found by its
     token alone; a token never submitted and an id whose jobspec holds another token are not
@@ -108,6 +124,13 @@ def test_a_new_member_adopts_by_id_and_by_token_and_replays_each_eventlog(
     for jobid in ids.values():
         assert without_annotations(session, jobid) == eventlog(flux_uri, jobid)
     assert session.member.held == dict.fromkeys(session.member.held, 0)
+    assert (
+        session.member.describe()["events"]
+        == {
+            "journal": "job journal",
+            "guest": "per-job eventlog watch",
+        }[stream]
+    )
 
 
 # `ensemble run --member flux --state DIR`, killed and run again ------------------------------
