@@ -14,7 +14,9 @@ tell this member from any other: every rule works as it does for jobs.
 - A task that fits no worker (more cores, GPUs or memory than a worker has, several tasks or
   nodes) runs as a plain job of the inner member, whose events pass through unchanged. While
   one waits for room there, idle workers leave, so that workers never hold it off.
-- Tasks wait in submission order for room on a worker (`alloc` when one takes it).
+- Tasks wait in submission order for room on a worker (`alloc` when one takes it). Once all
+  workers run and are busy, each also holds one task more than it has room for, which it starts
+  as soon as a running task ends (`start` then): it never waits for this process between two.
 - A worker whose connection or job ends while it runs tasks ends them as `node-failure`
   (exception type `lost`), once its job has ended too (so the task is not running anywhere any
   more when a rule resubmits it), or after `LOST_WAIT_SECONDS` at most.
@@ -70,6 +72,9 @@ LOST_WAIT_SECONDS = 30.0
 #: How long `close` waits for workers to leave before it cancels their jobs.
 CLOSE_SECONDS = 5.0
 RECENT_TASKS = 1024
+#: Tasks a worker holds beyond its room, to start the moment a running one ends (Parsl's HTEX
+#: calls it prefetch): the worker never waits for the controller between two tasks.
+PREFETCH = 1
 #: Warm task ids are `warm_1`, `warm_2`, ...: no member's id looks so (Kubernetes names have no
 #: underscore, Flux and local ids are numbers).
 TASK_PREFIX = "warm_"
@@ -78,7 +83,8 @@ TASK_PREFIX = "warm_"
 @dataclass(slots=True, eq=False)
 class _Worker:
     name: str
-    cores: int
+    size: tuple[int, int | None, int]  # cores, memory_mb, gpus of its job
+    cores: int  # free: what the tasks given to it leave (below 0 while one waits in it)
     memory_mb: int | None
     gpus: int
     inner_id: Any = None
@@ -87,19 +93,38 @@ class _Worker:
     writer: asyncio.StreamWriter | None = None
     host: str = ""
     tasks: set[str] = field(default_factory=set)
+    #: tasks given to it beyond its free room: it starts them as running ones end
+    waiting: set[str] = field(default_factory=set)
     idle_since: float | None = None
     ended_why: str = ""
     job: AttemptRecord = field(default_factory=AttemptRecord)
 
     def has_room(self, spec: JobSpec) -> bool:
+        return self.state == "ready" and self._fits(spec)
+
+    def can_hold(self) -> bool:
+        """Room for one task that waits in the worker until a running one ends."""
+        return self.state == "ready" and len(self.waiting) < PREFETCH and self.cores >= 0
+
+    def _fits(self, spec: JobSpec) -> bool:
         return (
-            self.state == "ready"
-            and spec.cores_per_task <= self.cores
+            spec.cores_per_task <= self.cores
             and spec.gpus_per_task <= self.gpus
             and (self.memory_mb is None or (spec.memory_mb or 0) <= self.memory_mb)
         )
 
-    def hold(self, spec: JobSpec, sign: int) -> None:
+    def take(self, task_id: str, spec: JobSpec) -> None:
+        if not self._fits(spec):
+            self.waiting.add(task_id)
+        self.tasks.add(task_id)
+        self._hold(spec, 1)
+
+    def give_back(self, task_id: str, spec: JobSpec) -> None:
+        self.tasks.discard(task_id)
+        self.waiting.discard(task_id)
+        self._hold(spec, -1)
+
+    def _hold(self, spec: JobSpec, sign: int) -> None:
         self.cores -= sign * spec.cores_per_task
         self.gpus -= sign * spec.gpus_per_task
         if self.memory_mb is not None:
@@ -336,7 +361,8 @@ class WarmMember(Member):
         if self._closed or self._broken:
             return
         name = f"w{next(self._worker_names)}"
-        worker = _Worker(name, self.worker_cores, self.worker_memory_mb, self.worker_gpus)
+        size = (self.worker_cores, self.worker_memory_mb, self.worker_gpus)
+        worker = _Worker(name, size, *size)
         self._workers[name] = worker
         self._worker_submits += 1
         self._spawn(self._submit_worker(worker))
@@ -489,6 +515,8 @@ class WarmMember(Member):
         worker.state = "ready"
         worker.host = str(hello.get("host", ""))
         self._start_failures = 0
+        cores, memory_mb, gpus = worker.size
+        worker.send({"op": "size", "cores": cores, "memory_mb": memory_mb, "gpus": gpus})
         if self._learned:
             worker.send({"op": "preload", "modules": self._learned})
         self._idle(worker)
@@ -506,6 +534,7 @@ class WarmMember(Member):
             if task is None or task.worker is not worker:
                 return
             if op == "start":
+                worker.waiting.discard(task.id)
                 self._event(task.id, "start")
             elif op == "exception":
                 context = {"type": message.get("type"), "severity": 0, "note": message.get("note")}
@@ -553,6 +582,8 @@ class WarmMember(Member):
         while queue:
             task = queue[0]
             worker = next((w for w in self._workers.values() if w.has_room(task.spec)), None)
+            if worker is None and self._all_started():
+                worker = next((w for w in self._workers.values() if w.can_hold()), None)
             if worker is None:
                 break
             queue.popleft()
@@ -560,6 +591,11 @@ class WarmMember(Member):
             self._assign(task, worker)
         if queue:
             self._provision()
+
+    def _all_started(self) -> bool:
+        """No worker is on its way and no more may start: a task may wait inside one."""
+        live = self._live()
+        return len(live) >= self._target and all(w.state == "ready" for w in live)
 
     def _provision(self) -> None:
         """Start workers (up to the target) for tasks no worker has room for."""
@@ -572,9 +608,8 @@ class WarmMember(Member):
     def _assign(self, task: _Task, worker: _Worker) -> None:
         spec = task.spec
         task.worker = worker
-        worker.tasks.add(task.id)
+        worker.take(task.id, spec)
         worker.idle_since = None
-        worker.hold(spec, 1)
         self._event(task.id, "alloc")
         worker.send(
             {
@@ -593,6 +628,8 @@ class WarmMember(Member):
                 "stderr": task.stderr,
                 "walltime": spec.walltime,
                 "memory_mb": spec.memory_mb,
+                "cores": spec.cores_per_task,
+                "gpus": spec.gpus_per_task,
             }
         )
 
@@ -614,8 +651,7 @@ class WarmMember(Member):
     def _release(self, task: _Task) -> None:
         worker = task.worker
         if worker is not None:
-            worker.hold(task.spec, -1)
-            worker.tasks.discard(task.id)
+            worker.give_back(task.id, task.spec)
             self._event(task.id, "release", {"ranks": "all", "final": True})
             self._event(task.id, "free")
         del self._tasks[task.id]

@@ -64,6 +64,8 @@ class Order:
     stderr: str
     walltime: float | None = None
     memory_mb: int | None = None
+    cores: int = 1
+    gpus: int = 0
 
     @classmethod
     def from_message(cls, message: dict[str, Any]) -> Order:
@@ -76,6 +78,8 @@ class Order:
             stderr=str(message.get("stderr") or message["stdout"]),
             walltime=message.get("walltime"),
             memory_mb=message.get("memory_mb"),
+            cores=int(message.get("cores", 1)),
+            gpus=int(message.get("gpus", 0)),
         )
 
 

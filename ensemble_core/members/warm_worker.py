@@ -31,7 +31,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +65,28 @@ class Stopped(Exception):
         self.status = status
 
 
+@dataclass(slots=True)
+class Room:
+    """What of the worker's job is free for tasks (the member places them; this orders them)."""
+
+    cores: int
+    memory_mb: int | None
+    gpus: int
+
+    def fits(self, order: Order) -> bool:
+        return (
+            order.cores <= self.cores
+            and order.gpus <= self.gpus
+            and (self.memory_mb is None or (order.memory_mb or 0) <= self.memory_mb)
+        )
+
+    def take(self, order: Order, sign: int) -> None:
+        self.cores -= sign * order.cores
+        self.gpus -= sign * order.gpus
+        if self.memory_mb is not None:
+            self.memory_mb -= sign * (order.memory_mb or 0)
+
+
 class Worker:
     """Serves one connection until told to stop."""
 
@@ -73,6 +97,8 @@ class Worker:
         self.selector = selectors.DefaultSelector()
         self.selector.register(connection, selectors.EVENT_READ, self._receive)
         self.tasks: dict[str, Running] = {}
+        self.waiting: deque[Order] = deque()
+        self.room = Room(1, None, 0)  # until the member says the worker's size
         self.ending: set[str] = set()
         self.limited: set[str] = set()
         self.stopping = False
@@ -128,13 +154,33 @@ class Worker:
     def _handle(self, message: dict[str, Any]) -> None:
         op = message.get("op")
         if op == "run":
-            self._start(Order.from_message(message))
+            self.waiting.append(Order.from_message(message))
+            self._start_waiting()
         elif op == "cancel":
-            self._end(str(message["id"]), "cancel", "cancelled")
+            self._cancel(str(message["id"]))
+        elif op == "size":
+            self.room = Room(message["cores"], message.get("memory_mb"), message.get("gpus", 0))
         elif op == "preload":
             self._import(message.get("modules", []))
         elif op == "stop":
             self.stopping = True
+
+    def _start_waiting(self) -> None:
+        """Start the tasks given to this worker, in order, while they fit its room (its member
+        gives it one more than fits, so that it never waits for the member between two)."""
+        while self.waiting and self.room.fits(self.waiting[0]):
+            order = self.waiting.popleft()
+            self.room.take(order, 1)
+            self._start(order)
+
+    def _cancel(self, task_id: str) -> None:
+        waiting = next((order for order in self.waiting if order.id == task_id), None)
+        if waiting is None:
+            self._end(task_id, "cancel", "cancelled")
+            return
+        self.waiting.remove(waiting)
+        self._send({"op": "exception", "id": task_id, "type": "cancel", "note": "cancelled"})
+        self._send({"op": "done", "id": task_id, "status": None})
 
     def _send(self, message: dict[str, Any]) -> None:
         self._outbox.append(encode(message))
@@ -157,6 +203,7 @@ class Worker:
             scratch = self.scratch / str(next(self._sequence))
             running = warm_task.launch(order, self.guard, self.installed, scratch)
         except TaskError as error:
+            self.room.take(order, -1)
             self._send({"op": "exception", "id": order.id, "type": "exec", "note": str(error)})
             self._send({"op": "done", "id": order.id, "status": None})
             return
@@ -212,10 +259,12 @@ class Worker:
         self.ending.discard(task_id)
         self.limited.discard(task_id)
         learned = warm_task.finish(running)
+        self.room.take(running.order, -1)
         self._send({"op": "done", "id": task_id, "status": status})
         fresh = self._import(learned)
         if fresh:
             self._send({"op": "learned", "modules": fresh})
+        self._start_waiting()
 
     def _end(self, task_id: str, kind: str, note: str) -> None:
         """End a running task for a reason (Flux's fatal exception): SIGTERM, later SIGKILL."""
