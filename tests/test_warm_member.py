@@ -138,9 +138,22 @@ def test_oom_and_timeout_in_a_worker_are_resubmitted_by_the_rules(log_dir):
     assert slow.attempts[0].record.reason == "timeout: resource allocation expired"
 
 
+def test_idle_workers_make_room_for_a_plain_job(log_dir):
+    # Two 1-core workers fill the member's 2 cores; a 2-core task fits no worker.
+    with warm_ensemble(log_dir, cores=2, idle_seconds=600) as ensemble:
+        warm = ensemble.submit(JobSpec(command=["true"]))
+        assert warm.wait(30) is Outcome.SUCCESS
+        wide = ensemble.submit(JobSpec(command=["true"], cores_per_task=2))
+        assert wide.wait(30) is Outcome.SUCCESS, wide.reason
+        again = ensemble.submit(JobSpec(command=["true"]))  # workers start again for it
+        assert again.wait(30) is Outcome.SUCCESS
+    assert isinstance(wide.member_id, int) and isinstance(again.member_id, str)
+
+
 def test_cancel_a_running_and_a_waiting_task(tmp_path, log_dir):
     pid_file = tmp_path / "pid"
     sleeper = ["sh", "-c", f"echo $$ > {pid_file}; exec sleep 30"]
+    # One worker, busy: the second task waits inside it (held to start when the first ends).
     with warm_ensemble(log_dir, workers=1) as ensemble:
         running = ensemble.submit(JobSpec(command=sleeper))
         waiting = ensemble.submit(JobSpec(command=["true"]))
