@@ -96,6 +96,7 @@ class _Worker:
     #: tasks given to it beyond its free room: it starts them as running ones end
     waiting: set[str] = field(default_factory=set)
     idle_since: float | None = None
+    idle_timer: asyncio.TimerHandle | None = None
     ended_why: str = ""
     job: AttemptRecord = field(default_factory=AttemptRecord)
 
@@ -672,7 +673,11 @@ class WarmMember(Member):
             return
         stamp = worker.idle_since = time.monotonic()
         if self.idle_seconds is not None and self._loop is not None:
-            self._loop.call_later(self.idle_seconds, self._leave_if_idle, worker, stamp)
+            if worker.idle_timer is not None:
+                worker.idle_timer.cancel()
+            worker.idle_timer = self._loop.call_later(
+                self.idle_seconds, self._leave_if_idle, worker, stamp
+            )
 
     def _leave_if_idle(self, worker: _Worker, stamp: float) -> None:
         if worker.state == "ready" and not worker.tasks and worker.idle_since == stamp:

@@ -98,6 +98,7 @@ class Worker:
         self.selector.register(connection, selectors.EVENT_READ, self._receive)
         self.tasks: dict[str, Running] = {}
         self.waiting: deque[Order] = deque()
+        self.deadlines: dict[str, float] = {}  # walltime ends of running tasks
         self.room = Room(1, None, 0)  # until the member says the worker's size
         self.ending: set[str] = set()
         self.limited: set[str] = set()
@@ -211,10 +212,7 @@ class Worker:
         self._watch_exit(order.id, running.pid)
         self._send({"op": "start", "id": order.id})
         if order.walltime:
-            self._after(
-                order.walltime,
-                lambda: self._end(order.id, "timeout", "resource allocation expired"),
-            )
+            self.deadlines[order.id] = time.monotonic() + order.walltime
         if order.memory_mb:
             self.limited.add(order.id)
             if not self._memory_timer:
@@ -255,6 +253,7 @@ class Worker:
         """The task's process ended: what it left in its group ends too; report the status."""
         self._signal(task_id, signal.SIGKILL)
         running = self.tasks.pop(task_id)
+        self.deadlines.pop(task_id, None)
         self.guard.remove(running.pid)
         self.ending.discard(task_id)
         self.limited.discard(task_id)
@@ -337,14 +336,19 @@ class Worker:
         heapq.heappush(self._timers, (time.monotonic() + seconds, next(self._sequence), callback))
 
     def _until_next_timer(self) -> float | None:
-        if not self._timers:
-            return None
-        return max(0.0, self._timers[0][0] - time.monotonic())
+        """Seconds to the next timer or walltime. Walltimes are kept per running task (a few),
+        not as timers, so that a task that ended leaves none behind however long its walltime."""
+        due = [*self.deadlines.values(), *(self._timers[0][:1] if self._timers else ())]
+        return max(0.0, min(due) - time.monotonic()) if due else None
 
     def _run_timers(self) -> None:
         now = time.monotonic()
         while self._timers and self._timers[0][0] <= now:
             heapq.heappop(self._timers)[2]()
+        for task_id, deadline in list(self.deadlines.items()):
+            if deadline <= now:
+                del self.deadlines[task_id]
+                self._end(task_id, "timeout", "resource allocation expired")
 
 
 def connect(address: str, name: str, secret: str) -> socket.socket:
