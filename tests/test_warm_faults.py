@@ -1,0 +1,25 @@
+"""Fault injection with warm workers: the seeded soak of tests/test_faults.py (jobs that succeed,
+fail, time out, are cancelled waiting or running; rules that resubmit, grow and shrink; member
+calls that raise, events dropped, repeated, delayed, a stream that breaks) with its local member
+running warm workers. Every job resolves exactly once, the counts add up, no process is left."""
+
+from __future__ import annotations
+
+from ensemble_core.members.local import LocalMember
+from ensemble_core.members.warm import WarmMember
+from ensemble_core.testing import soak as soak_module
+
+SEED = 20261123
+JOBS = 200
+
+
+def test_warm_workers_keep_every_invariant_under_faults(tmp_path, monkeypatch):
+    def warm_local(**settings: object) -> WarmMember:
+        return WarmMember(LocalMember(**settings), workers=2, max_workers=4)
+
+    monkeypatch.setattr(soak_module, "LocalMember", warm_local)
+    result = soak_module.soak(SEED, JOBS, tmp_path / "logs")
+    assert result.broken == []
+    assert {"submit-error", "drop", "duplicate", "delay", "break"} <= set(result.injected)
+    assert sum(result.outcomes.values()) == JOBS
+    assert result.attempts > JOBS  # failures and timeouts were resubmitted
