@@ -24,7 +24,6 @@ import atexit
 import contextlib
 import importlib.util
 import os
-import resource
 import runpy
 import shutil
 import signal
@@ -40,9 +39,9 @@ from pathlib import Path
 from types import CodeType
 from typing import Any, NoReturn
 
+from ensemble_core.members.proc_memory import resident_memory
 from ensemble_core.members.warm_guard import Guard
 
-PAGE_MB = resource.getpagesize() / 2**20
 #: Interpreter options that change nothing an in-process run cannot do as well.
 IN_PROCESS_OPTIONS = frozenset({"-P", "-B", "-u"})
 _APPEND = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
@@ -210,20 +209,10 @@ def group_memory(groups: dict[int, bool]) -> dict[int, float]:
     """MB in use per process group: the resident memory of its processes, except that a group
     whose leader is a forked (not executed) Python counts the leader's private memory only."""
     used = dict.fromkeys(groups, 0.0)
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as stat:
-                fields = stat.read().rsplit(b")", 1)[1].split()
-            group, resident = int(fields[2]), int(fields[21]) * PAGE_MB
-        except (OSError, IndexError, ValueError):
-            continue  # gone meanwhile
-        if group not in used:
-            continue
-        if groups[group] and int(entry.name) == group:
-            resident = _private_mb(group, resident)
-        used[group] += resident
+    for pid, group, resident in resident_memory():
+        if group in used:
+            forked_leader = groups[group] and pid == group
+            used[group] += _private_mb(pid, resident) if forked_leader else resident
     return used
 
 
