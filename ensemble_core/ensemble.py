@@ -38,7 +38,7 @@ from ensemble_core.members.router import RouterMember
 from ensemble_core.metrics import Metrics
 from ensemble_core.orphans import OrphanEvents
 from ensemble_core.resume import resume
-from ensemble_core.rules.engine import Firing, RuleEngine
+from ensemble_core.rules.engine import Firing, RuleEngine, metric_group
 from ensemble_core.rules.schema import Action, EnsembleFile, Rule
 from ensemble_core.spec import JobSpec
 from ensemble_core.state import FLUSH_SECONDS, StateJournal
@@ -88,6 +88,11 @@ class Ensemble:
         self.allow_custom = allow_custom
         self.metrics = Metrics(oldest_pending=self._oldest_pending)
         self.engine = RuleEngine(self.config.rules, self.config.limits)
+        #: Whether a member's statistics are recorded (`mean.@cloud-pending`): only when a rule
+        #: reads one; counters per member are cheap, a statistic costs what a group's does.
+        self._member_series = self._member_group is not None and _reads_member_statistics(
+            self.config.rules
+        )
         self.templates = {group.name: group for group in self.config.jobs}
         self.exit = "completed"
         self.stop_reason = ""
@@ -473,7 +478,7 @@ class Ensemble:
             self._waiting.pop(event.jobid, None)
             self._started(group, attempt)
             if self._member_group is not None and (at := self._member_group(event.jobid)):
-                self._started(at, attempt)
+                self._started(at, attempt, self._member_series)
         elif name == "clean":
             self._attempt_ended(handle, attempt)
         engine = self.engine
@@ -494,12 +499,12 @@ class Ensemble:
             self._abandon(handle, attempt, Outcome.FAILED, f"failed: {one_line(error)}")
             self.check_idle()
 
-    def _started(self, group: str, attempt: Attempt) -> None:
+    def _started(self, group: str, attempt: Attempt, series: bool = True) -> None:
         metrics = self.metrics
         record = attempt.record
         metrics.count(group, "pending", -1)
         metrics.count(group, "running")
-        if record.submit_time is not None and record.start_time is not None:
+        if series and record.submit_time is not None and record.start_time is not None:
             metrics.record(group, "pending", record.start_time - record.submit_time)
 
     def _attempt_ended(self, handle: JobHandle, attempt: Attempt) -> None:
@@ -510,20 +515,22 @@ class Ensemble:
         group = attempt.spec.group
         self._count_end(group, attempt, outcome)
         if self._member_group is not None and (at := self._member_group(attempt.member_id)):
-            self._count_end(at, attempt, outcome)
+            self._count_end(at, attempt, outcome, self._member_series)
         attempt.phase = 3
         if not self._resubmitted(handle, outcome):
             self._finish_job(handle, outcome, record.reason, self._log_paths(attempt.member_id))
         self._perform_all(self.engine.job_outcome(outcome.value, group, handle))
 
-    def _count_end(self, group: str, attempt: Attempt, outcome: Outcome) -> None:
+    def _count_end(
+        self, group: str, attempt: Attempt, outcome: Outcome, series: bool = True
+    ) -> None:
         """An attempt's end, in the counters and series of `group` (a job group or a member)."""
         metrics = self.metrics
         if attempt.phase == 2:
             metrics.count(group, "running", -1)
             metrics.count(group, "finished")
             record = attempt.record
-            if record.start_time is not None and record.end_time is not None:
+            if series and record.start_time is not None and record.end_time is not None:
                 metrics.record(group, "duration", record.end_time - record.start_time)
         else:
             metrics.count(group, "pending", -1)
@@ -582,7 +589,7 @@ class Ensemble:
         if attempt.phase < 3:
             self._count_end(attempt.spec.group, attempt, outcome)
             if self._member_group is not None and (at := self._member_group(attempt.member_id)):
-                self._count_end(at, attempt, outcome)
+                self._count_end(at, attempt, outcome, self._member_series)
             attempt.phase = 3
         self._finish_job(handle, outcome, why)
 
@@ -694,7 +701,7 @@ class Ensemble:
                 for member_id, attempt in self._waiting.items():
                     waited = now - (attempt.record.submit_time or now)
                     self.metrics.record(attempt.spec.group, "pending", waited)
-                    if self._member_group is not None and (at := self._member_group(member_id)):
+                    if self._member_series and (at := self._member_group(member_id)):
                         self.metrics.record(at, "pending", waited)
                 self.metrics.changed.clear()
                 self._perform_all(self.engine.all_metrics(self.metrics.value))
@@ -830,3 +837,13 @@ class Ensemble:
         for handle in [*handles, *list(self._active.values())]:
             handle.resolve(Outcome.CANCELLED, why, [])
         self._active.clear()
+
+
+def _reads_member_statistics(rules: list[Rule]) -> bool:
+    """Whether a metric rule reads a statistic of a member (`mean.@cloud-pending`)."""
+    return any(
+        rule.trigger == "metric"
+        and not (rule.name or "").startswith(("count.", "queue."))
+        and metric_group(rule.name or "").startswith("@")
+        for rule in rules
+    )

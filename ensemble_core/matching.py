@@ -54,9 +54,8 @@ class Offer:
 
     @property
     def most_nodes(self) -> int | None:
-        """The most nodes the member may have (grow included)."""
-        known = [n for n in (self.nodes, self.max_nodes) if n is not None]
-        return max(known) if known else None
+        """The most nodes the member may have: `max_nodes` (what grow may reach), else `nodes`."""
+        return self.nodes if self.max_nodes is None else self.max_nodes
 
     def shown(self) -> dict[str, Any]:
         """For summaries: the known values and the features."""

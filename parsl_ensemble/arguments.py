@@ -16,6 +16,7 @@ from parsl.errors import ConfigurationError
 from ensemble_core.api import rule_names
 from ensemble_core.errors import EnsembleError
 from ensemble_core.members import MEMBERS
+from ensemble_core.members.declared import load_members
 from ensemble_core.members.settings import SettingError, check_settings
 from ensemble_core.members.warm_settings import WARM_BOUNDS
 
@@ -28,6 +29,7 @@ def check_arguments(
     working_dir: Any,
     worker_command: Any,
     workers: Any = None,
+    members: Any = None,
 ) -> None:
     """Raise ConfigurationError for the first argument the executor cannot use."""
     if not isinstance(label, str) or not label:
@@ -50,6 +52,8 @@ def check_arguments(
             )
         warm = {"workers": workers} if workers is not None else {}
         check_settings(member, {**(member_settings or {}), **warm})
+        if members is not None:
+            load_members(members)
     except SettingError as error:
         name = f"member_settings[{error.setting!r}]"
         raise ConfigurationError(f"{where}: {error.phrased(name, 'member={!r}')}") from None

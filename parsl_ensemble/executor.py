@@ -39,7 +39,7 @@ from parsl_ensemble import calls
 from parsl_ensemble.arguments import check_arguments
 from parsl_ensemble.errors import EnsembleTaskError
 from parsl_ensemble.lifetime import ExitGuard
-from parsl_ensemble.resources import FIELDS, KEYS, job_fields
+from parsl_ensemble.resources import ATTRIBUTE_KEYS, FIELDS, KEYS, job_fields
 
 LOG_TAIL_LINES = 5
 #: What warm workers import before their first task: the lean worker's modules.
@@ -101,6 +101,11 @@ class EnsembleExecutor(ParslExecutor, RepresentationMixin):
         (default) is one job per task. Further warm settings (`max_workers`, `worker_cores`,
         `worker_memory_mb`, `idle_seconds`, `address`, ...) go in `member_settings`
         (docs/warm-workers.md).
+    members: several members instead of `member` and `member_settings`: a dict of names to
+        settings (`{"hpc": {"name": "flux"}, "here": {"name": "local"}}`, or one with
+        "members", "default" and "routing") or the path of a YAML file of them; an app's
+        resource_specification key `member` names its member, `requires` lists the features
+        it needs (docs/several-members.md).
     """
 
     def __init__(
@@ -114,8 +119,11 @@ class EnsembleExecutor(ParslExecutor, RepresentationMixin):
         remote_monitoring_radio: RadioConfig | None = None,
         worker_command: Sequence[str] | None = None,
         workers: int | None = None,
+        members: Any = None,
     ) -> None:
-        check_arguments(label, member, rules, member_settings, working_dir, worker_command, workers)
+        check_arguments(
+            label, member, rules, member_settings, working_dir, worker_command, workers, members
+        )
         super().__init__()
         self.label = label
         self.member = member
@@ -131,6 +139,7 @@ class EnsembleExecutor(ParslExecutor, RepresentationMixin):
             "parsl_ensemble.worker",
         ]
         self.workers = workers
+        self.members = members
         self.ensemble: Ensemble | None = None
         self._tasks: dict[int, _Task] = {}
         self._ids = itertools.count(1)
@@ -152,7 +161,7 @@ class EnsembleExecutor(ParslExecutor, RepresentationMixin):
         if self.workers is not None:
             settings.update(workers=self.workers, preload=WARM_PRELOAD)
         try:
-            self.ensemble = open_ensemble(self.member, self.rules, settings)
+            self.ensemble = open_ensemble(self.member, self.rules, settings, members=self.members)
         except EnsembleError as error:
             raise ConfigurationError(f"EnsembleExecutor '{self.label}': {error}") from error
         self._exit_guard = ExitGuard(self.shutdown)  # SIGTERM or exit: no job, no file left
@@ -213,7 +222,7 @@ class EnsembleExecutor(ParslExecutor, RepresentationMixin):
                 self._warned.add(key)
                 warnings.warn(
                     f"EnsembleExecutor '{self.label}' ignores resource_specification key "
-                    f"'{key}'; it knows {', '.join(KEYS)}",
+                    f"'{key}'; it knows {', '.join([*KEYS, *ATTRIBUTE_KEYS])}",
                     stacklevel=3,
                 )
         fields.setdefault("group", name)

@@ -1,7 +1,8 @@
 """Parsl's `resource_specification` as JobSpec fields.
 
 The keys are Parsl FluxExecutor's, so a config moves between the two unchanged, plus `memory`
-(MB, the whole job), `walltime` (s) and `group` (the label rules and metrics use).
+(MB, the whole job), `walltime` (s), `group` (the label rules and metrics use) and, with several
+members, `member` (where the app runs) and `requires` (features its member must offer).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 from parsl.executors.errors import InvalidResourceSpecification
 
 from ensemble_core import bounds
+from ensemble_core.matching import MEMBER_ATTRIBUTE, REQUIRES_ATTRIBUTE
 
 #: resource_specification key -> JobSpec field
 KEYS = {
@@ -24,6 +26,8 @@ KEYS = {
     "group": "group",
 }
 FIELDS = {field: key for key, field in KEYS.items()}
+#: resource_specification key -> JobSpec attribute (several members: docs/several-members.md)
+ATTRIBUTE_KEYS = {"member": MEMBER_ATTRIBUTE, "requires": REQUIRES_ATTRIBUTE}
 
 
 #: The range of each numeric key (num_nodes 0: FluxExecutor's "let the queue choose").
@@ -51,6 +55,9 @@ def job_fields(resource_specification: Any) -> tuple[dict[str, Any], list[str]]:
     fields: dict[str, Any] = {}
     unknown: list[str] = []
     for key, value in resource_specification.items():
+        if key in ATTRIBUTE_KEYS and value is not None:
+            fields.setdefault("attributes", {})[ATTRIBUTE_KEYS[key]] = _attribute(key, value)
+            continue
         field = KEYS.get(key)
         if field is None:
             unknown.append(key)
@@ -65,3 +72,16 @@ def job_fields(resource_specification: Any) -> tuple[dict[str, Any], list[str]]:
             raise InvalidResourceSpecification({key}, f"{key}: {problem}")
         fields[field] = value
     return fields, unknown
+
+
+def _attribute(key: str, value: Any) -> Any:
+    """`member`: a member's name; `requires`: a list of features (or text, split at commas)."""
+    if key == "member" and isinstance(value, str) and value:
+        return value
+    if key == "requires" and (
+        isinstance(value, str)
+        or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+    ):
+        return value
+    wanted = "a member's name" if key == "member" else "a list of features such as ['a100']"
+    raise InvalidResourceSpecification({key}, f"{key}: must be {wanted} (got {value!r})")

@@ -88,8 +88,14 @@ class Executor(RemoteExecutor):
         self._member = settings.member
         try:
             self._ensemble = open_ensemble(
-                settings.member, settings.rules, member_settings(settings)
+                settings.member,
+                settings.rules,
+                member_settings(settings),
+                members=settings.members,
+                defaults={"local": {"log_dir": LOG_DIR}},
             )
+            if settings.members is not None:
+                self._member = self._ensemble.member.name
         except (EnsembleError, WorkflowError) as error:
             self.wait = False  # let the status thread end
             raise ApiError(f"ensemble executor: {error}") from None

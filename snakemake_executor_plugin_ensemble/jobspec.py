@@ -9,7 +9,11 @@ from typing import Any
 from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 
 from ensemble_core import bounds
+from ensemble_core.matching import MEMBER_ATTRIBUTE, REQUIRES_ATTRIBUTE
 from ensemble_core.spec import JobSpec
+
+#: Resources that choose a member, with several (`--ensemble-members`): the attribute each sets.
+MEMBER_RESOURCES = {"ensemble_member": MEMBER_ATTRIBUTE, "ensemble_requires": REQUIRES_ATTRIBUTE}
 
 #: Rank 0 runs the job; the other ranks only hold their share of the allocation until it ends,
 #: as a batch script runs once on the first node of a Slurm or Flux allocation.
@@ -59,6 +63,11 @@ def job_spec(
             "snakemake_jobid": str(job.jobid),
             "snakemake_attempt": job.attempt,
             "snakemake_rules": sorted(job.rules),
+            **{
+                attribute: resources[name]
+                for name, attribute in MEMBER_RESOURCES.items()
+                if isinstance(resources.get(name), str) and resources[name]
+            },
         },
     )
 

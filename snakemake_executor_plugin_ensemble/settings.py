@@ -19,7 +19,7 @@ LOG_DIR = ".snakemake/ensemble_logs"
 
 #: The flags that are not member settings; every other field is one (`--ensemble-cores` is the
 #: local member's `cores`), and the member it belongs to is read from the members themselves.
-FRONT_DOOR_FIELDS = ("member", "rules", "memory_overhead_mb", "report")
+FRONT_DOOR_FIELDS = ("member", "rules", "memory_overhead_mb", "report", "members")
 #: What warm workers import before the first job: Snakemake's command line and API (the rest
 #: of what a job imports they learn from the first one).
 WARM_PRELOAD = [
@@ -75,6 +75,14 @@ class ExecutorSettings(ExecutorSettingsBase):
         "FILE",
         "write an HTML report of the ensemble's jobs, rules and member to FILE when the "
         "workflow ends: one file that opens offline (docs/status-and-report.md).",
+    )
+    members: str | None = _optional(
+        str,
+        "FILE",
+        "Several members instead of --ensemble-member: a YAML file with members: (each "
+        "member's settings by name), default: and routing:, as an ensemble file declares them. "
+        "A rule's resource ensemble_member names its member, ensemble_requires the features it "
+        "needs; the others are matched (docs/several-members.md).",
     )
     cores: int | None = _optional(
         int, "N", "local member: cores per node (default: all cores of this machine)."
@@ -155,6 +163,13 @@ def member_settings(settings: ExecutorSettings) -> dict[str, Any]:
         for setting in fields(settings)
         if setting.name not in FRONT_DOOR_FIELDS and getattr(settings, setting.name) is not None
     }
+    if settings.members is not None and chosen:
+        raise WorkflowError(
+            f"{_flag(next(iter(chosen)))}: with --ensemble-members, each member's settings go in "
+            "its entry of the members file"
+        )
+    if settings.members is not None:
+        return {}
     if settings.member == "local":
         chosen.setdefault("log_dir", LOG_DIR)
     if settings.workers is not None:

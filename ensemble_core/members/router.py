@@ -58,11 +58,11 @@ class _Part:
     """One named member and what the router knows of its jobs."""
 
     __slots__ = (
-        "active",
         "declared",
         "early",
         "emit",
         "features",
+        "ids",
         "lost",
         "member",
         "metric_group",
@@ -85,8 +85,8 @@ class _Part:
         self.declared = dict(declared)
         self.offer = Offer(features=self.features)
         self.emit: EmitEvent = lambda event: None
-        #: The member's ids of jobs not yet clean.
-        self.active: set[Any] = set()
+        #: The router's id of each job of this member not yet clean, by the member's id.
+        self.ids: dict[Any, str] = {}
         #: Of those, the ones not started: id -> when submitted (monotonic), oldest first.
         self.waiting: dict[Any, float] = {}
         #: Events of jobs whose submission has not returned yet (the local member starts and
@@ -101,36 +101,50 @@ class _Part:
         return self.prefix + (str(jobid) if type(jobid) is int else json.dumps(jobid))
 
     def relay(self, event: JobEvent) -> None:
-        """An event of this member, passed on under the router's id (the hot path)."""
+        """An event of this member, passed on under the router's id (the hot path).
+
+        The event of a job the router follows is passed on as it is, its id swapped for the
+        router's while the controller handles it and given back after: no event is made per
+        event, and the member keeps its event as it made it. An event of a job whose
+        submission has not returned (or that ended) is passed on as a new event instead: the
+        controller may hold those until it learns the id."""
         if self.lost is not None:
             return
         jobid = event.jobid
         name = event.name
+        outer = self.ids.get(jobid)
+        if outer is None:
+            if self.submitting and name in ("start", "clean"):
+                self.early[jobid] = _EARLY_START if name == "start" else _EARLY_END
+            self.emit(JobEvent(self.outer(jobid), name, event.timestamp, event.context))
+            return
         if name == "start":
             submitted = self.waiting.pop(jobid, None)
             if submitted is not None:
                 self.pending_times.append(time.monotonic() - submitted)
-            elif self.submitting and jobid not in self.active:
-                self.early[jobid] = _EARLY_START
         elif name == "clean":
+            del self.ids[jobid]
             self.waiting.pop(jobid, None)
-            if jobid in self.active:
-                self.active.discard(jobid)
-            elif self.submitting:
-                self.early[jobid] = _EARLY_END
-        self.emit(JobEvent(self.outer(jobid), name, event.timestamp, event.context))
+        event.jobid = outer
+        try:
+            self.emit(event)
+        finally:
+            event.jobid = jobid
 
-    def submitted(self, jobid: Any, since: float) -> None:
-        """The member returned the id of a job it took: follow it unless it has ended."""
+    def submitted(self, jobid: Any, since: float) -> str:
+        """The member returned the id of a job it took: follow it unless it has ended; the
+        router's id of the job."""
+        outer = self.outer(jobid)
         early = self.early.pop(jobid, 0)
         if early != _EARLY_END:
-            self.active.add(jobid)
+            self.ids[jobid] = outer
             if early == _EARLY_START:
                 self.pending_times.append(time.monotonic() - since)
             else:
                 self.waiting[jobid] = since
         if not self.submitting:
             self.early.clear()
+        return outer
 
     def pending_time(self, now: float) -> float:
         """The recent pending time: the mean of the last pending times, or the wait of the
@@ -241,10 +255,8 @@ class RouterMember(Member):
             said = " ".join(str(error).split()) or type(error).__name__
             return self._refuse("exec", f"submission to the {part.name} member failed: {said}")
         part.submitting -= 1
-        part.submitted(jobid, since)
-        outer = part.outer(jobid)
-        if part.lost is not None and jobid in part.active:  # lost while it was submitted
-            part.active.discard(jobid)
+        outer = part.submitted(jobid, since)
+        if part.lost is not None and part.ids.pop(jobid, None):  # lost while it was submitted
             part.waiting.pop(jobid, None)
             self._end(outer, "exec", _lost_note(part))
         return outer
@@ -299,8 +311,7 @@ class RouterMember(Member):
                 continue
             for token, inner in (await part.member.adopt(mine)).items():
                 if token not in found:
-                    found[token] = part.outer(inner)
-                    part.active.add(inner)
+                    found[token] = part.ids[inner] = part.outer(inner)
                     part.waiting[inner] = now
         return found
 
@@ -409,11 +420,11 @@ class RouterMember(Member):
         part.lost = reason or "its event stream ended"
         log.error("the %s member was lost: %s", part.name, part.lost)
         note = _lost_note(part)
-        ending = list(part.active)
-        part.active.clear()
+        ending = list(part.ids.values())
+        part.ids.clear()
         part.waiting.clear()
-        for jobid in ending:
-            self._end(part.outer(jobid), "exec", note)
+        for outer in ending:
+            self._end(outer, "exec", note)
         if all(p.lost is not None for p in self._parts.values()):
             lost = "; ".join(f"{p.name}: {p.lost}" for p in self._parts.values())
             self.on_lost(f"every member was lost ({lost})")
