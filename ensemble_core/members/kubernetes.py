@@ -31,7 +31,7 @@ from ensemble_core.members.kubernetes_api import (
     minicluster_ref,
     resize_target,
 )
-from ensemble_core.members.kubernetes_tracker import JobTracker
+from ensemble_core.members.kubernetes_tracker import JobTracker, object_name
 from ensemble_core.members.kubernetes_watch import ResourceWatch, list_objects
 from ensemble_core.spec import JobSpec
 from ensemble_core.translate.kubernetes import (
@@ -305,7 +305,7 @@ class KubernetesMember(Member):
         """Name new Jobs past those of this ensemble id that exist (a reused ensemble_id: the
         run before, or a resumed one)."""
         pattern = re.compile(rf"{re.escape(self.ensemble_id)}-(\d+)")
-        taken = [int(m.group(1)) for m in map(pattern.fullmatch, map(_name_of, jobs)) if m]
+        taken = [int(m.group(1)) for j in jobs if (m := pattern.fullmatch(object_name(j) or ""))]
         if taken:
             following = next(self._counter)
             self._counter = itertools.count(max(following, max(taken) + 1))
@@ -485,11 +485,6 @@ def _label(job: dict[str, Any], key: str, value: str) -> None:
     """Put a label on a Job and on the Pod its template makes."""
     job["metadata"]["labels"][key] = value
     job["spec"]["template"]["metadata"]["labels"][key] = value
-
-
-def _name_of(obj: Any) -> str:
-    metadata = obj.get("metadata") if isinstance(obj, dict) else None
-    return str((metadata or {}).get("name") or "")
 
 
 def _json(response: Any) -> dict[str, Any]:

@@ -62,7 +62,7 @@ def _container_state(pod: dict[str, Any]) -> dict[str, Any]:
     return (statuses[0].get("state") or {}) if statuses else {}
 
 
-def _name(obj: Any) -> str | None:
+def object_name(obj: Any) -> str | None:
     """An object's name, or None for what is not an object with one."""
     metadata = obj.get("metadata") if isinstance(obj, dict) else None
     return metadata.get("name") if isinstance(metadata, dict) else None
@@ -200,7 +200,7 @@ class JobTracker:
         Jobs it lacks (deleted, or only late?), which the member reads to tell."""
         if kind != "jobs":
             return []
-        listed = {_name(obj) for obj in objects}
+        listed = {object_name(obj) for obj in objects}
         missing = []
         for name, job in self._jobs.items():
             if name in listed:
@@ -232,7 +232,7 @@ class JobTracker:
         """An observation of this object could not be handled: end the job it belongs to, if it
         can be told, as a failure that says why (its other sightings are then ignored)."""
         try:
-            name = job_name_of(obj) if kind == "pods" else _name(obj)
+            name = job_name_of(obj) if kind == "pods" else object_name(obj)
         except (AttributeError, TypeError):
             return
         job = self._jobs.get(name)
