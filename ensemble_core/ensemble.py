@@ -619,6 +619,7 @@ class Ensemble:
             engine=self.engine.state(),
             metrics=self.metrics.groups,
             saved_at=time.time(),
+            routes=self.member.routes if isinstance(self.member, RouterMember) else {},
         )
         journal.set_batches(
             (item.spec, item.left, item.reactive)

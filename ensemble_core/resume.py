@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from ensemble_core.errors import MemberError
 from ensemble_core.events import AttemptRecord, Outcome
 from ensemble_core.jobs import Attempt, JobHandle
+from ensemble_core.members.router import RouterMember
 
 if TYPE_CHECKING:
     from ensemble_core.ensemble import Ensemble
@@ -42,6 +43,8 @@ async def resume(ensemble: Ensemble, saved: SavedRun) -> None:
     ensemble._reactive_jobs = meta["reactive_jobs"]
     ensemble.engine.restore(meta["engine"], elapsed=max(0.0, time.time() - meta["saved_at"]))
     ensemble.metrics.groups.update(meta["metrics"])
+    if isinstance(ensemble.member, RouterMember):  # where route actions sent the groups' jobs
+        ensemble.member.routes.update(meta.get("routes", {}))
     ensemble.started_at = meta.get("started_at", ensemble.started_at)
     for spec, left, reactive in saved.batches:
         ensemble._to_submit.append(_Batch(spec, left, reactive))

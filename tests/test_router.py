@@ -12,7 +12,7 @@ from conftest import FIXTURES
 
 from ensemble_core.ensemble import Ensemble
 from ensemble_core.errors import MemberError
-from ensemble_core.events import Outcome
+from ensemble_core.events import JobEvent, Outcome
 from ensemble_core.matching import MEMBER_ATTRIBUTE, REQUIRES_ATTRIBUTE
 from ensemble_core.members.local import LocalMember
 from ensemble_core.members.router import RouterMember
@@ -119,6 +119,21 @@ def test_least_backlog_sends_each_job_where_fewest_wait(tmp_path: Path):
     finally:
         ensemble.close()
     assert all(job.outcome is Outcome.CANCELLED for job in jobs)
+
+
+def test_the_recent_pending_time_counts_a_job_that_still_waits():
+    """`least-pending` reads this: the mean of the last pending times, or the wait of the
+    oldest waiting job when that is longer (a member whose jobs never start loses its turn)."""
+    part = RouterMember({"a": replay()})._parts["a"]
+    assert part.pending_time(now=100.0) == 0.0
+    part.pending_times.extend([1.0, 3.0])
+    assert part.pending_time(now=100.0) == 2.0
+    now = time.monotonic()
+    part.submitted(7, since=now - 5.0)  # waits for 5 s
+    assert part.pending_time(now) == 5.0
+    part.relay(JobEvent(7, "start", time.time()))  # started: its 5 s join the recent ones
+    assert 7 not in part.waiting
+    assert part.pending_time(now) == pytest.approx(3.0, abs=0.5)
 
 
 def test_a_route_action_sends_the_groups_next_jobs_elsewhere_and_back():
@@ -327,6 +342,7 @@ def test_a_resumed_run_adopts_per_member_and_starts_again_what_ended_with_the_co
     again = first.submit(spec(attributes={MEMBER_ATTRIBUTE: "here"}), identity="again")
     until(lambda: first.snapshot()["groups"]["sim"]["running"] == 2)
     assert (kept.member_id, again.member_id) == ("hpc/1", "here/1")
+    first.request_action({"name": "route", "label": "post", "member": "hpc"})
     time.sleep(0.3)  # a periodic flush writes them
     first._loop.call_soon_threadsafe(first._loop.stop)  # the controller dies
     first._thread.join(5)
@@ -336,6 +352,7 @@ def test_a_resumed_run_adopts_per_member_and_starts_again_what_ended_with_the_co
     second = Ensemble(router(), state=StateJournal(tmp_path / "state"))
     second.start()
     try:
+        assert second.member.routes == {"post": "hpc"}  # a route survives the restart
         kept, again = (
             second.submit(spec(), identity="kept"),
             second.submit(spec(), identity="again"),
