@@ -18,16 +18,22 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from resume_scenarios import (
+    COUNTS,
+    RUN,
+    adopt_and_finish,
+    counts,
+    kill,
+    tokened,
+    wait_for,
+)
 from test_flux_integration import Session, eventlog, flux_instance
 
 from ensemble_core.events import Outcome
-from ensemble_core.members.base import TOKEN_ATTRIBUTE
-from ensemble_core.spec import JobSpec
 
 pytestmark = [
     pytest.mark.flux,
@@ -41,10 +47,6 @@ BIN = Path(sys.executable).parent
 def flux_uri():
     with flux_instance("--test-size=1") as instance:
         yield instance.uri
-
-
-def tokened(token: str, *command: str, **fields) -> JobSpec:
-    return JobSpec(command=list(command), attributes={TOKEN_ATTRIBUTE: token}, **fields)
 
 
 def without_annotations(session: Session, jobid: int) -> list[tuple[str, float]]:
@@ -94,19 +96,9 @@ def test_a_new_member_adopts_by_id_and_by_token_and_replays_each_eventlog(
     async def second(ids: dict[str, int]) -> tuple[Session, dict, bool]:
         session = Session(flux_uri)
         await session.member.start(session.emit)
-        try:
-            jobs = [(ids[t], t) for t in ("t-true", "t-exit3", "t-sleep", "t-long")]
-            jobs += [(None, "t-lost"), (None, "t-never"), (ids["t-true"], "t-other")]
-            found = await session.member.adopt(jobs)
-            quiet = not session.events  # nothing before the controller knows the ids
-            async with asyncio.timeout(30):
-                while not any(e.name == "start" for e in session.events[ids["t-long"]]):
-                    await asyncio.sleep(0.02)
-            await session.member.cancel(ids["t-long"])
-            await session.until_clean(list(ids.values()))
-        finally:
-            await session.member.close()
-        return session, found, quiet
+        jobs = [(ids[t], t) for t in ("t-true", "t-exit3", "t-sleep", "t-long")]
+        jobs += [(None, "t-lost"), (None, "t-never"), (ids["t-true"], "t-other")]
+        return session, *await adopt_and_finish(session, jobs, "t-long")
 
     ids = asyncio.run(first())
     session, found, quiet = asyncio.run(second(ids))
@@ -124,34 +116,13 @@ def test_a_new_member_adopts_by_id_and_by_token_and_replays_each_eventlog(
     for jobid in ids.values():
         assert without_annotations(session, jobid) == eventlog(flux_uri, jobid)
     assert session.member.held == dict.fromkeys(session.member.held, 0)
-    assert (
-        session.member.describe()["events"]
-        == {
-            "journal": "job journal",
-            "guest": "per-job eventlog watch",
-        }[stream]
-    )
+    mode = {"journal": "job journal", "guest": "per-job eventlog watch"}[stream]
+    assert session.member.describe()["events"] == mode
 
 
 # `ensemble run --member flux --state DIR`, killed and run again ------------------------------
 
-#: Six `a` jobs on the instance's two cores; `b` once the third `a` succeeded; `c` fails.
-RUN = """
-jobs:
-  - {name: a, command: "sleep 0.5", count: 6}
-  - {name: b, command: "true"}
-  - {name: c, command: "sh -c 'exit 3'"}
-rules:
-  - trigger: start
-    action: {name: submit, label: a}
-  - trigger: start
-    action: {name: submit, label: c}
-  - trigger: metric
-    name: count.a.success
-    when: 3
-    action: {name: submit, label: b}
-"""
-#: What the instance must hold in the end: each job once, with its real result.
+#: What the instance must hold in the end: each job of `RUN` once, with its real result.
 EXPECTED = Counter({("a", "COMPLETED"): 6, ("b", "COMPLETED"): 1, ("c", "FAILED"): 1})
 
 
@@ -190,19 +161,6 @@ def jobs_of(uri: str, cwd: Path) -> list[tuple[str, str, str]]:
     return jobs
 
 
-def wait_for(condition, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
-    return value
-
-
-def kill(process: subprocess.Popen) -> None:
-    process.send_signal(signal.SIGKILL)
-    process.communicate(timeout=30)
-
-
 def ended(cwd: Path) -> bool:
     """Whether the run recorded in `cwd/state` ended (a controller killed after that point)."""
     with sqlite3.connect(cwd / "state" / "state.db") as db:
@@ -216,8 +174,7 @@ def check_the_run(uri: str, cwd: Path, report: dict | None) -> None:
     if report is None:
         return
     assert report["exit"] == "completed"
-    counts = {g: (c["submitted"], c["success"], c["failed"]) for g, c in report["groups"].items()}
-    assert counts == {"a": (6, 6, 0), "b": (1, 1, 0), "c": (1, 0, 1)}
+    assert counts(report) == COUNTS
 
 
 @pytest.fixture

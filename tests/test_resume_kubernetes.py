@@ -22,11 +22,19 @@ from pathlib import Path
 import pytest
 from flux_fake import Emitted
 from kubernetes_cluster import SKIP_REASON, Cluster, control_plane_script
+from resume_scenarios import (
+    COUNTS,
+    RUN,
+    adopt_and_finish,
+    counts,
+    kill,
+    tokened,
+    until_started,
+    wait_for,
+)
 from test_kubernetes_cluster import IMAGE, NAMESPACE, member_settings
-from test_resume_flux import RUN, kill, wait_for
 
 from ensemble_core.events import Outcome
-from ensemble_core.members.base import TOKEN_ATTRIBUTE
 from ensemble_core.members.kubernetes import TOKEN_LABEL, KubernetesMember
 from ensemble_core.spec import JobSpec
 from ensemble_core.translate.kubernetes import ENSEMBLE_LABEL, GROUP_LABEL
@@ -45,8 +53,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
         plane.stop()
 
 
-def tokened(token: str, *command: str) -> JobSpec:
-    return JobSpec(command=list(command), group="adopt", attributes={TOKEN_ATTRIBUTE: token})
+def adopting(token: str, *command: str) -> JobSpec:
+    return tokened(token, *command, group="adopt")
 
 
 async def started(cluster: Cluster, ensemble_id: str, tmp_path: Path) -> Emitted:
@@ -56,16 +64,6 @@ async def started(cluster: Cluster, ensemble_id: str, tmp_path: Path) -> Emitted
     return seen
 
 
-def names(seen: Emitted, jobid: str) -> list[str]:
-    return [event.name for event in seen.events[jobid]]
-
-
-async def until_started(seen: Emitted, jobid: str, timeout: float = 60.0) -> None:
-    async with asyncio.timeout(timeout):
-        while "start" not in names(seen, jobid):
-            await asyncio.sleep(0.05)
-
-
 def test_a_member_of_another_ensemble_id_adopts_the_jobs_by_their_token(
     cluster: Cluster, tmp_path: Path
 ) -> None:
@@ -73,11 +71,11 @@ def test_a_member_of_another_ensemble_id_adopts_the_jobs_by_their_token(
     its token alone; a token never submitted and a name whose Job has another token are not
     the queue's. Nothing is emitted before `adopt` returns; each found job gets its outcome."""
     specs = {
-        "k-true": tokened("k-true", "true"),
-        "k-exit3": tokened("k-exit3", "sh", "-c", "echo bye >&2; exit 3"),
-        "k-sleep": tokened("k-sleep", "sleep", "2"),
-        "k-long": tokened("k-long", "sleep", "60"),
-        "k-lost": tokened("k-lost", "sleep", "1"),
+        "k-true": adopting("k-true", "true"),
+        "k-exit3": adopting("k-exit3", "sh", "-c", "echo bye >&2; exit 3"),
+        "k-sleep": adopting("k-sleep", "sleep", "2"),
+        "k-long": adopting("k-long", "sleep", "60"),
+        "k-lost": adopting("k-lost", "sleep", "1"),
     }
 
     async def first() -> dict[str, str]:
@@ -92,17 +90,9 @@ def test_a_member_of_another_ensemble_id_adopts_the_jobs_by_their_token(
 
     async def second(ids: dict[str, str]) -> tuple[Emitted, dict, bool]:
         seen = await started(cluster, "second", tmp_path)
-        try:
-            jobs = [(ids[t], t) for t in ("k-true", "k-exit3", "k-sleep", "k-long")]
-            jobs += [(None, "k-lost"), (None, "k-never"), (ids["k-true"], "k-other")]
-            found = await seen.member.adopt(jobs)
-            quiet = not seen.events
-            await until_started(seen, ids["k-long"])
-            await seen.member.cancel(ids["k-long"])
-            await seen.until_clean(list(ids.values()))
-        finally:
-            await seen.member.close()
-        return seen, found, quiet
+        jobs = [(ids[t], t) for t in ("k-true", "k-exit3", "k-sleep", "k-long")]
+        jobs += [(None, "k-lost"), (None, "k-never"), (ids["k-true"], "k-other")]
+        return seen, *await adopt_and_finish(seen, jobs, "k-long")
 
     ids = asyncio.run(first())
     seen, found, quiet = asyncio.run(second(ids))
@@ -120,7 +110,7 @@ def test_a_member_of_another_ensemble_id_adopts_the_jobs_by_their_token(
         assert seen.logs[ids["k-exit3"]] == [str(tmp_path / "logs" / f"{ids['k-exit3']}.log")]
         assert (tmp_path / "logs" / f"{ids['k-exit3']}.log").read_text() == "bye\n"
         for name in ids.values():
-            events = names(seen, name)
+            events = [event.name for event in seen.events[name]]
             assert events[:2] == ["submit", "validate"] and events[-1] == "clean", events
             assert len(events) == len(set(events)), events
         assert seen.member.describe()["selector"] == f"{ENSEMBLE_LABEL} in (second,first)"
@@ -140,7 +130,7 @@ def test_a_member_of_the_same_ensemble_id_names_its_jobs_past_those_there(
     async def first() -> str:
         seen = await started(cluster, "reused", tmp_path)
         try:
-            name = await seen.member.submit(tokened("r-1", "sleep", "1"))
+            name = await seen.member.submit(adopting("r-1", "sleep", "1"))
             await until_started(seen, name)
         finally:
             await seen.member.close()
@@ -150,7 +140,7 @@ def test_a_member_of_the_same_ensemble_id_names_its_jobs_past_those_there(
         seen = await started(cluster, "reused", tmp_path)
         try:
             found = await seen.member.adopt([(None, "r-1")])
-            name = await seen.member.submit(tokened("r-2", "true"))
+            name = await seen.member.submit(adopting("r-2", "true"))
             await seen.until_clean([*found.values(), name])
         finally:
             await seen.member.close()
@@ -207,10 +197,7 @@ def test_ensemble_run_killed_with_jobs_running_and_ended_resumes(
         phases = Counter((g, p.status.phase) for g in "abc" for p in pods(cluster, g))
         assert phases == {("a", "Succeeded"): 6, ("b", "Succeeded"): 1, ("c", "Failed"): 1}
         assert report["exit"] == "completed"
-        counts = {
-            g: (c["submitted"], c["success"], c["failed"]) for g, c in report["groups"].items()
-        }
-        assert counts == {"a": (6, 6, 0), "b": (1, 1, 0), "c": (1, 0, 1)}
+        assert counts(report) == COUNTS
         # Ends seen seconds late keep the Pods' times (to the second): `sleep 1` lasted < 2.5 s.
         duration = report["groups"]["a"]["duration"]
         assert 0 <= duration["min"] <= duration["max"] < 2.5, duration
