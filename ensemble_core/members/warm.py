@@ -520,8 +520,8 @@ class WarmMember(Member):
         worker.send({"op": "size", "cores": cores, "memory_mb": memory_mb, "gpus": gpus})
         if self._learned:
             worker.send({"op": "preload", "modules": self._learned})
-        self._idle(worker)
         self._dispatch()
+        self._idle(worker)  # nothing waited for it: idle from now
         return worker
 
     def _on_message(self, worker: _Worker, line: bytes) -> None:
@@ -664,11 +664,12 @@ class WarmMember(Member):
         self._event(task.id, "clean")
 
     def _idle(self, worker: _Worker) -> None:
-        """A worker without tasks leaves if there are more than wanted, or a plain job waits
-        for the inner member's room (the worker would hold it), or when idle long."""
+        """A worker without tasks leaves, when no task waits, if there are more than wanted or
+        a plain job waits for the inner member's room (the worker would hold it); else when it
+        has been idle for `idle_seconds`."""
         if worker.tasks or worker.state != "ready":
             return
-        if self._plain_waiting or (len(self._live()) > self._target and not self._queue):
+        if not self._queue and (self._plain_waiting or len(self._live()) > self._target):
             self._stop(worker)
             return
         stamp = worker.idle_since = time.monotonic()
