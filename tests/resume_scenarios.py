@@ -7,10 +7,12 @@ import asyncio
 import signal
 import subprocess
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from flux_fake import Emitted
 
+from ensemble_core.events import Outcome
 from ensemble_core.members.base import TOKEN_ATTRIBUTE
 from ensemble_core.spec import JobSpec
 
@@ -49,21 +51,53 @@ async def until_started(seen: Emitted, jobid: Any, timeout: float = 60.0) -> Non
             await asyncio.sleep(0.02)
 
 
-async def adopt_and_finish(
-    seen: Emitted, jobs: list[tuple[Any, str]], long: str
-) -> tuple[dict[str, Any], bool]:
-    """A started member adopts `jobs`; the job of token `long` is cancelled once it runs; every
-    job found is followed to its end. (What it found; whether it emitted nothing before
-    `adopt` returned.)"""
+#: The jobs a first member submits and a second adopts (token: command), and their outcomes as
+#: the second tells them (it cancels `long`).
+ADOPTED = {
+    "true": ["true"],
+    "exit3": ["sh", "-c", "echo bye >&2; exit 3"],
+    "sleep": ["sleep", "2"],
+    "long": ["sleep", "60"],
+    "lost": ["sleep", "1"],
+}
+ADOPTED_OUTCOMES = {
+    "true": Outcome.SUCCESS,
+    "exit3": Outcome.FAILED,
+    "sleep": Outcome.SUCCESS,
+    "long": Outcome.CANCELLED,
+    "lost": Outcome.SUCCESS,
+}
+
+
+async def adoption(
+    started: Callable[[str], Awaitable[Emitted]], fields: Callable[[str], dict[str, Any]]
+) -> tuple[Emitted, dict[str, Any], dict[str, Any], bool]:
+    """A first member (`started("first")`) submits `ADOPTED` (each job's `fields(token)` added),
+    waits for `true` and `exit3` to end, and closes, which leaves the jobs as they are. A second
+    (`started("second")`) adopts them: by id, `lost` by its token alone, with a token never
+    submitted and an id given with another token; it cancels `long` once it runs and follows
+    every job found to its end. (What the second emitted, the ids, what it found, whether it
+    emitted nothing before `adopt` returned.)"""
+    first = await started("first")
     try:
-        found = await seen.member.adopt(jobs)
-        quiet = not seen.events  # nothing before the controller knows the ids
-        await until_started(seen, found[long])
-        await seen.member.cancel(found[long])
-        await seen.until_clean(list(found.values()))
+        ids = {}
+        for token, command in ADOPTED.items():
+            ids[token] = await first.member.submit(tokened(token, *command, **fields(token)))
+        await first.until_clean([ids["true"], ids["exit3"]])
     finally:
-        await seen.member.close()
-    return found, quiet
+        await first.member.close()
+    second = await started("second")
+    jobs = [(ids[token], token) for token in ("true", "exit3", "sleep", "long")]
+    jobs += [(None, "lost"), (None, "never"), (ids["true"], "other")]
+    try:
+        found = await second.member.adopt(jobs)
+        quiet = not second.events  # nothing before the controller knows the ids
+        await until_started(second, found["long"])
+        await second.member.cancel(found["long"])
+        await second.until_clean(list(found.values()))
+    finally:
+        await second.member.close()
+    return second, ids, found, quiet
 
 
 def wait_for(condition: Any, timeout: float = 30.0) -> Any:

@@ -23,17 +23,15 @@ from pathlib import Path
 
 import pytest
 from resume_scenarios import (
+    ADOPTED_OUTCOMES,
     COUNTS,
     RUN,
-    adopt_and_finish,
+    adoption,
     counts,
     kill,
-    tokened,
     wait_for,
 )
 from test_flux_integration import Session, eventlog, flux_instance
-
-from ensemble_core.events import Outcome
 
 pytestmark = [
     pytest.mark.flux,
@@ -75,44 +73,20 @@ def test_a_new_member_adopts_by_id_and_by_token_and_replays_each_eventlog(
     token alone; a token never submitted and an id whose jobspec holds another token are not
     the queue's. Each found job's events come after `adopt` returns, as its eventlog has them."""
 
-    async def first() -> dict[str, int]:
+    async def started(_: str) -> Session:
         session = Session(flux_uri)
         await session.member.start(session.emit)
-        try:
-            specs = {
-                "t-true": tokened("t-true", "true"),
-                "t-exit3": tokened("t-exit3", "sh", "-c", "exit 3"),
-                "t-sleep": tokened("t-sleep", "sleep", "2", stdout=str(tmp_path / "s.out")),
-                "t-long": tokened("t-long", "sleep", "60"),
-                "t-lost": tokened("t-lost", "sleep", "1"),
-            }
-            submitted = await asyncio.gather(*map(session.member.submit, specs.values()))
-            ids = dict(zip(specs, submitted, strict=True))
-            await session.until_clean([ids["t-true"], ids["t-exit3"]])
-        finally:
-            await session.member.close()  # leaves every job as it is
-        return ids
+        return session
 
-    async def second(ids: dict[str, int]) -> tuple[Session, dict, bool]:
-        session = Session(flux_uri)
-        await session.member.start(session.emit)
-        jobs = [(ids[t], t) for t in ("t-true", "t-exit3", "t-sleep", "t-long")]
-        jobs += [(None, "t-lost"), (None, "t-never"), (ids["t-true"], "t-other")]
-        return session, *await adopt_and_finish(session, jobs, "t-long")
+    def output(token: str) -> dict[str, str]:
+        return {"stdout": str(tmp_path / f"{token}.out")}
 
-    ids = asyncio.run(first())
-    session, found, quiet = asyncio.run(second(ids))
+    session, ids, found, quiet = asyncio.run(adoption(started, output))
     assert found == ids and quiet
     outcomes = {token: session.record(jobid).outcome for token, jobid in ids.items()}
-    assert outcomes == {
-        "t-true": Outcome.SUCCESS,
-        "t-exit3": Outcome.FAILED,
-        "t-sleep": Outcome.SUCCESS,
-        "t-long": Outcome.CANCELLED,
-        "t-lost": Outcome.SUCCESS,
-    }
-    assert session.record(ids["t-exit3"]).exit_code == 3
-    assert session.logs[ids["t-sleep"]] == [str(tmp_path / "s.out")]
+    assert outcomes == ADOPTED_OUTCOMES
+    assert session.record(ids["exit3"]).exit_code == 3
+    assert session.logs[ids["sleep"]] == [str(tmp_path / "sleep.out")]
     for jobid in ids.values():
         assert without_annotations(session, jobid) == eventlog(flux_uri, jobid)
     assert session.member.held == dict.fromkeys(session.member.held, 0)

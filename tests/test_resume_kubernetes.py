@@ -23,9 +23,10 @@ import pytest
 from flux_fake import Emitted
 from kubernetes_cluster import SKIP_REASON, Cluster, control_plane_script
 from resume_scenarios import (
+    ADOPTED_OUTCOMES,
     COUNTS,
     RUN,
-    adopt_and_finish,
+    adoption,
     counts,
     kill,
     tokened,
@@ -70,45 +71,16 @@ def test_a_member_of_another_ensemble_id_adopts_the_jobs_by_their_token(
     """Jobs that ended, run, and are still to end while no member followed them; one found by
     its token alone; a token never submitted and a name whose Job has another token are not
     the queue's. Nothing is emitted before `adopt` returns; each found job gets its outcome."""
-    specs = {
-        "k-true": adopting("k-true", "true"),
-        "k-exit3": adopting("k-exit3", "sh", "-c", "echo bye >&2; exit 3"),
-        "k-sleep": adopting("k-sleep", "sleep", "2"),
-        "k-long": adopting("k-long", "sleep", "60"),
-        "k-lost": adopting("k-lost", "sleep", "1"),
-    }
-
-    async def first() -> dict[str, str]:
-        seen = await started(cluster, "first", tmp_path)
-        try:
-            submitted = [await seen.member.submit(spec) for spec in specs.values()]
-            ids = dict(zip(specs, submitted, strict=True))
-            await seen.until_clean([ids["k-true"], ids["k-exit3"]])
-        finally:
-            await seen.member.close()  # leaves every Job as it is
-        return ids
-
-    async def second(ids: dict[str, str]) -> tuple[Emitted, dict, bool]:
-        seen = await started(cluster, "second", tmp_path)
-        jobs = [(ids[t], t) for t in ("k-true", "k-exit3", "k-sleep", "k-long")]
-        jobs += [(None, "k-lost"), (None, "k-never"), (ids["k-true"], "k-other")]
-        return seen, *await adopt_and_finish(seen, jobs, "k-long")
-
-    ids = asyncio.run(first())
-    seen, found, quiet = asyncio.run(second(ids))
+    seen, ids, found, quiet = asyncio.run(
+        adoption(lambda name: started(cluster, name, tmp_path), lambda token: {"group": "adopt"})
+    )
     try:
         assert found == ids and quiet
         outcomes = {token: seen.record(name).outcome for token, name in ids.items()}
-        assert outcomes == {
-            "k-true": Outcome.SUCCESS,
-            "k-exit3": Outcome.FAILED,
-            "k-sleep": Outcome.SUCCESS,
-            "k-long": Outcome.CANCELLED,
-            "k-lost": Outcome.SUCCESS,
-        }
-        assert seen.record(ids["k-exit3"]).exit_code == 3
-        assert seen.logs[ids["k-exit3"]] == [str(tmp_path / "logs" / f"{ids['k-exit3']}.log")]
-        assert (tmp_path / "logs" / f"{ids['k-exit3']}.log").read_text() == "bye\n"
+        assert outcomes == ADOPTED_OUTCOMES
+        assert seen.record(ids["exit3"]).exit_code == 3
+        assert seen.logs[ids["exit3"]] == [str(tmp_path / "logs" / f"{ids['exit3']}.log")]
+        assert (tmp_path / "logs" / f"{ids['exit3']}.log").read_text() == "bye\n"
         for name in ids.values():
             events = [event.name for event in seen.events[name]]
             assert events[:2] == ["submit", "validate"] and events[-1] == "clean", events
@@ -116,7 +88,7 @@ def test_a_member_of_another_ensemble_id_adopts_the_jobs_by_their_token(
         assert seen.member.describe()["selector"] == f"{ENSEMBLE_LABEL} in (second,first)"
         labels = [job.metadata.labels for job in cluster.objects("jobs", f"{GROUP_LABEL}=adopt")]
         left = sorted(label[TOKEN_LABEL] for label in labels)
-        assert left == sorted(set(ids) - {"k-long"})  # closing deleted none; the cancel did
+        assert left == sorted(set(ids) - {"long"})  # closing deleted none; the cancel did
     finally:
         cluster.delete_jobs(f"{GROUP_LABEL}=adopt")
 
