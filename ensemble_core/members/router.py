@@ -108,12 +108,12 @@ class _Part:
         event, and the member keeps its event as it made it. An event of a job whose
         submission has not returned (or that ended) is passed on as a new event instead: the
         controller may hold those until it learns the id."""
-        if self.lost is not None:
-            return
         jobid = event.jobid
         name = event.name
-        outer = self.ids.get(jobid)
+        outer = self.ids.get(jobid)  # none once the member is lost: `ids` is emptied then
         if outer is None:
+            if self.lost is not None:
+                return
             if self.submitting and name in ("start", "clean"):
                 self.early[jobid] = _EARLY_START if name == "start" else _EARLY_END
             self.emit(JobEvent(self.outer(jobid), name, event.timestamp, event.context))
