@@ -227,14 +227,12 @@ def _run(args: argparse.Namespace) -> int:
     }
     member = _create_member(config, member_name, settings)
     if args.detach and member.jobs_end_with_controller:
+        whose, where = f"the {member_name} member's jobs", "on --member flux or kubernetes"
         if config.members:
-            member_name = ", ".join(
-                name for name, each in member.members.items() if each.jobs_end_with_controller
-            )
-        raise ConfigError(
-            f"--detach: the {member_name} member's jobs end with the controller; detach a run "
-            "on --member flux or kubernetes"
-        )
+            ending = [n for n, each in member.members.items() if each.jobs_end_with_controller]
+            whose = f"the jobs of {', '.join(ending)}"
+            where = "whose members are all flux or kubernetes"
+        raise ConfigError(f"--detach: {whose} end with the controller; detach a run {where}")
     journal = None if args.no_state else _journal(args, config, command)
     return _follow(args, config, member, journal)
 

@@ -54,6 +54,11 @@ def check_arguments(
         check_settings(member, {**(member_settings or {}), **warm})
         if members is not None:
             load_members(members)
+            if member_settings or workers is not None:
+                raise ConfigurationError(
+                    f"{where}: with members, each member's settings (workers too) go in its "
+                    "entry of members, not in member_settings or workers"
+                )
     except SettingError as error:
         name = f"member_settings[{error.setting!r}]"
         raise ConfigurationError(f"{where}: {error.phrased(name, 'member={!r}')}") from None

@@ -171,6 +171,12 @@ def test_the_summary_shows_each_member_and_flags_are_refused(tmp_path: Path) -> 
         f"ensemble: --cores: {path} declares several members (members:): set each one's "
         "settings in its entry there\n"
     )
+    detached = ensemble("run", str(path), "--detach", cwd=tmp_path)
+    assert (detached.returncode, detached.stderr) == (
+        2,
+        "ensemble: --detach: the jobs of small, big end with the controller; detach a run "
+        "whose members are all flux or kubernetes\n",
+    )
 
 
 def test_the_api_takes_members_as_a_mapping_or_a_file(tmp_path: Path) -> None:
@@ -252,6 +258,8 @@ def test_parsl_apps_go_to_the_member_their_resource_specification_names(
     }
     with pytest.raises(ConfigurationError, match=r"members: members\.big\.core: the local"):
         EnsembleExecutor(members={"big": {"core": 4}})
+    with pytest.raises(ConfigurationError, match=r"with members, each member's settings"):
+        EnsembleExecutor(members=members, member_settings={"cores": 2})
     executor = EnsembleExecutor(members=members)
     dfk = parsl.load(Config(executors=[executor], run_dir=str(tmp_path / "runinfo")))
     try:
