@@ -309,7 +309,7 @@ class _Closing(ReplayMember):
         self.closed = True
 
 
-def test_a_member_that_cannot_start_stops_the_others_and_is_named():
+def test_a_member_that_cannot_start_is_named_and_the_others_are_closed():
     other = _Closing(JOURNALS)
     router = RouterMember({"hpc": _Refusing(JOURNALS), "here": other})
     with pytest.raises(MemberError, match=r"^the hpc member \(replay\): cannot connect"):

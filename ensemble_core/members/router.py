@@ -21,7 +21,6 @@ is lost is the router lost. Each member stays as it is and knows nothing of the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import difflib
 import itertools
 import json
@@ -216,23 +215,20 @@ class RouterMember(Member):
     # Member protocol --------------------------------------------------------------------------
 
     async def start(self, emit: EmitEvent) -> None:
-        """Start every member (at once); if one cannot start, close the others and say which."""
+        """Start every member (at once); if one cannot start, say which. As for one member, the
+        caller then closes the router, which closes them all."""
         self._emit = emit
         parts = list(self._parts.values())
         results = await asyncio.gather(
             *(self._start_part(part) for part in parts), return_exceptions=True
         )
-        failed = [(p, r) for p, r in zip(parts, results, strict=True) if r is not None]
-        if not failed:
-            return
-        for part, result in zip(parts, results, strict=True):
-            if result is None:
-                with contextlib.suppress(Exception):
-                    await part.member.close()
-        part, error = failed[0]
-        if not isinstance(error, Exception):
-            raise error
-        raise MemberError(f"the {part.name} member ({part.member.name}): {error}") from error
+        for part, error in zip(parts, results, strict=True):
+            if isinstance(error, Exception):
+                raise MemberError(
+                    f"the {part.name} member ({part.member.name}): {error}"
+                ) from error
+            if error is not None:  # a cancellation, an interrupt: not the member's to word
+                raise error
 
     async def _start_part(self, part: _Part) -> None:
         part.emit = self._emit
