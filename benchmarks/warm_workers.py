@@ -9,6 +9,8 @@
   `--executor ensemble --ensemble-workers 4`, against `--executor local` and the job-per-task
   ensemble, at `-j 4`: wall time and the chain's command gap (end of one job's shell command to
   the start of the next one's).
+- Inside one worker: the CPU a task costs the worker and its forked process, for `/bin/true`
+  and a Parsl no-op app (the worker driven directly, one task always waiting in it).
 - Flux: `--flux-jobs` `true` jobs (300) through the Flux member with W warm workers (each a
   Flux job) against the job-per-task Flux member, on the instance FLUX_URI names or a fresh
   `flux start --test-size=2`; skipped without flux.
@@ -19,9 +21,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +35,7 @@ from pathlib import Path
 
 import parsl
 from parsl import python_app
+from parsl.app.errors import wrap_error
 from parsl.config import Config
 from parsl.executors import HighThroughputExecutor
 from parsl.executors.base import ParslExecutor
@@ -41,8 +47,11 @@ from benchmarks.parsl_bench import cpu_model
 from ensemble_core.api import open_ensemble
 from ensemble_core.errors import MemberError
 from ensemble_core.members.flux import import_flux
+from ensemble_core.members.warm import WORKER_MODULE
+from ensemble_core.members.warm_protocol import ADDRESS_ENV, NAME_ENV, SECRET_ENV, encode
 from ensemble_core.spec import JobSpec
-from parsl_ensemble import EnsembleExecutor
+from parsl_ensemble import EnsembleExecutor, calls
+from parsl_ensemble.executor import WARM_PRELOAD
 
 SNAKEMAKE_WORKERS = 4
 
@@ -168,13 +177,81 @@ def flux_part(jobs: int, workers: int, rounds: int) -> None:
         print(f"| {name} | {statistics.median(values):.0f} |")
 
 
+def worker_cpu(argv: list[str], tasks: int, scratch: Path) -> tuple[float, float]:
+    """One warm worker driven directly (this process plays its member, keeping one task
+    waiting in it): (CPU ms per task of the worker itself, of its forked tasks)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    environment = {
+        **os.environ,
+        ADDRESS_ENV: f"127.0.0.1:{server.getsockname()[1]}",
+        NAME_ENV: "w1",
+        SECRET_ENV: "benchmark",
+    }
+    worker = subprocess.Popen([sys.executable, "-P", "-m", WORKER_MODULE], env=environment)
+    connection, _ = server.accept()
+    replies = connection.makefile("rb")
+    connection.sendall(encode({"challenge": "c"}))
+    replies.readline()  # hello
+    connection.sendall(encode({"op": "size", "cores": 1, "memory_mb": None, "gpus": 0}))
+    connection.sendall(encode({"op": "preload", "modules": WARM_PRELOAD}))
+
+    def run(count: int) -> None:
+        order = {"op": "run", "argv": argv, "env": {}, "cwd": None}
+        order["stdout"] = str(scratch / "out.log")
+        sent = done = 0
+        while done < count:
+            while sent < min(done + 2, count):
+                connection.sendall(encode({**order, "id": f"t{sent}"}))
+                sent += 1
+            if json.loads(replies.readline())["op"] == "done":
+                done += 1
+
+    def cpu() -> list[float]:
+        fields = Path(f"/proc/{worker.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return [int(value) / os.sysconf("SC_CLK_TCK") for value in fields[11:15]]
+
+    run(20)
+    before = cpu()
+    run(tasks)
+    user, system, child_user, child_system = (
+        (b - a) * 1000 / tasks for a, b in zip(before, cpu(), strict=True)
+    )
+    connection.sendall(encode({"op": "stop"}))
+    worker.wait(30)
+    connection.close()
+    server.close()
+    return user + system, child_user + child_system
+
+
+def worker_part(tasks: int = 1000) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Path(tmp)
+        (scratch / "noop.in").write_bytes(calls.pack(wrap_error(noop_function), (), {}))
+        commands = {
+            "`/bin/true` (forked, then executed)": ["/bin/true"],
+            "a Parsl no-op app (in-process)": [
+                *(sys.executable, "-P", "-m", "parsl_ensemble.worker"),
+                *(str(scratch / "noop.in"), str(scratch / "noop.out")),
+            ],
+        }
+        print(f"\n### Inside one worker: CPU per task, {tasks} tasks\n")
+        print("| task | worker ms | task process ms |\n|---|---:|---:|")
+        for name, argv in commands.items():
+            own, forked = worker_cpu(argv, tasks, scratch)
+            print(f"| {name} | {own:.2f} | {forked:.2f} |")
+
+
+def noop_function() -> None:
+    return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--flux-jobs", type=int, default=300)
-    parser.add_argument("--only", choices=["parsl", "snakemake", "flux"])
+    parser.add_argument("--only", choices=["parsl", "worker", "snakemake", "flux"])
     args = parser.parse_args()
     bin_dir = str(Path(sys.executable).parent)  # HTEX starts its interchange and workers by name
     os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
@@ -184,6 +261,8 @@ def main() -> None:
     )
     if args.only in (None, "parsl"):
         parsl_part(args.tasks, args.workers, args.rounds)
+    if args.only in (None, "worker"):
+        worker_part()
     if args.only in (None, "snakemake"):
         snakemake_part()
     if args.only in (None, "flux"):
