@@ -12,6 +12,7 @@ from ensemble_core.errors import ConfigError, MemberError
 from ensemble_core.members import create_member
 from ensemble_core.members.declared import create_router, in_config, load_members
 from ensemble_core.rules.loader import load_rules
+from ensemble_core.runs import digest, open_state
 
 
 def open_ensemble(
@@ -22,6 +23,9 @@ def open_ensemble(
     allow_custom: bool = False,
     members: Mapping[str, Any] | str | os.PathLike[str] | None = None,
     defaults: Mapping[str, Mapping[str, Any]] | None = None,
+    state: str | os.PathLike[str] | None = None,
+    fresh: bool = False,
+    front_door: str = "api",
 ) -> Ensemble:
     """Validate the rules and the member settings, create the member and start the controller.
 
@@ -29,7 +33,9 @@ def open_ensemble(
     `members`: several members instead of one (`member` and `member_settings` are then not
     used): a mapping `{name: settings}`, or one with `members:`, `default:` and `routing:`, or
     the path of a YAML file holding those (docs/several-members.md). `defaults`: settings per
-    kind of member that each member of that kind gets unless it sets them.
+    kind of member that each member of that kind gets unless it sets them. `state`: a directory
+    where the ensemble is recorded; an unfinished ensemble recorded there (its front door killed,
+    or detached) is resumed, and jobs asked for again by identity follow the ones it has.
     Raises `EnsembleError` (ConfigError, MemberError) with a message fit to show a user as is.
     """
     several = None if members is None else load_members(members)
@@ -46,7 +52,11 @@ def open_ensemble(
         settings = {**config.member, **(member_settings or {})}
         settings.pop("name", None)
         created = create_member(member, **settings)
-    ensemble = Ensemble(created, config, allow_custom=allow_custom)
+    journal = None
+    if state is not None:
+        command = {"front_door": front_door, "member": created.name, "digest": digest(config)}
+        journal = open_state(state, fresh=fresh, command=command)
+    ensemble = Ensemble(created, config, allow_custom=allow_custom, state=journal)
     ensemble.start()
     return ensemble
 

@@ -39,8 +39,8 @@ def open_state(directory: str | Path, *, fresh: bool, command: dict[str, Any]) -
         journal.close()
         raise ConfigError(
             f"{directory}: holds an unfinished run of {recorded.get('file')} as it was then, and "
-            "the rules or jobs differ now: restore them to resume it, or give --fresh to start "
-            "anew (its jobs may still run on the queue)"
+            "the rules or jobs differ now: restore them to resume it, or start anew (--fresh; "
+            "Snakemake: --ensemble-fresh; its jobs may still run on the queue)"
         )
     return journal
 
@@ -59,5 +59,10 @@ def recorded_command(directory: str | Path) -> dict[str, Any]:
         raise ConfigError(
             f"{directory}: the run recorded here has ended; nothing to attach to "
             "(`ensemble run FILE` starts a new one)"
+        )
+    if recorded.get("front_door", "cli") != "cli":
+        raise ConfigError(
+            f"{directory}: this ensemble belongs to a {recorded['front_door']} run: run the same "
+            f"{recorded['front_door']} command again to resume it"
         )
     return recorded

@@ -28,8 +28,8 @@ from ensemble_core.progress import Progress
 from ensemble_core.report import summary_table
 from ensemble_core.report_html import write_run_report
 from ensemble_core.spec import JobSpec
-from snakemake_executor_plugin_ensemble.jobspec import job_spec
-from snakemake_executor_plugin_ensemble.settings import LOG_DIR, member_settings
+from snakemake_executor_plugin_ensemble.jobspec import job_identity, job_spec
+from snakemake_executor_plugin_ensemble.settings import LOG_DIR, STATE_DIR, member_settings
 from snakemake_executor_plugin_ensemble.warm import in_process
 
 #: The longest the status thread sleeps between rounds; an outcome wakes it sooner.
@@ -93,9 +93,18 @@ class Executor(RemoteExecutor):
                 member_settings(settings),
                 members=settings.members,
                 defaults={"local": {"log_dir": LOG_DIR}},
+                state=settings.state or STATE_DIR,
+                fresh=settings.fresh,
+                front_door="snakemake",
             )
             if settings.members is not None:
                 self._member = self._ensemble.member.name
+            if settings.detach and self._ensemble.member.jobs_end_with_controller:
+                self._ensemble.close()
+                raise EnsembleError(
+                    f"--ensemble-detach: the {self._member} member's jobs end with Snakemake; "
+                    "detach a workflow on --ensemble-member flux or kubernetes"
+                )
         except (EnsembleError, WorkflowError) as error:
             self.wait = False  # let the status thread end
             raise ApiError(f"ensemble executor: {error}") from None
@@ -133,7 +142,7 @@ class Executor(RemoteExecutor):
         runs_warm = getattr(self._ensemble.member, "runs_warm", None)
         if runs_warm is not None and runs_warm(spec):
             spec = in_process(spec, line)  # a warm worker forks it from a warm Snakemake
-        handle = self._ensemble.submit(spec)
+        handle = self._ensemble.submit(spec, identity=job_identity(job))
         self._handles[handle.key] = handle
         if self._record is not None:
             self._record.follow(handle)
@@ -203,8 +212,9 @@ class Executor(RemoteExecutor):
         return f"ensemble: {handle.reason}" + (f" ({', '.join(where)})" if where else "") + ". "
 
     def cancel_jobs(self, active_jobs: list[SubmittedJobInfo]) -> None:
-        """Cancel every job this executor started, not only those Snakemake passes."""
-        if self._ensemble is None:
+        """Cancel every job this executor started, not only those Snakemake passes (with
+        --ensemble-detach, none: they go on, and the next run follows them)."""
+        if self._ensemble is None or self.workflow.executor_settings.detach:
             return
         for handle in list(self._handles.values()):
             if not handle.done():
@@ -218,7 +228,12 @@ class Executor(RemoteExecutor):
         self._closed = True
         if self._progress is not None:
             self._progress.close()
-        self._ensemble.close()
+        detach = self.workflow.executor_settings.detach
+        self._ensemble.close(detach=detach)
+        if detach:
+            self.logger.info(
+                "Ensemble detached: jobs still running go on; the same command follows them."
+            )
         self.logger.info("Ensemble summary:\n" + summary_table(self._ensemble.snapshot()))
         if self._record is not None:
             self._write_report(self.workflow.executor_settings.report)

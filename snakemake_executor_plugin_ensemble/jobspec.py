@@ -86,6 +86,12 @@ RESOURCE_BOUNDS = {
 }
 
 
+def job_identity(job: JobExecutorInterface) -> str:
+    """What names a Snakemake job across runs: its rule and its output files. A run that
+    schedules it again (after Snakemake was killed or detached) finds the job still running."""
+    return f"{job.name}:{','.join(sorted(str(path) for path in job.output))}"
+
+
 def _positive(resources: Mapping[str, Any], name: str) -> int | None:
     """A numeric resource, or None where Snakemake leaves it unset, zero or symbolic; a
     ValueError for a negative, infinite or absurd one (it would run with no limit)."""

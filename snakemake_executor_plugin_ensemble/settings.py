@@ -19,7 +19,18 @@ LOG_DIR = ".snakemake/ensemble_logs"
 
 #: The flags that are not member settings; every other field is one (`--ensemble-cores` is the
 #: local member's `cores`), and the member it belongs to is read from the members themselves.
-FRONT_DOOR_FIELDS = ("member", "rules", "memory_overhead_mb", "report", "members")
+FRONT_DOOR_FIELDS = (
+    "member",
+    "rules",
+    "memory_overhead_mb",
+    "report",
+    "members",
+    "state",
+    "detach",
+    "fresh",
+)
+#: Where the ensemble of a workflow is recorded unless --ensemble-state says otherwise.
+STATE_DIR = ".snakemake/ensemble-state"
 #: What warm workers import before the first job: Snakemake's command line and API (the rest
 #: of what a job imports they learn from the first one).
 WARM_PRELOAD = [
@@ -75,6 +86,25 @@ class ExecutorSettings(ExecutorSettingsBase):
         "FILE",
         "write an HTML report of the ensemble's jobs, rules and member to FILE when the "
         "workflow ends: one file that opens offline (docs/status-and-report.md).",
+    )
+    state: str | None = _optional(
+        str,
+        "DIR",
+        "where the ensemble is recorded, so that a run killed or detached is resumed by the "
+        f"same command: its jobs still on the queue are followed, not submitted again "
+        f"(default: {STATE_DIR}; docs/detach-and-resume.md).",
+    )
+    detach: bool = field(
+        default=False,
+        metadata={
+            "help": "on exit (the workflow's end or Ctrl-C) leave the jobs that still run on the "
+            "queue (Flux, Kubernetes) instead of cancelling them; the next run of the same "
+            "command follows them (docs/detach-and-resume.md).",
+        },
+    )
+    fresh: bool = field(
+        default=False,
+        metadata={"help": "start the ensemble anew, ignoring an unfinished one recorded."},
     )
     members: str | None = _optional(
         str,
