@@ -17,29 +17,38 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 from ensemble_core.members.local import LocalMember
 
 #: How long the reaper may take to end every process of the jobs (it takes well under 1 s).
 GONE_SECONDS = 10
 
+#: A controller of its own: `fork` makes a child that keeps a copy of everything the controller
+#: holds open (the reaper's pipe too), as `multiprocessing` does, and outlives it.
 CONTROLLER = """
-    import asyncio, sys
+    import asyncio, os, sys, time
     from ensemble_core.members.local import LocalMember
     from ensemble_core.spec import JobSpec
 
     async def main():
         member = LocalMember(cores=4, log_dir="logs")
         await member.start(lambda event: None)
-        for command in sys.argv[1:]:
+        for command in sys.argv[2:]:
             await member.submit(JobSpec(command=["bash", "-c", command]))
-        print(member.reaper_pid, member.output_dir, flush=True)
+        holder = os.fork() if sys.argv[1] == "fork" else -1
+        if holder == 0:
+            time.sleep(600)
+            os._exit(0)
+        print(member.reaper_pid, member.output_dir, holder, flush=True)
         await asyncio.sleep(600)
 
     asyncio.run(main())
 """
 
 
-def test_a_controller_killed_with_sigkill_leaves_no_process_of_its_jobs(tmp_path: Path):
+@pytest.mark.parametrize("fork", ["no-fork", "fork"], ids=["pipe closed", "pipe held by a fork"])
+def test_a_controller_killed_with_sigkill_leaves_no_process_of_its_jobs(tmp_path: Path, fork):
     tag = f"lifeline-{os.getpid()}-{time.monotonic_ns()}"
     commands = [
         f"(exec -a {tag}-background sleep 300) & exec -a {tag}-shell sleep 300",
@@ -49,26 +58,32 @@ def test_a_controller_killed_with_sigkill_leaves_no_process_of_its_jobs(tmp_path
     ]
     (tmp_path / "controller.py").write_text(textwrap.dedent(CONTROLLER))
     controller = subprocess.Popen(
-        [sys.executable, "controller.py", *commands],
+        [sys.executable, "controller.py", fork, *commands],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
     )
+    holder = -1
     try:
         assert controller.stdout is not None
-        reaper, run_dir = controller.stdout.readline().split()
+        reaper, run_dir, holder_pid = controller.stdout.readline().split()
+        holder = int(holder_pid)
         until(lambda: len(started_as(tag)) == 5, "the jobs never started", controller)
         time.sleep(0.2)  # the talking job has written its line
+        controller.kill()
+        controller.wait()
+        until(
+            lambda: processes_with(tag, besides=holder) == [],  # the holder is the controller's
+            "processes of the jobs outlived the controller",
+            timeout=GONE_SECONDS,
+        )
+        until(lambda: not alive(int(reaper)), "the reaper did not exit", timeout=GONE_SECONDS)
     finally:
         controller.kill()
         controller.wait()
-    until(
-        lambda: processes_with(tag) == [],
-        "processes of the jobs outlived the controller",
-        timeout=GONE_SECONDS,
-    )
-    until(lambda: not alive(int(reaper)), "the reaper did not exit", timeout=GONE_SECONDS)
+        if holder > 0:
+            os.kill(holder, signal.SIGKILL)
     # Empty files were removed as a job's end removes them; the output kept.
     assert os.listdir(tmp_path / run_dir) == ["default-4.out"]
     assert (tmp_path / run_dir / "default-4.out").read_text() == "said\n"
@@ -125,11 +140,11 @@ def started_as(text: str) -> list[str]:
     return [command for command in processes_with(text) if command.startswith(text)]
 
 
-def processes_with(text: str) -> list[str]:
-    """Command lines of the processes that contain `text` (not counting this test's own)."""
+def processes_with(text: str, besides: int = -1) -> list[str]:
+    """Command lines of the processes that contain `text`, but this test's and `besides`."""
     found = []
     for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+        if not entry.name.isdigit() or int(entry.name) in (os.getpid(), besides):
             continue
         try:
             command = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode()
