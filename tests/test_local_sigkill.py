@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 
 from test_local_lifeline import GONE_SECONDS, processes_with, started_as, until
+from test_signals import SCRIPT as PARSL_SCRIPT
+from test_signals import workers
 
 ENSEMBLE = [sys.executable, "-m", "ensemble_core.cli"]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
@@ -118,26 +120,8 @@ def test_snakemake_killed_leaves_no_job_command_shell_or_inner_snakemake(tmp_pat
     )
 
 
-PARSL_SCRIPT = """
-    import parsl
-    from parsl import python_app
-    from parsl.config import Config
-    from parsl_ensemble.executor import EnsembleExecutor
-
-    @python_app
-    def nap(i):
-        import time
-        time.sleep(300)
-        return i
-
-    executor = EnsembleExecutor(member_settings={"cores": 2, "log_dir": "logs"})
-    parsl.load(Config(executors=[executor], run_dir="runinfo"))
-    print([future.result() for future in [nap(i) for i in range(4)]])
-"""
-
-
 def test_a_parsl_script_killed_leaves_no_worker(tmp_path):
-    (tmp_path / "script.py").write_text(textwrap.dedent(PARSL_SCRIPT))
+    (tmp_path / "script.py").write_text(textwrap.dedent(PARSL_SCRIPT))  # 4 apps on 2 cores
     script = subprocess.Popen(
         [sys.executable, "script.py"],
         cwd=tmp_path,
@@ -145,16 +129,14 @@ def test_a_parsl_script_killed_leaves_no_worker(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     )
-
-    def workers() -> list[str]:
-        return [p for p in processes_with(str(tmp_path)) if "parsl_ensemble.worker" in p]
-
     try:
-        until(lambda: len(workers()) == 2, "the workers never started", script)
+        until(lambda: len(workers(tmp_path)) == 2, "the workers never started", script)
     finally:
         script.send_signal(signal.SIGKILL)
         script.wait()
-    until(lambda: workers() == [], "Parsl workers outlived the script", timeout=GONE_SECONDS)
+    until(
+        lambda: workers(tmp_path) == [], "Parsl workers outlived the script", timeout=GONE_SECONDS
+    )
 
 
 def unique_tag(name: str) -> str:

@@ -9,6 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from test_local_lifeline import started_as
 
 from ensemble_core.errors import MemberError
 from ensemble_core.events import AttemptRecord, JobEvent, Outcome
@@ -243,7 +244,7 @@ def test_no_process_is_left_after_close(log_dir):
 
     async def close_early(member, ids):
         await asyncio.sleep(0.3)
-        seen_running.extend(_processes(marker))
+        seen_running.extend(started_as(marker))
         await member.close()
 
     member = LocalMember(log_dir=log_dir, grace_seconds=0.1)
@@ -251,19 +252,7 @@ def test_no_process_is_left_after_close(log_dir):
     run_jobs(member, [spec], during=close_early)
     assert seen_running, "the job's process should have been running before close"
     time.sleep(0.2)
-    assert _processes(marker) == []
-
-
-def _processes(marker: str) -> list[str]:
-    return [p for p in os.listdir("/proc") if p.isdigit() and _cmdline(p).startswith(marker)]
-
-
-def _cmdline(pid: str) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return handle.read().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
+    assert started_as(marker) == []
 
 
 def test_bad_output_and_reserve_after_settings():
