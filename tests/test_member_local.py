@@ -480,7 +480,7 @@ def test_a_failing_memory_watch_stays_inside_the_member(monkeypatch, log_dir):
     def unreadable_proc():
         raise RuntimeError("injected: /proc unreadable")
 
-    monkeypatch.setattr("ensemble_core.members.local._resident_by_group", unreadable_proc)
+    monkeypatch.setattr("ensemble_core.members.local.resident_memory", unreadable_proc)
     spec = JobSpec(command=["sleep", "0.3"], memory_mb=100)
     ids, events = run_jobs(LocalMember(log_dir=log_dir), [spec])
     assert outcome_of(events[ids[0]]).outcome is Outcome.SUCCESS

@@ -22,7 +22,6 @@ import itertools
 import logging
 import math
 import os
-import resource
 import signal
 import subprocess
 import time
@@ -39,12 +38,12 @@ from ensemble_core.members.local_environment import TaskEnvironment
 from ensemble_core.members.local_lifeline import Lifeline, new_marker
 from ensemble_core.members.local_output import OUTPUT_MODES, JobOutput, OutputError, Outputs
 from ensemble_core.members.local_scheduler import Capacity, Scheduler, Share
+from ensemble_core.members.proc_memory import resident_memory
 from ensemble_core.spec import JobSpec
 
 log = logging.getLogger(__name__)
 
 MEMORY_CHECK_SECONDS = 0.1
-PAGE_MB = resource.getpagesize() / 2**20
 #: Finished jobs whose output files `log_paths` still answers for (the member forgets the rest).
 RECENT_JOBS = 1024
 
@@ -395,7 +394,7 @@ class LocalMember(Member):
 
     def _check_memory(self, limited: dict[int, _Job]) -> None:
         used: dict[int, float] = dict.fromkeys(limited, 0.0)
-        for pgid, rss_mb in _resident_by_group():
+        for _, pgid, rss_mb in resident_memory():
             if pgid in used:
                 used[pgid] += rss_mb
         for job in {id(j): j for j in limited.values()}.values():
@@ -474,18 +473,3 @@ def _status(done: asyncio.Future[tuple[int, int]]) -> int:
         return done.result()[1]
     except ChildProcessError:
         return 0
-
-
-def _resident_by_group() -> list[tuple[int, float]]:
-    """(process group, resident MB) of every process, read from /proc in one pass."""
-    found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as stat:
-                fields = stat.read().rsplit(b")", 1)[1].split()
-            found.append((int(fields[2]), int(fields[21]) * PAGE_MB))
-        except (OSError, IndexError, ValueError):
-            continue  # gone meanwhile, or not a process's stat
-    return found
