@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ensemble_core import bounds
 from ensemble_core.bounds import shown
@@ -27,6 +27,9 @@ from ensemble_core.errors import ConfigError, MemberError
 from ensemble_core.matching import OFFER_KEYS, POLICIES
 from ensemble_core.members import MEMBERS, create_member
 from ensemble_core.members.settings import SettingError, check_settings
+
+if TYPE_CHECKING:
+    from ensemble_core.members.router import RouterMember
 
 #: A member's name: it starts metric names (`count.@cloud.running`) and ids (`cloud/7`).
 MEMBER_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -49,7 +52,7 @@ class DeclarationError(MemberError):
 
 
 @dataclass(frozen=True)
-class Member:
+class Declaration:
     """One declared member: its kind, its settings, its features and declared offer."""
 
     kind: str
@@ -62,7 +65,7 @@ class Member:
 class Declared:
     """Several members, the default and the routing policy, checked."""
 
-    members: dict[str, Member]
+    members: dict[str, Declaration]
     default: str | None = None
     policy: str = "first"
 
@@ -87,7 +90,7 @@ def declared(
     return Declared(members, default, policy)
 
 
-def member_of(name: str, block: Any) -> Member:
+def member_of(name: str, block: Any) -> Declaration:
     """One entry of `members:`, checked: its kind, settings, features and offers."""
     if not MEMBER_NAME.match(name):
         raise DeclarationError(
@@ -114,7 +117,7 @@ def member_of(name: str, block: Any) -> Member:
     except SettingError as error:
         choose = "members: {{" + name + ": {{name: {}}}}}"  # the member that takes it
         raise DeclarationError(["members", name, error.setting], error.hinted(choose)) from None
-    return Member(kind, checked, features, offers)
+    return Declaration(kind, checked, features, offers)
 
 
 def _features(name: str, features: Any) -> tuple[str, ...]:
@@ -188,7 +191,7 @@ def in_config(config: Any) -> Declared | None:
 
 def create_router(
     members: Declared, defaults: Mapping[str, Mapping[str, Any]] | None = None
-) -> Any:
+) -> RouterMember:
     """The router over the declared members, each made with its settings (over `defaults`
     per kind: a front door's log directory for local members)."""
     from ensemble_core.members.router import RouterMember
