@@ -175,7 +175,11 @@ class WarmMember(Member):
         self.idle_seconds = idle_seconds
         self.address = address
         self.port = port
-        self.worker_python = worker_python or sys.executable
+        # Kubernetes runs workers in the member's image, where this interpreter's path means
+        # nothing: its `python3` then; elsewhere this very Python, on a file system they share.
+        self.worker_python = worker_python or (
+            "python3" if inner.name == "kubernetes" else sys.executable
+        )
         self.preload = preload
         self.log_dir = Path(getattr(inner, "log_dir", "ensemble-logs"))
         self._target = workers
