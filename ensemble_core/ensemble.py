@@ -110,6 +110,8 @@ class Ensemble:
         self._by_identity: dict[str, JobHandle] = {}
         #: Attempts taken for submission whose member call has not returned.
         self._submitting = 0
+        #: Adoptions in flight (a resumed run): events of ids not known yet are held meanwhile.
+        self._adopting = 0
         self._submitters = 0
         self._reactive_jobs = 0
         self._cancel_errors: dict[int, str] = {}
@@ -459,7 +461,7 @@ class Ensemble:
     def _handle_event(self, event: JobEvent) -> None:
         entry = self._by_member_id.get(event.jobid)
         if entry is None:
-            if self._submitting:
+            if self._submitting or self._adopting:
                 self._orphans.add(event)
             return
         handle, attempt = entry

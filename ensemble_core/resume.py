@@ -63,7 +63,11 @@ async def resume(ensemble: Ensemble, saved: SavedRun) -> None:
             ensemble._to_submit.append((handle, attempt))  # counted as submitted already
         else:
             to_adopt.append((handle, attempt))
-    found = await _adopt(ensemble, to_adopt)
+    ensemble._adopting += 1  # a member may replay while another is still asked (a router)
+    try:
+        found = await _adopt(ensemble, to_adopt)
+    finally:
+        ensemble._adopting -= 1
     waiting = []
     member = ensemble.member
     for handle, attempt in to_adopt:
@@ -86,6 +90,9 @@ async def resume(ensemble: Ensemble, saved: SavedRun) -> None:
             ensemble._abandon(handle, attempt, Outcome.FAILED, why)
     for _, member_id, attempt in sorted(waiting, key=lambda item: item[0]):
         ensemble._waiting[member_id] = attempt
+    for member_id in found.values():
+        for event in ensemble._orphans.take(member_id):
+            ensemble._on_event(event)
     log.info(
         "ensemble: resumed run %s: %d open job(s), %d adopted",
         ensemble.journal.run_id if ensemble.journal else "?",

@@ -4,6 +4,7 @@ a member lost for good, resubmission elsewhere, metrics per member, and resuming
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -368,3 +369,48 @@ def test_a_resumed_run_adopts_per_member_and_starts_again_what_ended_with_the_co
         assert len(queue._history) == 1  # adopted, never submitted twice
     finally:
         second.close()
+
+
+class _SlowToAdopt(ReplayMember):
+    """Looks for its jobs over a network: its adopt waits, letting the loop run meanwhile."""
+
+    async def adopt(self, jobs):
+        await asyncio.sleep(0.05)
+        return await super().adopt(jobs)
+
+
+def test_events_one_member_replays_while_another_is_asked_are_kept(tmp_path: Path):
+    a = ReplayMember(JOURNALS, kind_of=lambda spec: "hold", remember=True)
+    b = _SlowToAdopt(JOURNALS, kind_of=lambda spec: "hold", remember=True)
+    first = Ensemble(RouterMember({"a": a, "b": b}), state=StateJournal(tmp_path / "state"))
+    first.start()
+    first.submit(spec(attributes={MEMBER_ATTRIBUTE: "a"}), identity="ended")
+    first.submit(spec(attributes={MEMBER_ATTRIBUTE: "b"}), identity="running")
+    until(lambda: first.snapshot()["groups"]["sim"]["running"] == 2)
+    time.sleep(0.3)  # a periodic flush writes them
+    first._loop.call_soon_threadsafe(first._loop.stop)  # the controller dies
+    first._thread.join(5)
+    first.journal._db.close()
+    first.journal._lock.close()
+    on_loop_of(first, a.finish_held, 1)  # a's job ends while no controller follows it
+
+    second = Ensemble(RouterMember({"a": a, "b": b}), state=StateJournal(tmp_path / "state"))
+    second.start()
+    try:
+        # a's replayed end arrived while b was still asked: held, not dropped.
+        until(lambda: second.snapshot()["groups"]["sim"].get("success") == 1)
+        running = second.submit(spec(), identity="running")  # follows b's adopted job
+        on_loop(second, b.finish_held, 1)
+        assert running.wait(10) is Outcome.SUCCESS
+        assert len(a._history) == len(b._history) == 1  # none submitted twice
+    finally:
+        second.close()
+
+
+def on_loop_of(ensemble: Ensemble, function, *args) -> None:
+    """Run `function` on the loop of a controller that died (its loop is stopped, not closed)."""
+    ensemble._loop.run_until_complete(_call(function, *args))
+
+
+async def _call(function, *args):
+    return function(*args)

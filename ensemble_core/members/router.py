@@ -57,6 +57,7 @@ class _Part:
     """One named member and what the router knows of its jobs."""
 
     __slots__ = (
+        "adopting",
         "declared",
         "early",
         "emit",
@@ -92,6 +93,8 @@ class _Part:
         #: ends jobs inside `submit`): id -> _EARLY_START | _EARLY_END.
         self.early: dict[Any, int] = {}
         self.submitting = 0
+        #: The router's `adopt` is in flight: the controller may hold events until it returns.
+        self.adopting = False
         self.pending_times: deque[float] = deque(maxlen=RECENT_PENDING)
         self.lost: str | None = None
 
@@ -124,6 +127,9 @@ class _Part:
         elif name == "clean":
             del self.ids[jobid]
             self.waiting.pop(jobid, None)
+        if self.adopting:  # held by the controller until the router's adopt returns: a copy
+            self.emit(JobEvent(outer, name, event.timestamp, event.context))
+            return
         event.jobid = outer
         try:
             self.emit(event)
@@ -301,14 +307,20 @@ class RouterMember(Member):
                 asked[part.name].append((inner, token))
         found: dict[str, Any] = {}
         now = time.monotonic()
-        for name, part in self._parts.items():
-            mine = asked[name] + anywhere
-            if not mine or part.lost is not None:
-                continue
-            for token, inner in (await part.member.adopt(mine)).items():
-                if token not in found:
-                    found[token] = part.ids[inner] = part.outer(inner)
-                    part.waiting[inner] = now
+        for part in self._parts.values():
+            part.adopting = True
+        try:
+            for name, part in self._parts.items():
+                mine = asked[name] + anywhere
+                if not mine or part.lost is not None:
+                    continue
+                for token, inner in (await part.member.adopt(mine)).items():
+                    if token not in found:
+                        found[token] = part.ids[inner] = part.outer(inner)
+                        part.waiting[inner] = now
+        finally:
+            for part in self._parts.values():
+                part.adopting = False
         return found
 
     def describe(self) -> dict[str, Any]:
