@@ -23,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from benchmarks.local_member import bare_loop
 from benchmarks.rule_engine import GROUPS, twenty_rules
 from ensemble_core import cli
 
@@ -32,17 +33,6 @@ CORES = os.cpu_count() or 1
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-async def bare_loop(jobs: int, concurrency: int) -> None:
-    limit = asyncio.Semaphore(concurrency)
-
-    async def one() -> None:
-        async with limit:
-            process = await asyncio.create_subprocess_exec("true")
-            await process.wait()
-
-    await asyncio.gather(*(one() for _ in range(jobs)))
 
 
 def ensemble_file(jobs: int, path: Path) -> None:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from ensemble_core.testing.processes import processes_with
+
 ROOT = Path(__file__).parents[1]
 EXAMPLES = sorted((ROOT / "examples" / "ensembles").glob("*.yaml"))
 ENSEMBLE = [sys.executable, "-m", "ensemble_core.cli"]
@@ -131,7 +133,7 @@ def test_a_signal_cancels_everything_and_exits_128_plus_it(tmp_path, signum, sta
     assert (report["exit"], report["reason"]) == ("interrupted", f"interrupted ({name})")
     assert report["groups"]["long"]["cancelled"] == 3
     time.sleep(0.3)
-    assert _processes(marker) == []
+    assert processes_with(marker) == []
 
 
 @pytest.mark.parametrize(
@@ -174,7 +176,7 @@ def test_a_signal_stops_a_large_queue_at_once_and_starts_no_more_jobs(tmp_path):
     assert process.returncode == 130
     counts = json.loads(stdout)["groups"]["long"]
     assert (counts["finished"], counts["running"], counts["success"]) == (2, 0, 0), counts
-    assert _processes(marker) == []
+    assert processes_with(marker) == []
 
 
 def _run_sleepers(tmp_path: Path, marker: str, count: int, cores: int) -> subprocess.Popen:
@@ -193,9 +195,9 @@ def _run_sleepers(tmp_path: Path, marker: str, count: int, cores: int) -> subpro
         text=True,
     )
     deadline = time.monotonic() + 60
-    while len(_processes(marker)) < cores and time.monotonic() < deadline:
+    while len(processes_with(marker)) < cores and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert len(_processes(marker)) == cores, "the jobs should have started"
+    assert len(processes_with(marker)) == cores, "the jobs should have started"
     return process
 
 
@@ -275,18 +277,6 @@ def test_schema_validate_and_translate(tmp_path):
     result = ensemble("translate", "--to", "flux", str(spec), cwd=tmp_path)
     assert json.loads(result.stdout)["tasks"][0]["command"] == ["echo", "hi"]
     assert "not carried to flux: memory_mb" in result.stderr
-
-
-def _processes(marker: str) -> list[str]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if cmdline.startswith(marker):
-            found.append(pid)
-    return found
 
 
 def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path):

@@ -23,7 +23,8 @@ from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
 import ensemble_core.api
 from ensemble_core.members import create_member
 from ensemble_core.testing.faults import Faults, FaultyMember
-from ensemble_core.testing.soak import processes_with, soak
+from ensemble_core.testing.processes import processes_with
+from ensemble_core.testing.soak import soak
 from parsl_ensemble import EnsembleExecutor
 from snakemake_executor_plugin_ensemble import ExecutorSettings
 from snakemake_executor_plugin_ensemble.executor import Executor

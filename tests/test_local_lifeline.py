@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from ensemble_core.members.local import LocalMember
+from ensemble_core.testing.processes import processes_with
 
 #: How long the reaper may take to end every process of the jobs (it takes well under 1 s).
 GONE_SECONDS = 10
@@ -138,18 +139,3 @@ def alive(pid: int) -> bool:
 def started_as(text: str) -> list[str]:
     """Command lines that begin with `text`."""
     return [command for command in processes_with(text) if command.startswith(text)]
-
-
-def processes_with(text: str, besides: int = -1) -> list[str]:
-    """Command lines of the processes that contain `text`, but this test's and `besides`."""
-    found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) in (os.getpid(), besides):
-            continue
-        try:
-            command = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if text in command:
-            found.append(command)
-    return found

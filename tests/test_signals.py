@@ -7,7 +7,6 @@ Snakemake's in test_snakemake_plugin.py.)
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -16,6 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from ensemble_core.testing.processes import processes_with
 
 SCRIPT = """
     import parsl
@@ -73,14 +74,4 @@ def test_a_parsl_script_ended_by_a_signal_leaves_no_worker_and_no_task_file(
 
 def workers(directory: Path) -> list[str]:
     """Command lines of the Parsl workers whose task files are under `directory`."""
-    found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            command = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if "parsl_ensemble.worker" in command and str(directory) in command:
-            found.append(command)
-    return found
+    return [c for c in processes_with(str(directory)) if "parsl_ensemble.worker" in c]

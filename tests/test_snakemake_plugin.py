@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from snakemake_interface_common.exceptions import WorkflowError
 
+from ensemble_core.testing.processes import processes_with
 from snakemake_executor_plugin_ensemble.jobspec import OWN_TMPDIR, RANK_ZERO_ONLY, job_spec
 from snakemake_executor_plugin_ensemble.settings import LOG_DIR, ExecutorSettings, member_settings
 
@@ -292,21 +293,6 @@ def test_sigint_cancels_every_job_and_leaves_no_process(tmp_path: Path) -> None:
     assert processes_with(str(tmp_path)) == []
     assert "cancelled" in stderr[stderr.index("Ensemble summary:") :]
     assert list(tmpdir.iterdir()) == [], "temporary directories were left behind"
-
-
-def processes_with(text: str) -> list[str]:
-    """Command lines of the processes that contain `text` (not counting this test's own)."""
-    found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            command = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if text in command:
-            found.append(command)
-    return found
 
 
 def test_a_failed_group_job_tells_its_reason(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ from ensemble_core.members.local import LocalMember
 from ensemble_core.rules.loader import parse
 from ensemble_core.spec import JobSpec
 from ensemble_core.testing.faults import Faults, FaultyMember
+from ensemble_core.testing.processes import processes_with
 
 #: Rules a long-running ensemble would have: retry failures and timeouts, follow the backlog.
 SOAK_RULES = """
@@ -168,18 +169,3 @@ def _broken_invariants(
     if left:
         broken.append(f"{len(left)} process(es) left running: {left[:3]}")
     return broken
-
-
-def processes_with(marker: str) -> list[str]:
-    """Command lines of the processes with `marker` in an argument."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if any(marker.encode() in part for part in argv):
-            found.append(" ".join(part.decode(errors="replace") for part in argv if part))
-    return found
