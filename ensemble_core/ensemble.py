@@ -53,6 +53,8 @@ SUBMITTERS = 16
 SUBMIT_SLICE_SECONDS = 0.01
 #: Jobs a submitter takes at once: with a state journal, their intent is written in one go.
 SUBMIT_BATCH = 512
+#: The events that change the metrics (the others change only what rules on them do).
+_COUNTED_EVENTS = frozenset({"start", "clean"})
 #: How often rules on gauges that change with time alone (queue.oldest-pending) are evaluated.
 GAUGE_TICK_SECONDS = 0.025
 
@@ -467,10 +469,15 @@ class Ensemble:
         handle, attempt = entry
         if attempt.repeated(event):
             return
-        if self._journal_dirty is not None:  # the journal's own map, marked inline: hot path
-            self._journal_dirty[handle.key] = handle
         attempt.record.observe(event)
         name = event.name
+        if self._journal_dirty is not None and (
+            name in _COUNTED_EVENTS or name in self.engine.job_event_names
+        ):
+            # Written with the metrics and rules' state it changed, so a resumed controller
+            # knows it counted this event. Other events change nothing written: if one is
+            # replayed after a crash, counting it again changes nothing either.
+            self._journal_dirty[handle.key] = handle
         group = attempt.spec.group
         if name == "submit":
             if attempt.phase < 2:
