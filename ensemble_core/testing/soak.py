@@ -105,7 +105,12 @@ def soak(seed: int, jobs: int, log_dir: str | Path, cancel_share: float = 0.02) 
                 long.append(handle)
             elif draw.random() < cancel_share:
                 ensemble.cancel(handle)
-        for handle in long:
+        for handle in long:  # cancelled while they run (the member's cancel is called)
+            deadline = time.monotonic() + 30
+            while handle.attempts[-1].phase < 2 and not handle.done():
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.01)
             ensemble.cancel(handle)
         for handle in handles:
             handle.wait(120)
