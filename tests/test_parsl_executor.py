@@ -174,7 +174,9 @@ def test_unknown_keys_warn_once_each(load):
         warnings.simplefilter("always")
         for _ in range(3):
             add(1, parsl_resource_specification={"cores": 2, "priority": 1}).result()
-    messages = sorted(str(w.message) for w in caught if "resource_specification" in str(w.message))
+    messages = sorted(
+        str(w.message) for w in caught if str(w.message).startswith("EnsembleExecutor")
+    )
     assert len(messages) == 2
     assert "'cores'" in messages[0] and "'priority'" in messages[1]
 
