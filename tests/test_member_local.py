@@ -505,3 +505,31 @@ def test_output_directories_made_are_remembered_within_a_bound(tmp_path):
         files.open()
         assert files.finish() == []  # empty: removed
     assert len(made) <= MADE_DIRS and (tmp_path / f"job{MADE_DIRS + 9}").is_dir()
+
+
+def test_tasks_start_alike_whichever_way_they_are_spawned(log_dir, tmp_path):
+    """posix_spawnp for most tasks, Popen where a task has its own working directory or PATH:
+    each sees /dev/null on stdin, its output files, its directory and finds its program."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "only-here"
+    script.write_text("#!/bin/sh\necho found\n")
+    script.chmod(0o755)
+    probe = ["sh", "-c", "cat; pwd; echo err >&2"]
+    specs = [
+        JobSpec(command=probe, stdout=str(tmp_path / "spawned.out")),
+        JobSpec(command=probe, cwd=str(tmp_path), stdout=str(tmp_path / "popen.out")),
+        JobSpec(
+            command=["only-here"],
+            environment={"PATH": f"{bin_dir}:{os.environ['PATH']}"},
+            stdout=str(tmp_path / "path.out"),
+        ),
+        JobSpec(command=["no-such-program-anywhere"]),
+    ]
+    member = LocalMember(log_dir=log_dir)
+    ids, events = run_jobs(member, specs)
+    outcomes = [outcome_of(events[i]) for i in ids]
+    assert [o.exit_code for o in outcomes] == [0, 0, 0, 127]
+    assert (tmp_path / "spawned.out").read_text() == f"{os.getcwd()}\nerr\n"
+    assert (tmp_path / "popen.out").read_text() == f"{tmp_path}\nerr\n"
+    assert (tmp_path / "path.out").read_text() == "found\n"

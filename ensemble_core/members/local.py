@@ -23,7 +23,6 @@ import logging
 import math
 import os
 import signal
-import subprocess
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -38,6 +37,7 @@ from ensemble_core.members.local_environment import TaskEnvironment
 from ensemble_core.members.local_lifeline import Lifeline, new_marker
 from ensemble_core.members.local_output import OUTPUT_MODES, JobOutput, OutputError, Outputs
 from ensemble_core.members.local_scheduler import Capacity, Scheduler, Share
+from ensemble_core.members.local_spawn import spawn
 from ensemble_core.members.proc_memory import resident_memory
 from ensemble_core.spec import JobSpec
 
@@ -274,22 +274,13 @@ class LocalMember(Member):
                 self._abort(job, str(error))
                 return
             try:
-                process = subprocess.Popen(
-                    spec.command,
-                    cwd=spec.cwd,
-                    env=environment,
-                    stdin=subprocess.DEVNULL,
-                    stdout=stdout,
-                    stderr=stderr,
-                    start_new_session=True,
-                )
+                pid = spawn(spec.command, environment, spec.cwd, stdout, stderr)
             except (OSError, ValueError) as error:
                 output.note(f"ensemble: task {rank}: start failed: {error}\n")
                 job.statuses.append(127 << 8)
                 continue
-            process.returncode = 0  # reaped through its pidfd below, not by Popen
-            job.groups.append(process.pid)
-            self._watch_exit(job, process.pid)
+            job.groups.append(pid)
+            self._watch_exit(job, pid)
         assert self._loop is not None
         output.started(self._loop, lambda why: self._abort(job, f"output: {why}"))
         self._event(job.jobid, "start")
