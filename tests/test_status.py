@@ -123,8 +123,8 @@ def test_status_and_actions_steer_a_running_ensemble(tmp_path):
     ("arguments", "message"),
     [
         (["submit", "nope"], "submit: no job group 'nope' (the groups: extra, work)"),
-        (["grow", "x"], "grow: 'x' is not a count (grow [N]: add N nodes (default 1))"),
-        (["shrink", "0"], "shrink: '0' is not allowed here (shrink [N]: remove N nodes"),
+        (["grow", "x"], "grow: 'x' is not a count (grow [N [MEMBER]]: add N nodes (default 1)"),
+        (["shrink", "0"], "shrink: '0' is not allowed here (shrink [N [MEMBER]]: remove N nodes"),
         (["cancel"], "cancel needs a job group (cancel GROUP: cancel the active jobs of GROUP)"),
         (["terminate", "now"], "action terminate: 'now' is one argument too many"),
     ],
@@ -247,3 +247,51 @@ def _raw_request(state: Path, request: dict | bytes) -> dict:
             connection.connect(address)
         connection.sendall(line)
         return json.loads(connection.makefile("rb").readline())
+
+
+def test_an_operator_routes_a_group_and_grows_a_member_by_name(tmp_path):
+    release = tmp_path / "release"
+    path = tmp_path / "two.yaml"
+    path.write_text(
+        f"""
+members:
+  small: {{name: local, cores: 1, log_dir: small-logs}}
+  big: {{name: local, cores: 2, max_nodes: 2, log_dir: big-logs}}
+default: small
+jobs:
+  - name: work
+    command: sh -c 'while [ ! -e {release} ]; do sleep 0.05; done'
+rules:
+  - trigger: start
+    action: {{name: submit, label: work}}
+"""
+    )
+    state = tmp_path / "state"
+    process = subprocess.Popen(
+        [*ENSEMBLE, "run", str(path), "--json", "--state", str(state)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (state / SOCKET_NAME).exists():
+            assert process.poll() is None and time.monotonic() < deadline, process.stderr
+            time.sleep(0.05)
+        routed = ensemble("action", str(state), "route", "work", "big", "--json", cwd=tmp_path)
+        assert routed.returncode == 0, routed.stderr
+        (entry,) = json.loads(routed.stdout)["recorded"]
+        assert (entry["action"], entry["rule"]) == ("route", -1)
+        grown = ensemble("action", str(state), "grow", "1", "big", "--json", cwd=tmp_path)
+        assert grown.returncode == 0, grown.stderr
+        assert "grew by 1 node(s) to 2" in json.loads(grown.stdout)["recorded"][0]["detail"]
+        submitted = ensemble("action", str(state), "submit", "work", "1", cwd=tmp_path)
+        assert submitted.returncode == 0, submitted.stderr
+        deadline = time.monotonic() + 30
+        while status_of(state, tmp_path).get("members", {}).get("big", {}).get("running") != 1:
+            assert time.monotonic() < deadline, status_of(state, tmp_path)
+            time.sleep(0.1)
+    finally:
+        release.write_text("")
+        process.communicate(timeout=60)

@@ -121,8 +121,8 @@ def test_status_and_actions_need_the_token_and_speak_ensemble_pythons_messages(s
 
         assert act("explode", "") == (
             Result.ERROR,
-            {"error": "unknown action 'explode': give one of grow, shrink, submit, cancel, "
-             "terminate"},
+            {"error": "unknown action 'explode': give one of grow, shrink, submit, route, "
+             "cancel, terminate"},
         )  # fmt: skip
         assert act("submit", '{"label": "nope"}') == (
             Result.ERROR,

@@ -42,7 +42,8 @@ def add_control_parsers(commands: Any) -> None:
 
     action = commands.add_parser(
         "action",
-        help="act on a running ensemble: grow, shrink, submit GROUP, cancel GROUP, terminate",
+        help="act on a running ensemble: grow, shrink, submit GROUP, cancel GROUP, route GROUP "
+        "MEMBER, terminate",
         description="Ask the controller of a running ensemble to act, as a rule would; the "
         "action is recorded as rule -1 (trigger `operator`). "
         + "; ".join(OPERATOR_ACTIONS.values())
@@ -142,7 +143,8 @@ def run_report(args: argparse.Namespace) -> int:
 
 def _action_arguments(name: str, arguments: list[str]) -> dict[str, Any]:
     """ACTION's ARGs as the request's `value` and `label` (the controller checks them)."""
-    names = {"grow": ("value",), "shrink": ("value",), "submit": ("label", "value")}
+    names = {"grow": ("value", "member"), "shrink": ("value", "member")}
+    names.update({"submit": ("label", "value"), "route": ("label", "member")})
     names.update({"cancel": ("label",), "terminate": ()})
     expected = names[name]
     if len(arguments) > len(expected):

@@ -19,9 +19,10 @@ if TYPE_CHECKING:
 
 #: The actions an operator may ask for, and what each needs.
 OPERATOR_ACTIONS = {
-    "grow": "grow [N]: add N nodes (default 1)",
-    "shrink": "shrink [N]: remove N nodes (default 1)",
+    "grow": "grow [N [MEMBER]]: add N nodes (default 1), to MEMBER with several members",
+    "shrink": "shrink [N [MEMBER]]: remove N nodes (default 1), from MEMBER with several",
     "submit": "submit GROUP [N]: submit the job group GROUP (N jobs, default its count)",
+    "route": "route GROUP MEMBER: send GROUP's next jobs to MEMBER (several members)",
     "cancel": "cancel GROUP: cancel the active jobs of GROUP",
     "terminate": "terminate: end the ensemble, cancelling what runs",
 }
@@ -39,20 +40,22 @@ class Controls:
             return live_status(self.ensemble, self.origin)
         return live_status(self.ensemble, self.origin, max(0, int(recent)))
 
-    def act(self, name: str, value: Any = None, label: Any = None) -> list[dict[str, Any]]:
+    def act(
+        self, name: str, value: Any = None, label: Any = None, member: Any = None
+    ) -> list[dict[str, Any]]:
         """Perform one operator action; what it recorded. ConfigError for a bad request,
         EnsembleError when the ensemble has ended."""
         groups = set(self.ensemble.templates)
         if name == "cancel":  # also groups a front door submitted (Snakemake's rules)
             groups.update(self.ensemble.snapshot()["groups"])
-        action = operator_action(name, value, label, groups=groups)
+        action = operator_action(name, value, label, member, groups=groups)
         if self.ensemble.wait(0):
             raise EnsembleError("the ensemble has ended: it takes no more actions")
         return self.ensemble.request_action(action)
 
 
 def operator_action(
-    name: str, value: Any = None, label: Any = None, *, groups: Any = ()
+    name: str, value: Any = None, label: Any = None, member: Any = None, *, groups: Any = ()
 ) -> dict[str, Any]:
     """The action a request names, checked: ConfigError with what to give instead."""
     if name not in OPERATOR_ACTIONS:
@@ -69,7 +72,13 @@ def operator_action(
         if count < 1 or name in ("cancel", "terminate"):
             raise ConfigError(f"{name}: '{value}' is not allowed here ({usage})")
         action["value"] = count
-    if name in ("submit", "cancel"):
+    if name in ("grow", "shrink", "route") and member is not None:
+        action["member"] = str(member)  # the controller says if there is no such member
+    elif member is not None:
+        raise ConfigError(f"{name} takes no member ({usage})")
+    if name == "route" and "member" not in action:
+        raise ConfigError(f"route needs a member ({usage})")
+    if name in ("submit", "cancel", "route"):
         if not label:
             raise ConfigError(f"{name} needs a job group ({usage})")
         if str(label) not in groups:

@@ -149,7 +149,9 @@ class GrpcService:
         if name == "shrink" and isinstance(value, int) and value < 0:
             value = -value  # ensemble-python's members may send a shrink as a negative change
         try:
-            recorded = self._controls.act(name, value, payload.get("label"))
+            recorded = self._controls.act(
+                name, value, payload.get("label"), payload.get("target_member")
+            )
         except (ConfigError, EnsembleError) as error:
             return self._answer(ERROR, error=str(error))
         except Exception as error:

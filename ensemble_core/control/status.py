@@ -40,6 +40,7 @@ def live_status(
         "member": ensemble.member.describe(),
         "queue": _queue(groups, _oldest_pending(ensemble)),
         "groups": groups,
+        "members": snapshot.get("members", {}),
         "recent_actions": snapshot["actions"][-recent:] if recent else [],
         "action_counts": snapshot["action_counts"],
     }

@@ -75,7 +75,10 @@ class ControlSocket(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                 return {"ok": True, "status": self.controls.status(recent)}
             if kind == "action":
                 recorded = self.controls.act(
-                    request.get("name"), request.get("value"), request.get("label")
+                    request.get("name"),
+                    request.get("value"),
+                    request.get("label"),
+                    request.get("member"),
                 )
                 return {"ok": True, "recorded": recorded}
         except (ConfigError, EnsembleError) as error:
