@@ -43,6 +43,12 @@ MEMBER_FLAGS = (
     "kubeconfig",
     "context",
     "minicluster",
+    "workers",
+    "max_workers",
+    "worker_cores",
+    "worker_memory_mb",
+    "idle_seconds",
+    "address",
 )
 
 
@@ -164,6 +170,13 @@ def _parser() -> argparse.ArgumentParser:
     kube.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster or ~/.kube)")
     kube.add_argument("--context", help="kubeconfig context (default: its current one)")
     kube.add_argument("--minicluster", help="MiniCluster (namespace/name) grow/shrink resize")
+    warm = run.add_argument_group("warm workers (any member; docs/warm-workers.md)")
+    warm.add_argument("--workers", type=int, help="run jobs on N warm workers (default: off)")
+    warm.add_argument("--max-workers", type=int, help="most workers grow may reach")
+    warm.add_argument("--worker-cores", type=int, help="cores of each worker (default: 1)")
+    warm.add_argument("--worker-memory-mb", type=int, help="memory of each worker")
+    warm.add_argument("--idle-seconds", type=float, help="an idle worker leaves after (60)")
+    warm.add_argument("--address", help="where workers connect back to (default: loopback)")
     run.set_defaults(command=_run)
 
     attach = commands.add_parser(

@@ -287,3 +287,19 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path):
     process.stdout.close()  # before it prints: as `ensemble schema | true` would
     _, stderr = process.communicate(timeout=60)
     assert (process.returncode, stderr) == (141, b"")
+
+
+def test_warm_workers_from_the_command_line(tmp_path):
+    path = tmp_path / "one.yaml"
+    path.write_text(
+        "jobs:\n  - {name: one, command: 'true', count: 3}\n"
+        "rules:\n  - {trigger: start, action: {name: submit, label: one}}\n"
+    )
+    result = ensemble("run", str(path), "--workers", "1", "--json", "--no-state", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["groups"]["one"]["success"] == 3
+    assert report["member"]["target_workers"] == 1
+    refused = ensemble("run", str(path), "--worker-cores", "2", cwd=tmp_path)
+    assert (refused.returncode, refused.stdout) == (2, "")
+    assert refused.stderr.startswith("ensemble: --worker-cores: only applies with workers set")
