@@ -88,13 +88,11 @@ def start_controls(ensemble: Any, journal: Any, args: argparse.Namespace) -> Ser
                 file=sys.stderr,
             )
         else:
-            # A short poll: `shutdown()` waits for the loop to see it (0.5 s by default, a
-            # third of a short run's time).
             thread = threading.Thread(
-                target=server.serve_forever, args=(0.02,), name="ensemble-control", daemon=True
+                target=server.serve_forever, name="ensemble-control", daemon=True
             )
             thread.start()
-            serving._closers.append(lambda: (server.shutdown(), server.server_close()))
+            serving._closers.append(server.stop)
     if getattr(args, "grpc", None):
         try:
             _start_grpc(controls, serving, directory, args)

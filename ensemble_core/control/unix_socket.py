@@ -21,6 +21,7 @@ import os
 import socket
 import socketserver
 import struct
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,21 @@ class ControlSocket(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     def server_close(self) -> None:
         super().server_close()
         self.path.unlink(missing_ok=True)
+
+    def stop(self) -> None:
+        """End serving now and close: the serving loop notices a shutdown only when its select
+        returns, so a connection wakes it (else every run would wait out a poll at its end)."""
+        stopping = threading.Thread(target=self.shutdown, name="ensemble-control-stop")
+        stopping.start()
+        while stopping.is_alive():
+            with (
+                contextlib.suppress(OSError),
+                socket.socket(socket.AF_UNIX) as poke,
+                socket_address(self.path) as address,
+            ):
+                poke.connect(address)
+            stopping.join(0.01)
+        self.server_close()
 
     def answer(self, line: bytes) -> dict[str, Any]:
         """The answer to one request line."""
