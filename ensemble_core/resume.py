@@ -54,6 +54,9 @@ async def resume(ensemble: Ensemble, saved: SavedRun) -> None:
         handle.identity, handle.attempts = job.identity, job.attempts
         handle.cancel_requested = job.cancel_requested
         ensemble._active[handle.key] = handle
+        # Written again at the first flush: a job the run before knew only as handed to the
+        # member (no row yet) would otherwise be known to no later run, though counted.
+        ensemble._changed(handle)
         if handle.identity is not None:
             ensemble._by_identity[handle.identity] = handle
         attempt = handle.attempts[-1]

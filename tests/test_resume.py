@@ -162,3 +162,31 @@ def test_a_front_door_job_asked_for_again_follows_the_adopted_one(tmp_path: Path
         assert len(member._history) == 2  # sample 1 ran once, across both controllers
     finally:
         second.close()
+
+
+def test_jobs_only_handed_to_the_member_survive_two_deaths(tmp_path: Path):
+    """Killed after the intent to submit was written but before any job's row: the next run
+    adopts those jobs by token; killed again before they did anything (still queued), the run
+    after must still know them."""
+    member = ReplayMember(JOURNALS, kind_of=lambda spec: "queued", remember=True)
+    text = "jobs:\n  - {name: a, command: 'true', count: 3}\n" + (
+        "rules:\n  - trigger: start\n    action: {name: submit, label: a}\n"
+    )
+    first = Ensemble(member, parse(text, "r.yaml"), state=StateJournal(tmp_path / "state"))
+    first.start()
+    until(lambda: len(member._history) == 3)  # on the queue; rows not written yet
+    die(first)
+    for _ in range(2):  # each resumed run writes its state, then dies with the jobs queued
+        again = Ensemble(member, parse(text, "r.yaml"), state=StateJournal(tmp_path / "state"))
+        again.start()
+        on_loop(again, again.flush_state)
+        die(again)
+    last = Ensemble(member, parse(text, "r.yaml"), state=StateJournal(tmp_path / "state"))
+    last.start()
+    try:
+        on_loop(last, member.finish_held, 3)
+        assert last.wait(10)
+        assert counts(last, "a")["success"] == 3
+        assert len(member._history) == 3  # adopted each time, never submitted again
+    finally:
+        last.close()

@@ -5,7 +5,8 @@ with its context as recorded and its timestamps moved to now. What kind of job i
 (`success`, `fail-exit1`, `timeout`, ...: the `kind` field of `journal-basic.jsonl`; jobs
 without one are `success`) is `kind_of(spec)`: by default the spec's `attributes["replay"]`,
 so a test chooses outcomes per job (or per attempt). The kind `hold` plays a successful job up
-to its `start` and then waits for a cancel, which plays the recorded `cancel` job's end.
+to its `start`, `queued` up to its `priority` (a job waiting in the queue); both then wait for
+`finish_held` or a cancel, which plays the recorded `cancel` job's end.
 
 `speed=0` emits a job's events at once (the core's cost alone: the million-job benchmark);
 `speed=1` keeps the recorded gaps between them.
@@ -29,6 +30,9 @@ from ensemble_core.spec import JobSpec
 #: (event name, seconds after the job's first event, context)
 Step = tuple[str, float, dict[str, Any]]
 HOLD = "hold"
+#: A job that waits in the queue: played up to its `priority` (no `alloc`, no `start`).
+QUEUED = "queued"
+_HELD_AFTER = {HOLD: "start", QUEUED: "priority"}
 
 
 def load_patterns(paths: Iterable[Path]) -> dict[str, list[list[Step]]]:
@@ -67,7 +71,8 @@ class ReplayMember(Member):
         self.kind_of = kind_of or _attribute_kind
         self._cycles = {kind: itertools.cycle(steps) for kind, steps in self.patterns.items()}
         self._ids = itertools.count(1)
-        self._held: set[int] = set()
+        #: Jobs waiting for `finish_held` (or a cancel): id -> the last step they played.
+        self._held: dict[int, str] = {}
         #: Every event emitted per job, and the job of each token: what `adopt` replays.
         self._history: dict[int, list[JobEvent]] = defaultdict(list)
         self._tokens: dict[str, int] = {}
@@ -84,10 +89,10 @@ class ReplayMember(Member):
         jobid = next(self._ids)
         if self.remember and TOKEN_ATTRIBUTE in spec.attributes:
             self._tokens[spec.attributes[TOKEN_ATTRIBUTE]] = jobid
-        if kind == HOLD:
+        if kind in _HELD_AFTER:
             steps = next(self._cycles["success"])
-            steps = steps[: 1 + _index_of("start", steps)]
-            self._held.add(jobid)
+            steps = steps[: 1 + _index_of(_HELD_AFTER[kind], steps)]
+            self._held[jobid] = _HELD_AFTER[kind]
         elif kind in self._cycles:
             steps = next(self._cycles[kind])
         else:
@@ -99,7 +104,7 @@ class ReplayMember(Member):
     async def cancel(self, jobid: Any) -> None:
         if jobid not in self._held:
             return  # it ends as recorded, or has ended: Flux ignores a late cancel too
-        self._held.discard(jobid)
+        self._held.pop(jobid, None)
         playing = self._playing.pop(jobid, None)
         if playing is not None:
             playing.cancel()
@@ -111,9 +116,9 @@ class ReplayMember(Member):
         Call it on the loop's thread."""
         ending = sorted(self._held)[:count]
         for jobid in ending:
-            self._held.discard(jobid)
+            last = self._held.pop(jobid)
             steps = next(self._cycles["success"])
-            self._play(jobid, steps[_index_of("start", steps) + 1 :], time.time())
+            self._play(jobid, steps[_index_of(last, steps) + 1 :], time.time())
         return ending
 
     async def adopt(self, jobs: list[tuple[Any, str]]) -> dict[str, Any]:
