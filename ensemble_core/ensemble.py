@@ -53,8 +53,6 @@ SUBMITTERS = 16
 SUBMIT_SLICE_SECONDS = 0.01
 #: Jobs a submitter takes at once: with a state journal, their intent is written in one go.
 SUBMIT_BATCH = 512
-#: The events that change the metrics (the others change only what rules on them do).
-_COUNTED_EVENTS = frozenset({"start", "clean"})
 #: How often rules on gauges that change with time alone (queue.oldest-pending) are evaluated.
 GAUGE_TICK_SECONDS = 0.025
 
@@ -471,27 +469,31 @@ class Ensemble:
             return
         attempt.record.observe(event)
         name = event.name
-        if self._journal_dirty is not None and (
-            name in _COUNTED_EVENTS or name in self.engine.job_event_names
-        ):
-            # Written with the metrics and rules' state it changed, so a resumed controller
-            # knows it counted this event. Other events change nothing written: if one is
-            # replayed after a crash, counting it again changes nothing either.
-            self._journal_dirty[handle.key] = handle
         group = attempt.spec.group
+        # The events that change what is counted (start, clean, and those a rule reacts to)
+        # mark the job for the journal: written with the metrics and rules' state they changed,
+        # so a resumed controller knows it counted them. Other events change nothing written:
+        # one replayed after a crash changes nothing when counted again.
+        journal_dirty = self._journal_dirty
         if name == "submit":
             if attempt.phase < 2:
                 self._waiting[event.jobid] = attempt
         elif name == "start":
+            if journal_dirty is not None:
+                journal_dirty[handle.key] = handle
             attempt.phase = 2
             self._waiting.pop(event.jobid, None)
             self._started(group, attempt)
             if self._member_group is not None and (at := self._member_group(event.jobid)):
                 self._started(at, attempt, self._member_series)
         elif name == "clean":
+            if journal_dirty is not None:
+                journal_dirty[handle.key] = handle
             self._attempt_ended(handle, attempt)
         engine = self.engine
         if name in engine.job_event_names:
+            if journal_dirty is not None:
+                journal_dirty[handle.key] = handle
             self._perform_all(engine.job_event(name, group, handle))
         if self.metrics.changed or engine.armed:
             self._evaluate_metrics()

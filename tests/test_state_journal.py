@@ -1,0 +1,54 @@
+"""The state journal writes every row of a flush, however many, and reads them back whole.
+
+A flush is written in statements of many rows (powers of two up to 1,024, `state._insert`):
+counts that are not a power of two, and jobs with earlier attempts, must all arrive.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ensemble_core.events import AttemptRecord, Outcome
+from ensemble_core.jobs import Attempt, JobHandle
+from ensemble_core.spec import JobSpec
+from ensemble_core.state import StateJournal
+
+
+def jobs(count: int) -> list[JobHandle]:
+    """Every third job is still running; every fifth ended after a second attempt."""
+    spec = JobSpec(command=["true"], group="g")
+    handles = []
+    for key in range(count):
+        handle = JobHandle(key, spec)
+        if key % 5 == 0:
+            handle.attempts.insert(0, Attempt(spec, f"m{key}-1", AttemptRecord(1.0, 2.0, 3.0, 256)))
+        last = handle.attempts[-1]
+        last.member_id, last.phase, last.record.submit_time = f"m{key}", 2, 4.0
+        if key % 3:
+            last.phase, last.record.status = 3, 0
+            handle.resolve(Outcome.SUCCESS, "exited 0", [])
+        handles.append(handle)
+    return handles
+
+
+@pytest.mark.parametrize("count", [1, 1023, 1025, 2_500])
+def test_every_row_of_a_flush_is_written(tmp_path: Path, count: int):
+    journal = StateJournal(tmp_path / "state")
+    for handle in jobs(count):
+        journal.changed(handle)
+    journal.flush()
+    open_jobs = sum(1 for key in range(count) if key % 3 == 0)
+    expected = {"success": count - open_jobs, "open": open_jobs}
+    assert journal.outcomes() == {outcome: n for outcome, n in expected.items() if n}
+    journal._lock.close()  # as a killed controller leaves it: no close, no end recorded
+
+    saved = StateJournal(tmp_path / "state").previous()
+    assert saved is not None
+    assert [job.key for job in saved.jobs] == [key for key in range(count) if key % 3 == 0]
+    for job in saved.jobs:
+        assert job.attempts[-1].member_id == f"m{job.key}"
+        if job.key % 5 == 0:
+            assert [a.member_id for a in job.attempts] == [f"m{job.key}-1", f"m{job.key}"]
+            assert job.attempts[0].record.status == 256
