@@ -61,7 +61,8 @@ class Attempt:
     seen: int = 0
     #: Names this submission across controllers (set when the run keeps a state journal).
     token: str | None = None
-    _repeatable: tuple[tuple[str, float], ...] = ()
+    #: The other events counted so far, as (name, timestamp) (kept in the state journal).
+    repeats: tuple[tuple[str, float], ...] = ()
 
     def repeated(self, event: JobEvent) -> bool:
         """True for an event this attempt has had already. A member that resumes its stream
@@ -73,9 +74,9 @@ class Attempt:
             self.seen |= bit
             return False
         key = (event.name, event.timestamp)
-        if key in self._repeatable:
+        if key in self.repeats:
             return True
-        self._repeatable += (key,)
+        self.repeats += (key,)
         return False
 
 

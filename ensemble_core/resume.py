@@ -127,5 +127,5 @@ def _start_again(ensemble: Ensemble, handle: JobHandle, attempt: Attempt) -> Non
         metrics.count(group, "running" if attempt.phase == 2 else "pending", -1)
         metrics.count(group, "submitted", -1)
     attempt.member_id, attempt.phase, attempt.seen = None, 0, 0
-    attempt.token, attempt.record, attempt._repeatable = None, AttemptRecord(), ()
+    attempt.token, attempt.record, attempt.repeats = None, AttemptRecord(), ()
     ensemble._enqueue(handle, attempt)

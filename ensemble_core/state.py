@@ -60,7 +60,8 @@ FLUSH_SECONDS = 0.2
 _SPEC_CACHE = 1024
 
 _ATTEMPT_COLUMNS = (
-    "spec, token, member_id, phase, seen, submit_time, start_time, end_time, status, exception"
+    "spec, token, member_id, phase, seen, submit_time, start_time, end_time, status, exception, "
+    "repeats"
 )
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB);
@@ -118,6 +119,7 @@ class StateJournal:
                 Path(f"{database}{suffix}").unlink(missing_ok=True)
         self._db = _connect(database)
         self._db.executescript(_SCHEMA)
+        _upgrade(self._db)
         self.run_id = self._meta("run_id") or uuid.uuid4().hex[:12]
         #: Jobs whose row is to be written at the next flush (the controller marks it inline).
         self.dirty_jobs: dict[int, JobHandle] = {}
@@ -349,6 +351,7 @@ class StateJournal:
             record.end_time,
             record.status,
             None if exception is None else json.dumps(exception),
+            json.dumps(attempt.repeats) if attempt.repeats else None,
         )
 
     def _has_row(self, key: int) -> bool:
@@ -428,6 +431,14 @@ def _insert(db: sqlite3.Connection, head: str, rows: list[tuple[Any, ...]]) -> N
         start += size
 
 
+def _upgrade(db: sqlite3.Connection) -> None:
+    """Add what a state directory written by an earlier version lacks, so its run resumes."""
+    for table in ("jobs", "earlier_attempts"):
+        columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if "repeats" not in columns:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN repeats")
+
+
 def _connect(database: Path) -> sqlite3.Connection:
     """A connection in autocommit mode: transactions are explicit (`_transaction`)."""
     db = sqlite3.connect(database, check_same_thread=False, isolation_level=None)
@@ -486,10 +497,12 @@ def _attempt(
     end_time: float | None,
     status: int | None,
     exception: str | None,
+    repeats: str | None,
 ) -> Attempt:
     failure = None if exception is None else json.loads(exception)
     record = AttemptRecord(submit_time, start_time, end_time, status, failure)
-    return Attempt(spec, member_id, record, phase, seen, token)
+    counted = () if repeats is None else tuple((name, at) for name, at in json.loads(repeats))
+    return Attempt(spec, member_id, record, phase, seen, token, counted)
 
 
 def _encoded(value: Any) -> bytes:

@@ -17,7 +17,7 @@ from conftest import FIXTURES
 
 from ensemble_core.ensemble import Ensemble
 from ensemble_core.errors import ConfigError
-from ensemble_core.events import Outcome
+from ensemble_core.events import JobEvent, Outcome
 from ensemble_core.rules.loader import parse
 from ensemble_core.spec import JobSpec
 from ensemble_core.state import StateJournal
@@ -190,3 +190,35 @@ def test_jobs_only_handed_to_the_member_survive_two_deaths(tmp_path: Path):
         assert len(member._history) == 3  # adopted each time, never submitted again
     finally:
         last.close()
+
+
+def test_an_exception_replayed_after_the_restart_fires_its_rule_once(tmp_path: Path):
+    """A job-exception rule reacts to a job's non-fatal exception; the member replays the
+    job's events to the resumed controller, that exception among them: it is not new."""
+    member = held_member()
+    text = (
+        "jobs:\n  - {name: a, command: 'true'}\n  - {name: b, command: 'true'}\n"
+        "rules:\n  - trigger: start\n    action: {name: submit, label: a}\n"
+        "  - trigger: job-exception\n    group: a\n"
+        "    action: {name: submit, label: b, repetitions: 5}\n"
+    )
+    first = Ensemble(member, parse(text, "r.yaml"), state=StateJournal(tmp_path / "state"))
+    first.start()
+    until(lambda: counts(first, "a").get("running") == 1)
+    (jobid,) = member._held
+    warning = {"type": "test", "severity": 1, "note": "a drained node", "userid": 0}
+    on_loop(first, member._record_and_emit, JobEvent(jobid, "exception", time.time(), warning))
+    until(lambda: counts(first, "b").get("running") == 1)
+    on_loop(first, first.flush_state)
+    die(first)
+
+    second = Ensemble(member, parse(text, "r.yaml"), state=StateJournal(tmp_path / "state"))
+    second.start()
+    try:
+        on_loop(second, lambda: None)  # after the replayed events
+        assert counts(second, "b")["submitted"] == 1  # the rule fired once in all
+        on_loop(second, member.finish_held, 2)
+        assert second.wait(10)
+        assert len(member._history) == 2
+    finally:
+        second.close()

@@ -1,4 +1,5 @@
-"""The state journal writes every row of a flush, however many, and reads them back whole.
+"""The state journal writes every row of a flush, however many, and reads them back whole;
+it opens the state of an earlier version.
 
 A flush is written in statements of many rows (powers of two up to 1,024, `state._insert`):
 counts that are not a power of two, and jobs with earlier attempts, must all arrive.
@@ -6,10 +7,13 @@ counts that are not a power of two, and jobs with earlier attempts, must all arr
 
 from __future__ import annotations
 
+import pickle
+import sqlite3
 from pathlib import Path
 
 import pytest
 
+from ensemble_core import state
 from ensemble_core.events import AttemptRecord, Outcome
 from ensemble_core.jobs import Attempt, JobHandle
 from ensemble_core.spec import JobSpec
@@ -52,3 +56,35 @@ def test_every_row_of_a_flush_is_written(tmp_path: Path, count: int):
         if job.key % 5 == 0:
             assert [a.member_id for a in job.attempts] == [f"m{job.key}-1", f"m{job.key}"]
             assert job.attempts[0].record.status == 256
+
+
+def test_a_state_written_before_repeated_events_were_kept_resumes(tmp_path: Path):
+    """State directories of the version before `repeats` existed gain the column on open."""
+    directory = tmp_path / "state"
+    directory.mkdir()
+    db = sqlite3.connect(directory / "state.db")
+    db.executescript(state._SCHEMA.replace(", repeats", ""))
+    spec = JobSpec(command=["true"], group="g")
+    db.execute("INSERT INTO specs VALUES (1, ?)", (spec.model_dump_json(),))
+    db.execute("INSERT INTO meta VALUES ('run_id', ?)", (pickle.dumps("old"),))
+    db.execute(
+        "INSERT INTO jobs VALUES (7, NULL, 1, 0, NULL, NULL, 1, 1, 'old.7.1', 42, 2, 0,"
+        " 1.0, 2.0, NULL, NULL, NULL)"
+    )
+    db.commit()
+    db.close()
+
+    journal = StateJournal(directory)
+    saved = journal.previous()
+    assert saved is not None and [job.key for job in saved.jobs] == [7]
+    (attempt,) = saved.jobs[0].attempts
+    assert (attempt.member_id, attempt.phase, attempt.repeats) == (42, 2, ())
+    handle = JobHandle(7, spec)
+    handle.attempts = [attempt]
+    attempt.repeats = (("exception", 3.0),)
+    journal.changed(handle)
+    journal.flush()
+    journal._lock.close()
+
+    (job,) = StateJournal(directory).previous().jobs
+    assert job.attempts[0].repeats == (("exception", 3.0),)
