@@ -160,6 +160,12 @@ class Ensemble:
             self._loop.call_soon_threadsafe(self._take_intake)
         return handle
 
+    def follows(self, identity: str) -> bool:
+        """Whether a job submitted now with `identity` would follow an open job of the run
+        before (see `submit`) rather than start anew. Any thread: resumption is over once
+        `start` returns, and only that job's own submission takes it."""
+        return identity in self._by_identity
+
     def cancel(self, handle: JobHandle) -> None:
         """Cancel a job from any thread; its outcome then arrives as for any other end."""
         self._threadsafe(self._cancel_many, [handle])

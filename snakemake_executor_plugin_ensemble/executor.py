@@ -8,6 +8,7 @@ thread at once instead of leaving it to sleep out a polling interval.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 from collections.abc import AsyncGenerator
@@ -78,6 +79,8 @@ class Executor(RemoteExecutor):
         self._wakeup = Wakeup()
         self._ensemble: Ensemble | None = None
         self._handles: dict[int, JobHandle] = {}
+        #: The job logs this run has written to (an older run's log there was removed first).
+        self._logs: set[str] = set()
         self._closed = False
         self._progress: Progress | None = None
         self._record: FrontDoorRecord | None = None
@@ -139,10 +142,12 @@ class Executor(RemoteExecutor):
             self._report_error(SubmittedJobInfo(job), f"not submitted: {error}. ")
             return
         spec = self._fit_threads(job, spec)
+        identity = job_identity(job)
+        self._begin_log(log_file, identity)
         runs_warm = getattr(self._ensemble.member, "runs_warm", None)
         if runs_warm is not None and runs_warm(spec):
             spec = in_process(spec, line)  # a warm worker forks it from a warm Snakemake
-        handle = self._ensemble.submit(spec, identity=job_identity(job))
+        handle = self._ensemble.submit(spec, identity=identity)
         self._handles[handle.key] = handle
         if self._record is not None:
             self._record.follow(handle)
@@ -154,6 +159,18 @@ class Executor(RemoteExecutor):
         self.report_job_submission(
             SubmittedJobInfo(job, external_jobid=str(handle.key), aux={"handle": handle})
         )
+
+    def _begin_log(self, log_file: str, identity: str) -> None:
+        """A job's log holds this run's attempts only (a retry appends to its first attempt's):
+        an older run's log at the same path goes before the job's first submission here,
+        unless the job follows that run's job, which still writes there."""
+        if log_file in self._logs:
+            return
+        self._logs.add(log_file)
+        assert self._ensemble is not None
+        if not self._ensemble.follows(identity):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(log_file)
 
     async def check_active_jobs(
         self, active_jobs: list[SubmittedJobInfo]
