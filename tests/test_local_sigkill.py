@@ -97,16 +97,20 @@ def test_snakemake_killed_leaves_no_job_command_shell_or_inner_snakemake(tmp_pat
             """
         )
     )
+    scratch = tmp_path / "scratch"  # where each job's `mktemp -d` makes its TMPDIR
+    scratch.mkdir()
     snakemake = subprocess.Popen(
         [SNAKEMAKE, "--executor", "ensemble", "-j", "4"],
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "TMPDIR": str(scratch)},
     )
     try:
         until(lambda: len(started_as(f"sleep {tag}")) == 2, "the jobs never started", snakemake)
         assert len(processes_with(str(tmp_path))) >= 2  # each job's shell and inner Snakemake
+        assert len(list(scratch.iterdir())) >= 2
     finally:
         snakemake.send_signal(signal.SIGKILL)
         snakemake.wait()
@@ -118,6 +122,8 @@ def test_snakemake_killed_leaves_no_job_command_shell_or_inner_snakemake(tmp_pat
         "shells or inner Snakemakes were left",
         timeout=GONE_SECONDS,
     )
+    leftover = {path.name for path in scratch.iterdir()}
+    assert not {name for name in leftover if name.startswith("tmp.")}, leftover  # TMPDIRs went
 
 
 def test_a_parsl_script_killed_leaves_no_worker(tmp_path):

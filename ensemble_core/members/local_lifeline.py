@@ -6,7 +6,8 @@ starts one small reaper (`local_reaper`, a standard-library program run without 
 session of its own, and keeps the write end of a pipe whose read end is the reaper's stdin.
 Every task the member starts carries the member's marker variable in its environment, which
 whatever the task starts inherits. When the pipe closes without a `close` (the controller died,
-however), the reaper kills every process carrying the marker; on a normal close it exits quietly.
+however), the reaper ends every process carrying the marker (SIGTERM, then SIGKILL); on a
+normal close it exits quietly.
 
 Nothing is said to the reaper per job: the marker is part of the environment built once
 (`local_environment`), so the lifeline costs the member no CPU per job. A reaper that ends while

@@ -8,10 +8,12 @@ So nothing is said per job: the reaper sleeps in `select` until
 
 - the controller writes `close` (it ended its jobs itself): the reaper exits quietly; or
 - the pipe closes without it, or the process PID exits (watched through a pidfd, in case a forked
-  child of the controller still holds the pipe): the controller is gone. The reaper then kills
+  child of the controller still holds the pipe): the controller is gone. The reaper then ends
   every process whose environment holds MARKER, and their process groups (which catches a task's
-  children that replaced their environment), scanning /proc again until none is left; then it
-  removes the empty files of the run's output directory, and the directory if it is empty.
+  children that replaced their environment), as the member cancels a job: SIGTERM, so that a
+  job's traps run (a Snakemake job removes its temporary directory), then SIGKILL to what is
+  left after GRACE_SECONDS, scanning /proc again until none is left; then it removes the empty
+  files of the run's output directory, and the directory if it is empty.
 
 It imports nothing but four modules of the standard library and runs without `site`, isolated
 from PYTHON* variables: it starts in about 10 ms. (Run by the member as a file: not imported.)
@@ -22,12 +24,14 @@ import select
 import sys
 import time
 
-#: Linux's SIGKILL (the `signal` module is not imported: it costs the reaper more than the
-#: rest of its start).
-SIGKILL = 9
+#: Linux's SIGTERM and SIGKILL (the `signal` module is not imported: it costs the reaper more
+#: than the rest of its start).
+SIGTERM, SIGKILL = 15, 9
 
+#: How long a job has between SIGTERM and SIGKILL, as when the member cancels it.
+GRACE_SECONDS = 2.0
 #: The longest the reaper goes on killing (processes stuck in the kernel die late).
-REAP_SECONDS = 10.0
+REAP_SECONDS = 12.0
 #: A scan that finds nothing is made once more after this long: a task forked by the dying
 #: controller may have been between fork and exec, not yet carrying the marker.
 CONFIRM_SECONDS = 0.05
@@ -55,9 +59,12 @@ def main(marker: str, controller: int, run_dir: str) -> None:
 
 
 def reap(marker: bytes, run_dir: str) -> None:
-    """Kill every process carrying the marker, and their groups, until none is left."""
-    deadline = time.monotonic() + REAP_SECONDS
+    """End every process carrying the marker, and their groups, until none is left: each is
+    sent SIGTERM once, and SIGKILL once its grace is over."""
+    now = time.monotonic()
+    deadline, grace_ends = now + REAP_SECONDS, now + GRACE_SECONDS
     own_group = os.getpgid(0)
+    terminated: set[int] = set()
     confirmed = False
     while time.monotonic() < deadline:
         found = marked(marker)
@@ -68,8 +75,16 @@ def reap(marker: bytes, run_dir: str) -> None:
             time.sleep(CONFIRM_SECONDS)
             continue
         confirmed = False
+        graceful = time.monotonic() < grace_ends
         for pid, group in found:
-            kill(pid, group if group not in (0, 1, own_group) else None)
+            if graceful and pid in terminated:
+                continue
+            terminated.add(pid)
+            kill(
+                pid,
+                group if group not in (0, 1, own_group) else None,
+                SIGTERM if graceful else SIGKILL,
+            )
         time.sleep(0.01)
     tidy(run_dir)
 
@@ -91,12 +106,12 @@ def marked(marker: bytes) -> list[tuple[int, int]]:
     return found
 
 
-def kill(pid: int, group: int | None) -> None:
-    """SIGKILL the process's group (if it may be killed whole), then the process."""
+def kill(pid: int, group: int | None, signal: int) -> None:
+    """Signal the process's group (if it may be signalled whole), then the process."""
     for send, target in ((os.killpg, group), (os.kill, pid)):
         if target is not None:
             try:  # noqa: SIM105 (contextlib would cost the reaper's start more than it does)
-                send(target, SIGKILL)
+                send(target, signal)
             except OSError:
                 pass  # gone meanwhile
 
