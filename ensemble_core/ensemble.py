@@ -234,6 +234,10 @@ class Ensemble:
             finally:
                 self._loop.call_soon_threadsafe(self._loop.stop)
                 self._thread.join(CLOSE_WAIT_SECONDS)
+        if not self._thread.is_alive() and not self._loop.is_closed():
+            # Closed here, not by the garbage collector at exit: that may find the loop's
+            # self-pipe closed already and print a traceback after the run's last line.
+            self._loop.close()
         self._resolve_leftovers("cancelled: the ensemble was closed before the job ended")
         self._finished.set()
 

@@ -82,6 +82,7 @@ def test_close_cancels_running_and_pending_jobs(log_dir):
     ensemble.close()
     assert time.monotonic() - started < 10
     assert [h.outcome for h in handles] == [Outcome.CANCELLED] * 3
+    assert ensemble._loop.is_closed()  # not left to the garbage collector at exit
 
 
 def test_cancel_one_job(log_dir):

@@ -10,6 +10,7 @@ the member starts, so the core runs without it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -319,13 +320,15 @@ class KubernetesMember(Member):
             if self._lost_reported:
                 return
             self._lost_reported = True
-        self._loop.call_soon_threadsafe(self.on_lost, reason)
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody listens any more
+            self._loop.call_soon_threadsafe(self.on_lost, reason)
 
     def _deliverer(self, kind: str) -> Callable[[str, Any], None]:
         """What a watch thread calls: the observation is handled on the loop thread."""
 
         def deliver(event_type: str, payload: Any) -> None:
-            self._loop.call_soon_threadsafe(self._observe, kind, event_type, payload)
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody listens any more
+                self._loop.call_soon_threadsafe(self._observe, kind, event_type, payload)
 
         return deliver
 
