@@ -44,6 +44,9 @@ from parsl_ensemble.resources import ATTRIBUTE_KEYS, FIELDS, KEYS, job_fields
 LOG_TAIL_LINES = 5
 #: What warm workers import before their first task: the lean worker's modules.
 WARM_PRELOAD = ["parsl_ensemble.worker", "dill", "tblib.pickling_support"]
+#: Apps run one after another in a reused process of the worker, as HTEX runs them
+#: (`member_settings={"reuse": []}`: a fresh fork per app).
+WARM_REUSE = ["parsl_ensemble.worker"]
 
 
 class TaskFuture(cf.Future):
@@ -96,11 +99,12 @@ class EnsembleExecutor(ParslExecutor, RepresentationMixin):
     worker_command: the argv that runs the worker, before its two file arguments; default this
         Python, `-P -m parsl_ensemble.worker`. Set it where jobs see Python elsewhere (a
         container, another path on the compute nodes).
-    workers: run tasks on this many warm workers (long-lived jobs of the member that fork each
-        task from a process that has imported the worker) instead of one job per task; None
-        (default) is one job per task. Further warm settings (`max_workers`, `worker_cores`,
-        `worker_memory_mb`, `idle_seconds`, `address`, ...) go in `member_settings`
-        (docs/warm-workers.md).
+    workers: run tasks on this many warm workers (long-lived jobs of the member that run each
+        task in a process forked from one that has imported the worker, reused from task to
+        task as HTEX's are; `member_settings={"reuse": []}` forks one per task) instead of one
+        job per task; None (default) is one job per task. Further warm settings
+        (`max_workers`, `worker_cores`, `worker_memory_mb`, `idle_seconds`, `address`, ...) go
+        in `member_settings` (docs/warm-workers.md).
     members: several members instead of `member` and `member_settings`: a dict of names to
         settings (`{"hpc": {"name": "flux"}, "here": {"name": "local"}}`, or one with
         "members", "default" and "routing") or the path of a YAML file of them; an app's
@@ -159,6 +163,7 @@ class EnsembleExecutor(ParslExecutor, RepresentationMixin):
         """Open the ensemble; a bad member or rules file fails `parsl.load` with one clear line."""
         settings = dict(self.member_settings or {})
         if self.workers is not None:
+            settings.setdefault("reuse", WARM_REUSE)
             settings.update(workers=self.workers, preload=WARM_PRELOAD)
         try:
             self.ensemble = open_ensemble(self.member, self.rules, settings, members=self.members)

@@ -20,6 +20,8 @@ tell this member from any other: every rule works as it does for jobs.
 - A worker whose connection or job ends while it runs tasks ends them as `node-failure`
   (exception type `lost`), once its job has ended too (so the task is not running anywhere any
   more when a rule resubmits it), or after `LOST_WAIT_SECONDS` at most.
+- The in-process tasks of the modules named in `reuse` run one after another in a process the
+  worker keeps (`warm_runner`), still each reported as a job of its own.
 - Elastic: `grow` and `shrink` change the number of workers (within 1 and `max_workers`), a
   worker idle for `idle_seconds` leaves, and workers start again when tasks wait.
 - Workers that end before connecting, `START_FAILURES` times in a row, mean they cannot start
@@ -164,6 +166,7 @@ class WarmMember(Member):
         port: int = 0,
         worker_python: str | None = None,
         preload: list[str] | None = None,
+        reuse: list[str] | None = None,
     ) -> None:
         self.inner = inner
         self.name = inner.name
@@ -181,6 +184,7 @@ class WarmMember(Member):
             "python3" if inner.name == "kubernetes" else sys.executable
         )
         self.preload = preload
+        self.reuse = reuse
         self.log_dir = Path(getattr(inner, "log_dir", "ensemble-logs"))
         self._target = workers
         self._secret = new_secret()
@@ -524,6 +528,8 @@ class WarmMember(Member):
         worker.send({"op": "size", "cores": cores, "memory_mb": memory_mb, "gpus": gpus})
         if self._learned:
             worker.send({"op": "preload", "modules": self._learned})
+        if self.reuse:
+            worker.send({"op": "reuse", "modules": self.reuse})
         self._dispatch()
         self._idle(worker)  # nothing waited for it: idle from now
         return worker

@@ -6,7 +6,8 @@ put in the worker job's environment. So the secret never crosses the network, an
 merely reaches the port is closed without being heard. JSON rather than pickle: the member reads
 what workers send, and nothing a worker sends may run code in the controller.
 
-Member to worker: `run` (a task), `cancel`, `preload` (modules to import before forking), `stop`.
+Member to worker: `run` (a task), `cancel`, `preload` (modules to import before forking),
+`reuse` (modules whose in-process tasks may share a process, `warm_runner`), `stop`.
 Worker to member: `hello`, then per task `start`, `exception` (type, note) and `done` (the wait
 status, or none when the task never ran), and `learned` (modules its tasks imported).
 """

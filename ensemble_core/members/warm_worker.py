@@ -47,6 +47,7 @@ from ensemble_core.members.warm_protocol import (
     encode,
     proof,
 )
+from ensemble_core.members.warm_runner import Runner, Runners
 from ensemble_core.members.warm_task import Order, Running, TaskError
 
 #: Between SIGTERM and SIGKILL when a task is ended (as the local member's default).
@@ -117,6 +118,10 @@ class Worker:
         self.installed = tuple(
             os.path.join(os.path.abspath(entry), "") for entry in sys.path if os.path.isdir(entry)
         )
+        #: Reused processes for the in-process tasks of the modules the member names (`reuse`).
+        self.runners = (
+            Runners(guard, self.installed, self._watch_runner) if Runners.available() else None
+        )
 
     def run(self) -> int:
         """Serve until stopped; kill what still runs. The exit status says why it ended."""
@@ -132,6 +137,8 @@ class Worker:
         finally:
             for task_id in list(self.tasks):
                 self._signal(task_id, signal.SIGKILL)
+            if self.runners is not None:
+                self.runners.kill_idle()
             with contextlib.suppress(OSError):
                 self._flush()
             shutil.rmtree(self.scratch, ignore_errors=True)
@@ -163,6 +170,8 @@ class Worker:
             self.room = Room(message["cores"], message.get("memory_mb"), message.get("gpus", 0))
         elif op == "preload":
             self._import(message.get("modules", []))
+        elif op == "reuse" and self.runners is not None:
+            self.runners.modules = frozenset(message.get("modules", []))
         elif op == "stop":
             self.stopping = True
 
@@ -202,14 +211,15 @@ class Worker:
             return
         try:
             scratch = self.scratch / str(next(self._sequence))
-            running = warm_task.launch(order, self.guard, self.installed, scratch)
+            running = warm_task.launch(order, self.guard, self.installed, scratch, self.runners)
         except TaskError as error:
             self.room.take(order, -1)
             self._send({"op": "exception", "id": order.id, "type": "exec", "note": str(error)})
             self._send({"op": "done", "id": order.id, "status": None})
             return
         self.tasks[order.id] = running
-        self._watch_exit(order.id, running.pid)
+        if running.runner is None:
+            self._watch_exit(order.id, running.pid)
         self._send({"op": "start", "id": order.id})
         if order.walltime:
             self.deadlines[order.id] = time.monotonic() + order.walltime
@@ -249,12 +259,61 @@ class Worker:
         else:
             self._poll_timer = False
 
-    def _exited(self, task_id: str, status: int) -> None:
-        """The task's process ended: what it left in its group ends too; report the status."""
-        self._signal(task_id, signal.SIGKILL)
+    def _watch_runner(self, runner: Runner) -> None:
+        """Follow a fresh reused process: its reports, and its exit."""
+        self.selector.register(runner.channel, selectors.EVENT_READ, lambda: self._said(runner))
+        self.selector.register(runner.pidfd, selectors.EVENT_READ, lambda: self._gone(runner))
+
+    def _said(self, runner: Runner) -> None:
+        """A reused process's task ended cleanly: it serves the next, unless that task was
+        being ended (then the process goes with it)."""
+        said = runner.report()
+        if not said:
+            if said is not None:  # gone: its end follows on its pidfd
+                self.selector.unregister(runner.channel)
+            return
+        task_id, runner.task_id = runner.task_id, None
+        if task_id is None:
+            return
+        if task_id in self.ending:
+            runner.doomed = True
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(runner.pid, signal.SIGKILL)
+        elif self.runners is not None:
+            self.runners.idle.append(runner)  # before the next task starts, which it serves
+        self._exited(task_id, 0, process_ended=False)
+
+    def _gone(self, runner: Runner) -> None:
+        """A reused process exited: its task, if it ran one, ended with it (unless it said
+        that the task had ended cleanly just before)."""
+        clean = runner.task_id is not None and bool(runner.report())
+        with contextlib.suppress(KeyError):
+            self.selector.unregister(runner.channel)
+        self.selector.unregister(runner.pidfd)
+        try:
+            _, status = os.waitpid(runner.pid, 0)
+        except ChildProcessError:
+            status = 0
+        runner.close()
+        if self.runners is not None and runner in self.runners.idle:
+            self.runners.idle.remove(runner)
+        task_id, runner.task_id = runner.task_id, None
+        if task_id is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(runner.pid, signal.SIGKILL)  # what it left in its group
+            self.guard.remove(runner.pid)
+            return
+        self._exited(task_id, 0 if clean else status)
+
+    def _exited(self, task_id: str, status: int, process_ended: bool = True) -> None:
+        """The task ended: when its process ended, what it left in its group ends too (a
+        reused process that goes on serving left nothing); report the status."""
+        if process_ended:
+            self._signal(task_id, signal.SIGKILL)
         running = self.tasks.pop(task_id)
         self.deadlines.pop(task_id, None)
-        self.guard.remove(running.pid)
+        if process_ended:
+            self.guard.remove(running.pid)
         self.ending.discard(task_id)
         self.limited.discard(task_id)
         learned = warm_task.finish(running)
@@ -296,7 +355,7 @@ class Worker:
         if not watched:
             self._memory_timer = False
             return
-        used = warm_task.group_memory({r.pid: r.in_process for r in watched.values()})
+        used = warm_task.group_memory({r.pid: r.baseline_mb for r in watched.values()})
         for task_id, running in watched.items():
             limit = running.order.memory_mb or 0
             total = used.get(running.pid, 0.0)

@@ -1,0 +1,130 @@
+"""Reused task processes, as a warm worker keeps them (the process's side is `warm_child.serve`).
+
+A fork of the worker and the child's exit cost the kernel a few milliseconds, more than a Parsl
+no-op app takes. So the in-process tasks of the modules the worker's `reuse` setting names run
+in a process forked once and kept while its tasks end cleanly, as Parsl's HTEX runs apps in its
+worker processes. Each such process is still a process group of its own that runs one task at a
+time, so the worker measures, times out and cancels each task as it does a forked one: a task it
+ends takes its process with it, and the next task gets a fresh fork.
+
+The worker talks to each process over a Unix socket pair: the task as JSON, with its standard
+streams as file descriptors; one byte back when the task ended cleanly. The worker learns of any
+other end from the process's pidfd, as it does for a forked task.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from ensemble_core.members import warm_child
+from ensemble_core.members.warm_child import Plan
+from ensemble_core.members.warm_guard import Guard
+
+
+class Runner:
+    """One reused task process: its pid, the worker's end of its socket and its pidfd."""
+
+    def __init__(self, guard: Guard, installed: tuple[str, ...]) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()  # nothing buffered may be written twice, by the child too
+        pid = os.fork()
+        if pid == 0:
+            ours.close()
+            warm_child.serve(theirs, guard, installed)
+        theirs.close()
+        ours.setblocking(False)
+        self.pid = pid
+        self.channel = ours
+        self.pidfd = os.pidfd_open(pid)
+        #: The task it runs, if any; `doomed` once that task is being ended (it goes with it).
+        self.task_id: str | None = None
+        self.doomed = False
+
+    def hand(
+        self,
+        task_id: str,
+        plan: Plan,
+        changes: dict[str, str],
+        cwd: str | None,
+        fds: list[int],
+        learned: Path,
+    ) -> None:
+        """Give it a task; `fds` are the task's stdin, stdout and stderr (the caller's to
+        close). An OSError if it cannot take it (it is gone, or the task is too large)."""
+        order = {
+            "id": task_id,
+            "module": plan.module,
+            "args": plan.args,
+            "options": sorted(plan.options),
+            "changes": changes,
+            "cwd": cwd,
+            "learned": str(learned),
+        }
+        data = json.dumps(order, separators=(",", ":")).encode()
+        if len(data) > warm_child.MAX_ORDER:
+            raise OSError(f"the task's order ({len(data)} bytes) is too large to hand over")
+        socket.send_fds(self.channel, [data], fds)
+        self.task_id = task_id
+
+    def report(self) -> bytes | None:
+        """What it said: a byte when its task ended cleanly (it then waits for the next), b""
+        once it is gone, None when it said nothing yet."""
+        try:
+            return self.channel.recv(16)
+        except BlockingIOError:
+            return None
+        except OSError:
+            return b""
+
+    def close(self) -> None:
+        """After its exit: what the worker held of it."""
+        self.channel.close()
+        os.close(self.pidfd)
+
+
+class Runners:
+    """The worker's reused processes: the idle ones, and which tasks may use one."""
+
+    def __init__(
+        self, guard: Guard, installed: tuple[str, ...], watch: Callable[[Runner], None]
+    ) -> None:
+        self.guard = guard
+        self.installed = installed
+        self.watch = watch  # the worker's: follow a fresh process's reports and exit
+        self.modules: frozenset[str] = frozenset()
+        self.idle: list[Runner] = []
+
+    @staticmethod
+    def available() -> bool:
+        """Reuse needs pidfds (Linux 5.3+): without them every task is forked."""
+        try:
+            os.close(os.pidfd_open(os.getpid()))
+        except (AttributeError, OSError):
+            return False
+        return True
+
+    def reuses(self, plan: Plan | None) -> bool:
+        return plan is not None and plan.module in self.modules
+
+    def take(self) -> Runner:
+        """An idle process, or a fresh one."""
+        if self.idle:
+            return self.idle.pop()
+        runner = Runner(self.guard, self.installed)
+        self.watch(runner)
+        return runner
+
+    def kill_idle(self) -> None:
+        """When the worker ends: its idle processes end too."""
+        for runner in self.idle:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(runner.pid, signal.SIGKILL)
+        self.idle.clear()

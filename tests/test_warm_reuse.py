@@ -1,0 +1,186 @@
+"""Reused task processes on real warm workers: the in-process tasks of a module named in `reuse`
+(here `timeit`, `python -P -m timeit -n 1 -r 1 STATEMENT` runs the statement once) run one after
+another in one process, each with its own environment, directory and output, and a task that
+ends other than cleanly takes its process with it, so the next runs in a fresh fork."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_warm_member import RETRY, gone, in_process, wait_for
+
+from ensemble_core.ensemble import Ensemble
+from ensemble_core.events import Outcome
+from ensemble_core.jobs import JobHandle
+from ensemble_core.members import create_member
+from ensemble_core.rules.loader import parse
+from ensemble_core.spec import JobSpec
+
+
+@contextlib.contextmanager
+def one_worker(log_dir: str, rules: str = "", **settings: object) -> Iterator[Ensemble]:
+    """One warm worker of one core that reuses processes for `timeit` tasks."""
+    settings = {"workers": 1, "reuse": ["timeit"], "cores": 2, **settings}
+    member = create_member("local", log_dir=log_dir, **settings)
+    ensemble = Ensemble(member, parse(rules or "rules: []", "test.yaml"))
+    ensemble.start()
+    try:
+        yield ensemble
+    finally:
+        ensemble.close()
+
+
+def probe(path: Path, then: str = "") -> list[str]:
+    """A task that writes what it sees (its process, id, directory, TMPDIR, a variable an
+    earlier task may have set) to `path`, then does `then`."""
+    return in_process(
+        "import json, os, sys; json.dump({'pid': os.getpid(), "
+        "'id': os.environ['ENSEMBLE_JOB_ID'], 'cwd': os.getcwd(), "
+        "'tmp': os.environ['TMPDIR'], 'left': os.environ.get('LEFT'), 'path': sys.path[:1]}, "
+        f"open({str(path)!r}, 'w')); os.environ['LEFT'] = 'x'; sys.path.insert(0, 'gone'); "
+        f"print('out of', os.environ['ENSEMBLE_JOB_ID']); {then}"
+    )
+
+
+def run_all(ensemble: Ensemble, specs: list[JobSpec]) -> list[JobHandle]:
+    handles = [ensemble.submit(spec) for spec in specs]
+    for handle in handles:
+        handle.wait(60)
+    return handles
+
+
+def outcomes(handles: list[JobHandle]) -> list[Outcome | None]:
+    return [handle.outcome for handle in handles]
+
+
+def seen(path: Path) -> dict[str, object]:
+    return json.loads(path.read_text())
+
+
+def test_one_process_serves_several_tasks_each_set_up_as_its_own(tmp_path, log_dir):
+    paths = [tmp_path / f"seen{i}.json" for i in range(4)]
+    cwds = [tmp_path / f"cwd{i}" for i in range(4)]
+    for cwd in cwds:
+        cwd.mkdir()
+    specs = [
+        JobSpec(command=probe(path), cwd=str(cwd), stdout=str(tmp_path / f"out{i}"))
+        for i, (path, cwd) in enumerate(zip(paths, cwds, strict=True))
+    ]
+    with one_worker(log_dir) as ensemble:
+        handles = run_all(ensemble, specs)
+    assert outcomes(handles) == [Outcome.SUCCESS] * 4
+    facts = [seen(path) for path in paths]
+    assert len({fact["pid"] for fact in facts}) == 1  # one process ran them all
+    assert [fact["cwd"] for fact in facts] == [str(cwd) for cwd in cwds]
+    assert [fact["left"] for fact in facts] == [None] * 4  # the environment was put back
+    assert all(fact["path"] == facts[0]["path"] != ["gone"] for fact in facts)  # sys.path too
+    assert len({fact["tmp"] for fact in facts}) == 4
+    assert not any(os.path.exists(fact["tmp"]) for fact in facts)
+    assert [fact["id"] for fact in facts] == [handle.member_id for handle in handles]
+    for i, fact in enumerate(facts):
+        assert (tmp_path / f"out{i}").read_text().startswith(f"out of {fact['id']}\n1 loop")
+    assert not gone(facts[0]["pid"], within=0.1)  # it waits for the next task
+
+
+@pytest.mark.parametrize(
+    "leaves",
+    [
+        "import threading, time; threading.Thread(target=time.sleep, args=(0.2,)).start()",
+        "import subprocess; subprocess.Popen(['sleep', '30'])",
+        "import atexit; atexit.register(print, 'at exit')",
+        "import signal; signal.signal(signal.SIGUSR1, signal.SIG_IGN)",
+        "raise SystemExit(3)",
+    ],
+    ids=["thread", "process", "atexit", "signal", "failed"],
+)
+def test_a_task_that_leaves_state_ends_its_process_and_the_next_gets_a_fresh_one(
+    tmp_path, log_dir, leaves
+):
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+    out = tmp_path / "first.out"
+    with one_worker(log_dir) as ensemble:
+        handles = run_all(
+            ensemble,
+            [
+                JobSpec(command=probe(first, leaves), stdout=str(out)),
+                JobSpec(command=probe(second)),
+            ],
+        )
+    expected = Outcome.FAILED if leaves.startswith("raise") else Outcome.SUCCESS
+    assert outcomes(handles) == [expected, Outcome.SUCCESS]
+    assert seen(first)["pid"] != seen(second)["pid"]
+    assert gone(seen(first)["pid"])  # and what it left (the sleep) ended with it
+    if "atexit" in leaves:
+        assert out.read_text().endswith("at exit\n")  # run, as at the interpreter's exit
+
+
+def test_oom_timeout_and_cancel_in_a_reused_process(tmp_path, log_dir):
+    hog = "import time; x = b'x' * (120 * 2**20); time.sleep(5)"
+    pid_file = tmp_path / "pid"
+    paths = [tmp_path / f"seen{i}.json" for i in range(4)]
+    with one_worker(log_dir) as ensemble:
+        warm = ensemble.submit(JobSpec(command=probe(paths[0])))
+        assert warm.wait(60) is Outcome.SUCCESS
+        oom = ensemble.submit(JobSpec(command=probe(paths[1], hog), memory_mb=60))
+        assert oom.wait(60) is Outcome.OOM, oom.reason
+        sleeps = probe(paths[2], "import time; time.sleep(30)")
+        slow = ensemble.submit(JobSpec(command=sleeps, walltime=0.5))
+        assert slow.wait(60) is Outcome.TIMEOUT
+        says_pid = f"import os, time; open({str(pid_file)!r}, 'w').write(f'{{os.getpid()}}\\n')"
+        cancelled = ensemble.submit(JobSpec(command=in_process(f"{says_pid}; time.sleep(30)")))
+        pid = int(wait_for(pid_file))
+        ensemble.cancel(cancelled)
+        assert cancelled.wait(30) is Outcome.CANCELLED
+        after = ensemble.submit(JobSpec(command=probe(paths[3])))
+        assert after.wait(60) is Outcome.SUCCESS
+    pids = [seen(path)["pid"] for path in paths]
+    assert pids[0] == pids[1]  # the oom ran in the reused process...
+    assert len({*pids, pid}) == 4  # ...which went with it; so did the next two
+    assert all(gone(p) for p in [*pids[:3], pid])
+
+
+def test_memory_counts_from_what_the_reused_process_held_at_the_task_start(tmp_path, log_dir):
+    holds = "import sys; sys.held = b'x' * (40 * 2**20)"  # kept in the process, under 64 MB
+    paths = [tmp_path / f"seen{i}.json" for i in range(2)]
+    with one_worker(log_dir, RETRY) as ensemble:
+        handles = run_all(
+            ensemble,
+            [
+                JobSpec(command=probe(paths[0], holds)),
+                JobSpec(command=probe(paths[1], "import time; time.sleep(0.5)"), memory_mb=30),
+            ],
+        )
+    assert outcomes(handles) == [Outcome.SUCCESS, Outcome.SUCCESS]
+    assert seen(paths[0])["pid"] == seen(paths[1])["pid"]
+    # The 40 MB the process held from before did not count against the 30 MB (no oom).
+    assert [len(handle.attempts) for handle in handles] == [1, 1]
+
+
+def test_without_reuse_every_task_is_forked(tmp_path, log_dir):
+    paths = [tmp_path / f"seen{i}.json" for i in range(3)]
+    with one_worker(log_dir, reuse=None) as ensemble:
+        handles = run_all(ensemble, [JobSpec(command=probe(path)) for path in paths])
+    assert outcomes(handles) == [Outcome.SUCCESS] * 3
+    assert len({seen(path)["pid"] for path in paths}) == 3
+
+
+def test_a_killed_worker_ends_the_task_in_its_reused_process(tmp_path, log_dir):
+    mark, first = tmp_path / "mark", tmp_path / "first.json"
+    writes = f"open({str(mark)!r}, 'w').write(f'{{os.getpid()}} {{os.getppid()}}\\n')"
+    with one_worker(log_dir) as ensemble:
+        assert run_all(ensemble, [JobSpec(command=probe(first))])[0].outcome is Outcome.SUCCESS
+        handle = ensemble.submit(
+            JobSpec(command=in_process(f"import os, time; {writes}; time.sleep(30)"))
+        )
+        task_pid, worker_pid = map(int, wait_for(mark).split())
+        assert task_pid == seen(first)["pid"]  # the reused process
+        os.kill(worker_pid, signal.SIGKILL)
+        assert gone(task_pid), "the worker's guard did not end its reused process"
+        assert handle.wait(60) is Outcome.NODE_FAILURE
+    assert "ended while the task ran" in handle.reason
