@@ -51,7 +51,7 @@ from ensemble_core.members.warm import WORKER_MODULE
 from ensemble_core.members.warm_protocol import ADDRESS_ENV, NAME_ENV, SECRET_ENV, encode
 from ensemble_core.spec import JobSpec
 from parsl_ensemble import EnsembleExecutor, calls
-from parsl_ensemble.executor import WARM_PRELOAD
+from parsl_ensemble.executor import WARM_PRELOAD, WARM_REUSE
 
 SNAKEMAKE_WORKERS = 4
 
@@ -177,9 +177,10 @@ def flux_part(jobs: int, workers: int, rounds: int) -> None:
         print(f"| {name} | {statistics.median(values):.0f} |")
 
 
-def worker_cpu(argv: list[str], tasks: int, scratch: Path) -> tuple[float, float]:
+def worker_cpu(argv: list[str], tasks: int, scratch: Path, reuse: list[str]) -> tuple[float, float]:
     """One warm worker driven directly (this process plays its member, keeping one task
-    waiting in it): (CPU ms per task of the worker itself, of its forked tasks)."""
+    waiting in it): (CPU ms per task of the worker itself, of its tasks' processes, those that
+    ended and the reused ones that still run)."""
     server = socket.create_server(("127.0.0.1", 0))
     environment = {
         **os.environ,
@@ -194,6 +195,7 @@ def worker_cpu(argv: list[str], tasks: int, scratch: Path) -> tuple[float, float
     replies.readline()  # hello
     connection.sendall(encode({"op": "size", "cores": 1, "memory_mb": None, "gpus": 0}))
     connection.sendall(encode({"op": "preload", "modules": WARM_PRELOAD}))
+    connection.sendall(encode({"op": "reuse", "modules": reuse}))
 
     def run(count: int) -> None:
         order = {"op": "run", "argv": argv, "env": {}, "cwd": None}
@@ -207,8 +209,10 @@ def worker_cpu(argv: list[str], tasks: int, scratch: Path) -> tuple[float, float
                 done += 1
 
     def cpu() -> list[float]:
-        fields = Path(f"/proc/{worker.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return [int(value) / os.sysconf("SC_CLK_TCK") for value in fields[11:15]]
+        own, ended = times(worker.pid)
+        children = Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split()
+        running = [sum(times(int(child))[0]) for child in children]
+        return [*own, ended[0] + ended[1] + sum(running), 0.0]
 
     run(20)
     before = cpu()
@@ -223,21 +227,34 @@ def worker_cpu(argv: list[str], tasks: int, scratch: Path) -> tuple[float, float
     return user + system, child_user + child_system
 
 
+def times(pid: int) -> tuple[list[float], list[float]]:
+    """CPU seconds of a process (user, system), and of its children that ended."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return [0.0, 0.0], [0.0, 0.0]
+    values = [int(value) / os.sysconf("SC_CLK_TCK") for value in fields[11:15]]
+    return values[:2], values[2:]
+
+
 def worker_part(tasks: int = 1000) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
-        (scratch / "noop.in").write_bytes(calls.pack(wrap_error(noop_function), (), {}))
+        call = calls.pack(wrap_error(noop_function), (), {})
+        (scratch / "noop.in").write_bytes(call)
+        app = [
+            *(sys.executable, "-P", "-m", "parsl_ensemble.worker"),
+            *(f"{scratch / 'noop.in'}@0+{len(call)}", str(scratch / "noop.out")),
+        ]
         commands = {
-            "`/bin/true` (forked, then executed)": ["/bin/true"],
-            "a Parsl no-op app (in-process)": [
-                *(sys.executable, "-P", "-m", "parsl_ensemble.worker"),
-                *(str(scratch / "noop.in"), str(scratch / "noop.out")),
-            ],
+            "`/bin/true` (forked, then executed)": (["/bin/true"], []),
+            "a Parsl no-op app (forked, in-process)": (app, []),
+            "a Parsl no-op app (in a reused process)": (app, WARM_REUSE),
         }
         print(f"\n### Inside one worker: CPU per task, {tasks} tasks\n")
         print("| task | worker ms | task process ms |\n|---|---:|---:|")
-        for name, argv in commands.items():
-            own, forked = worker_cpu(argv, tasks, scratch)
+        for name, (argv, reuse) in commands.items():
+            own, forked = worker_cpu(argv, tasks, scratch, reuse)
             print(f"| {name} | {own:.2f} | {forked:.2f} |")
 
 

@@ -106,10 +106,26 @@ class _Pickler(dill.Pickler):
 
 
 def pack(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-    """The lean worker's input: this process's import path and the call, functions by value."""
+    """The lean worker's input: this process's import path, the function and the arguments,
+    functions by value. The function is packed once per function object, as Parsl's own
+    serializer caches callables (taken to be immutable): by value, with what it refers to, it
+    is most of the cost (and the worker unpacks it once per process)."""
+    try:
+        function = _packed_function(func)
+    except TypeError:  # unhashable
+        function = _dumps(unwrap(func))
+    return pickle.dumps((list(sys.path), function, _dumps((args, kwargs))))
+
+
+@functools.lru_cache(maxsize=128)
+def _packed_function(func: Callable[..., Any]) -> bytes:
+    return _dumps(unwrap(func))
+
+
+def _dumps(value: Any) -> bytes:
     buffer = io.BytesIO()
-    _Pickler(buffer, recurse=True).dump((unwrap(func), args, kwargs))
-    return pickle.dumps((list(sys.path), buffer.getvalue()))
+    _Pickler(buffer, recurse=True).dump(value)
+    return buffer.getvalue()
 
 
 def outcome(data: bytes) -> tuple[bool, Any]:

@@ -1,14 +1,16 @@
 """EnsembleExecutor: every Parsl app call becomes an ensemble job running the lean worker.
 
 The executor only translates: a call becomes a JobSpec whose command is `python -m
-parsl_ensemble.worker IN OUT`, and the Future resolves when the ensemble core reports the job's
-final outcome from the member's event stream. Rules (retry-oom, ...) act inside the core, so a
-task resubmitted with more memory is still one Parsl try.
+parsl_ensemble.worker CALL OUT` (CALL: its slice of a file of calls, `inputs`), and the Future
+resolves when the ensemble core reports the job's final outcome from the member's event stream.
+Rules (retry-oom, ...) act inside the core, so a task resubmitted with more memory is still one
+Parsl try.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import functools
 import itertools
 import os
@@ -38,6 +40,7 @@ from ensemble_core.spec import JobSpec
 from parsl_ensemble import calls
 from parsl_ensemble.arguments import check_arguments
 from parsl_ensemble.errors import EnsembleTaskError
+from parsl_ensemble.inputs import Inputs
 from parsl_ensemble.lifetime import ExitGuard
 from parsl_ensemble.resources import ATTRIBUTE_KEYS, FIELDS, KEYS, job_fields
 
@@ -69,10 +72,8 @@ class _Task:
     name: str
     future: TaskFuture
     base: Path
-
-    @property
-    def in_path(self) -> Path:
-        return self.base.with_suffix(".in")
+    #: The file its call was appended to (`inputs`).
+    calls: Path
 
     @property
     def out_path(self) -> Path:
@@ -152,6 +153,7 @@ class EnsembleExecutor(ParslExecutor, RepresentationMixin):
         self._warned: set[str] = set()
         self._made_dir: Path | None = None
         self._results = cf.ThreadPoolExecutor(1, thread_name_prefix=f"{label}-results")
+        self._inputs = Inputs()
         self._exit_guard: ExitGuard | None = None
 
     @property
@@ -185,16 +187,20 @@ class EnsembleExecutor(ParslExecutor, RepresentationMixin):
         except Exception as error:
             raise SerializationError(name) from error
         task_id = next(self._ids)
-        base = self._directory() / f"task-{task_id}"
-        spec = self._spec(resource_specification, name, task_id, base)
+        directory = self._directory()
+        base = directory / f"task-{task_id}"
         with self._lock:
             if self._closed or self.ensemble is None:
                 raise ExecutorError(self, "not running: start() it first, or it was shut down")
-            base.with_suffix(".in").write_bytes(data)
-            handle = self.ensemble.submit(spec)
-            task = _Task(
-                task_id, name, TaskFuture(functools.partial(self.ensemble.cancel, handle)), base
-            )
+            call, calls_file = self._inputs.write(directory, data)
+            try:
+                spec = self._spec(resource_specification, name, task_id, base, call)
+                handle = self.ensemble.submit(spec)
+            except BaseException:
+                self._inputs.release(calls_file)
+                raise
+            cancel = functools.partial(self.ensemble.cancel, handle)
+            task = _Task(task_id, name, TaskFuture(cancel), base, calls_file)
             self._tasks[task_id] = task
         task.future.parsl_executor_task_id = task_id  # type: ignore[attr-defined]
         handle.add_done_callback(functools.partial(self._job_done, task))
@@ -213,14 +219,21 @@ class EnsembleExecutor(ParslExecutor, RepresentationMixin):
             self._results.shutdown(wait=True)
             for task in list(self._tasks.values()):  # jobs a stuck member never ended
                 self._fail(task, "cancelled", "the executor shut down", [], 1)
+            self._inputs.close()
             super().shutdown()
 
     # Internals ---------------------------------------------------------------------------------
 
     def _spec(
-        self, resource_specification: dict[str, Any] | None, name: str, task_id: int, base: Path
+        self,
+        resource_specification: dict[str, Any] | None,
+        name: str,
+        task_id: int,
+        base: Path,
+        call: str,
     ) -> JobSpec:
-        """The task's job: the worker on its files, with the resources the keys ask for."""
+        """The task's job: the worker on its call and result file, with the resources the keys
+        ask for."""
         fields, unknown = job_fields(resource_specification)
         for key in unknown:
             if key not in self._warned:
@@ -231,10 +244,9 @@ class EnsembleExecutor(ParslExecutor, RepresentationMixin):
                     stacklevel=3,
                 )
         fields.setdefault("group", name)
-        files = [str(base.with_suffix(".in")), str(base.with_suffix(".out"))]
         try:
             return JobSpec(
-                command=[*self.worker_command, *files],
+                command=[*self.worker_command, call, str(base.with_suffix(".out"))],
                 name=f"{self.label}-{task_id}",
                 cwd=os.getcwd(),
                 stdout=str(base.with_suffix(".log")),
@@ -292,10 +304,11 @@ class EnsembleExecutor(ParslExecutor, RepresentationMixin):
             pass  # the Future was cancelled
         finally:
             self._tasks.pop(task.id, None)
-            task.in_path.unlink(missing_ok=True)
+            self._inputs.release(task.calls)
             task.out_path.unlink(missing_ok=True)
-            if task.log_path.exists() and not task.log_path.stat().st_size:
-                task.log_path.unlink()
+            with contextlib.suppress(FileNotFoundError):
+                if not task.log_path.stat().st_size:
+                    task.log_path.unlink()
 
 
 def _tail(path: Path) -> str:

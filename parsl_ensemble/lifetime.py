@@ -2,7 +2,7 @@
 
 Parsl cleans up only when the script calls `parsl.dfk().cleanup()` (or leaves `with
 parsl.load(...)`): its exit hook merely warns. A script killed with SIGTERM runs no Python at
-all, so its jobs ran on and its `task-*.in` files stayed. While an EnsembleExecutor runs, SIGTERM
+all, so its jobs ran on and its task files stayed. While an EnsembleExecutor runs, SIGTERM
 therefore ends the script as an exception would (SystemExit, status 143: `finally` blocks and
 `with` exits run), and an exit hook shuts the executor down if the script did not. The hook
 runs when the main thread ends, before the interpreter stops its thread pools (which the

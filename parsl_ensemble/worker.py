@@ -1,7 +1,8 @@
 """The lean worker: run one Parsl task inside an ensemble job.
 
-`python -m parsl_ensemble.worker IN OUT` reads `(sys.path, payload)` from IN, where the payload is
-`dill.dumps((func, args, kwargs), recurse=True)`, calls the function and writes
+`python -m parsl_ensemble.worker PATH@OFFSET+LENGTH OUT` reads `(sys.path, function, arguments)`
+from that slice of PATH (calls of many tasks share a file, `inputs`), the function and
+`(args, kwargs)` each `dill.dumps(..., recurse=True)`, calls the function and writes
 `("ok", value)` or `("error", exception)` to OUT, the exception with its traceback (tblib).
 
 It imports neither parsl nor the executor: `import parsl` costs 0.7-1.7 s, more than most tasks
@@ -12,6 +13,7 @@ FluxExecutor does.
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 import sys
@@ -29,19 +31,32 @@ class RemoteError(Exception):
         return f"{self.type_name}: {self.text}\nremote traceback:\n{self.remote_traceback}"
 
 
-def run(in_path: str) -> tuple[str, Any]:
+def run(call: str) -> tuple[str, Any]:
     """Load the call and make it: ("ok", value) or ("error", exception)."""
-    with open(in_path, "rb") as stream:
-        path, payload = pickle.load(stream)
+    calls, _, span = call.rpartition("@")
+    offset, _, length = span.partition("+")
+    with open(calls, "rb") as stream:
+        stream.seek(int(offset))
+        path, function, arguments = pickle.loads(stream.read(int(length)))
     sys.path[:0] = [entry for entry in path if entry not in sys.path]
     import dill
 
     try:
-        func, args, kwargs = dill.loads(payload)
+        func = _function(function)
+        args, kwargs = dill.loads(arguments)
         return "ok", func(*args, **kwargs)
     except Exception as error:
         # Drop this frame: the traceback a user reads starts in their own code.
         return "error", error.with_traceback(error.__traceback__.tb_next)
+
+
+@functools.lru_cache(maxsize=128)
+def _function(packed: bytes) -> Any:
+    """The app's function, unpacked once per process that runs several (a reused one), as
+    Parsl's own serializer caches callables."""
+    import dill
+
+    return dill.loads(packed)
 
 
 def dumps(outcome: tuple[str, Any]) -> bytes:
@@ -79,8 +94,8 @@ def _pickle(outcome: tuple[str, Any]) -> bytes:
 
 
 def main(argv: list[str]) -> int:
-    in_path, out_path = argv[1:3]
-    outcome = run(in_path)
+    call, out_path = argv[1:3]
+    outcome = run(call)
     if os.environ.get("FLUX_TASK_RANK", "0") != "0":
         return 0
     data = dumps(outcome)

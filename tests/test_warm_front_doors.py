@@ -19,7 +19,7 @@ from test_cli import ensemble
 from test_snakemake_plugin import ALLOCATE, run_snakemake, write_snakefile
 
 from ensemble_core.members.warm import WarmMember
-from parsl_ensemble import EnsembleExecutor
+from parsl_ensemble import EnsembleExecutor, inputs
 
 WARM_WORKER = "ensemble_core.members.warm_worker"
 
@@ -98,6 +98,28 @@ def test_parsl_executor_with_workers(tmp_path, monkeypatch):
         assert failure.value.exitcode == 3
         counts = executor.ensemble.snapshot()["groups"]["use_memory"]
     assert (counts["oom"], counts["success"], counts["resubmitted"]) == (1, 1, 1)
+
+
+@python_app
+def pid_and_sum(a, b):
+    return os.getpid(), a + b
+
+
+def test_parsl_apps_share_a_reused_process_and_files_of_calls(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(inputs, "CALLS_PER_FILE", 3)
+    work = tmp_path / "work"
+    executor = EnsembleExecutor(
+        workers=1, working_dir=str(work), member_settings={"log_dir": str(tmp_path / "logs")}
+    )
+    with parsl.load(Config(executors=[executor], run_dir=str(tmp_path / "runinfo"))):
+        results = [pid_and_sum(i, 10 * i).result() for i in range(8)]
+        # Files whose calls all resolved are gone: only the one that takes calls is left.
+        left = list(work.glob("calls-*"))
+    assert [total for _, total in results] == [11 * i for i in range(8)]
+    assert len({pid for pid, _ in results}) == 1  # one reused process ran every app
+    assert len(left) == 1
+    assert not list(work.iterdir())  # nothing left after the executor's shutdown
 
 
 def test_snakemake_with_workers(tmp_path: Path) -> None:

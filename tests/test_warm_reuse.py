@@ -37,13 +37,16 @@ def one_worker(log_dir: str, rules: str = "", **settings: object) -> Iterator[En
 
 
 def probe(path: Path, then: str = "") -> list[str]:
-    """A task that writes what it sees (its process, id, directory, TMPDIR, a variable an
-    earlier task may have set) to `path`, then does `then`."""
+    """A task that writes what it sees (its process, id, directory, TMPDIR and what is in it,
+    a variable an earlier task may have set) to `path`, leaves a file in its TMPDIR, then does
+    `then`."""
     return in_process(
         "import json, os, sys; json.dump({'pid': os.getpid(), "
         "'id': os.environ['ENSEMBLE_JOB_ID'], 'cwd': os.getcwd(), "
-        "'tmp': os.environ['TMPDIR'], 'left': os.environ.get('LEFT'), 'path': sys.path[:1]}, "
+        "'tmp': os.environ['TMPDIR'], 'in_tmp': os.listdir(os.environ['TMPDIR']), "
+        "'left': os.environ.get('LEFT'), 'path': sys.path[:1]}, "
         f"open({str(path)!r}, 'w')); os.environ['LEFT'] = 'x'; sys.path.insert(0, 'gone'); "
+        "open(os.path.join(os.environ['TMPDIR'], 'litter'), 'w'); "
         f"print('out of', os.environ['ENSEMBLE_JOB_ID']); {then}"
     )
 
@@ -80,7 +83,8 @@ def test_one_process_serves_several_tasks_each_set_up_as_its_own(tmp_path, log_d
     assert [fact["cwd"] for fact in facts] == [str(cwd) for cwd in cwds]
     assert [fact["left"] for fact in facts] == [None] * 4  # the environment was put back
     assert all(fact["path"] == facts[0]["path"] != ["gone"] for fact in facts)  # sys.path too
-    assert len({fact["tmp"] for fact in facts}) == 4
+    # The process's TMPDIR, emptied for each task, removed with the process.
+    assert [fact["in_tmp"] for fact in facts] == [[]] * 4
     assert not any(os.path.exists(fact["tmp"]) for fact in facts)
     assert [fact["id"] for fact in facts] == [handle.member_id for handle in handles]
     for i, fact in enumerate(facts):

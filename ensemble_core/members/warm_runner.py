@@ -15,8 +15,10 @@ other end from the process's pidfd, as it does for a forked task.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -29,9 +31,10 @@ from ensemble_core.members.warm_guard import Guard
 
 
 class Runner:
-    """One reused task process: its pid, the worker's end of its socket and its pidfd."""
+    """One reused task process: its pid, the worker's end of its socket, its pidfd, and the
+    TMPDIR its tasks get in turn (emptied after each)."""
 
-    def __init__(self, guard: Guard, installed: tuple[str, ...]) -> None:
+    def __init__(self, guard: Guard, installed: tuple[str, ...], tmpdir: Path) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         for stream in (sys.stdout, sys.stderr):
             stream.flush()  # nothing buffered may be written twice, by the child too
@@ -41,6 +44,7 @@ class Runner:
             warm_child.serve(theirs, guard, installed)
         theirs.close()
         ours.setblocking(False)
+        self.tmpdir = tmpdir
         self.pid = pid
         self.channel = ours
         self.pidfd = os.pidfd_open(pid)
@@ -85,19 +89,26 @@ class Runner:
             return b""
 
     def close(self) -> None:
-        """After its exit: what the worker held of it."""
+        """After its exit: what the worker held of it, and its TMPDIR."""
         self.channel.close()
         os.close(self.pidfd)
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
 
 
 class Runners:
     """The worker's reused processes: the idle ones, and which tasks may use one."""
 
     def __init__(
-        self, guard: Guard, installed: tuple[str, ...], watch: Callable[[Runner], None]
+        self,
+        guard: Guard,
+        installed: tuple[str, ...],
+        scratch: Path,
+        watch: Callable[[Runner], None],
     ) -> None:
         self.guard = guard
         self.installed = installed
+        self.scratch = scratch  # where each process's TMPDIR is made
+        self._names = itertools.count(1)
         self.watch = watch  # the worker's: follow a fresh process's reports and exit
         self.modules: frozenset[str] = frozenset()
         self.idle: list[Runner] = []
@@ -118,7 +129,13 @@ class Runners:
         """An idle process, or a fresh one."""
         if self.idle:
             return self.idle.pop()
-        runner = Runner(self.guard, self.installed)
+        tmpdir = self.scratch / f"process-{next(self._names)}"
+        os.mkdir(tmpdir)
+        try:
+            runner = Runner(self.guard, self.installed, tmpdir)
+        except OSError:
+            os.rmdir(tmpdir)
+            raise
         self.watch(runner)
         return runner
 

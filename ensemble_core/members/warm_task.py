@@ -85,14 +85,12 @@ class Running:
     #: What of its process's private memory is not the task's (None: an executed command,
     #: whose whole resident memory counts).
     baseline_mb: float | None
-    scratch: Path
+    #: Its TMPDIR, and where it writes the modules it learned.
+    tmpdir: Path
+    learned_path: Path
     created: list[Path] = field(default_factory=list)
     #: The reused process it runs in (None: a process of its own).
     runner: Runner | None = None
-
-    @property
-    def learned_path(self) -> Path:
-        return self.scratch / "modules"
 
 
 def plan(argv: list[str], env: dict[str, str], changes: dict[str, str]) -> Plan | None:
@@ -121,26 +119,30 @@ def launch(
     runners: Runners | None,
 ) -> Running:
     """Open the task's output, fork it (or hand it to a reused process) and return at once; a
-    TaskError if it cannot start. `scratch`, a directory to make, holds the task's TMPDIR."""
-    changes = {**order.env, "TMPDIR": str(scratch / "tmp")}
+    TaskError if it cannot start. `scratch`: a path of the task's own in the worker's scratch
+    directory, for its TMPDIR (unless a reused process lends it its own) and what it learns."""
+    env = {**os.environ, **order.env}
+    in_process = plan(order.argv, env, order.env)
+    reuse = runners is not None and in_process is not None and runners.reuses(in_process)
+    learned = Path(f"{scratch}.modules")
+    running = Running(order, 0, None if in_process is None else 0.0, scratch, learned)
+    if not reuse:
+        try:
+            os.mkdir(scratch)  # a reused process's is made once, emptied after each task
+        except OSError as error:
+            raise TaskError(f"the worker could not make the task's TMPDIR: {error}") from None
     try:
-        os.mkdir(scratch)
-        os.mkdir(changes["TMPDIR"])
-    except OSError as error:
-        raise TaskError(f"the worker could not make the task's TMPDIR: {error}") from None
-    env = {**os.environ, **changes}
-    in_process = plan(order.argv, env, changes)
-    created: list[Path] = []
-    running = Running(order, 0, None if in_process is None else 0.0, scratch, created)
-    try:
-        fds = _open_output(order, created)
+        fds = _open_output(order, running.created)
     except TaskError:
         finish(running)
         raise
     try:
-        if runners is not None and in_process is not None and runners.reuses(in_process):
-            _hand(running, runners, in_process, changes, fds)
+        if reuse:
+            assert runners is not None and in_process is not None
+            _hand(running, runners, in_process, fds)
         else:
+            changes = {**order.env, "TMPDIR": str(scratch)}
+            env["TMPDIR"] = changes["TMPDIR"]
             running.pid = _fork(order, env, changes, in_process, fds, guard, running, installed)
     except OSError as error:
         finish(running)
@@ -168,13 +170,13 @@ def _fork(
     return pid
 
 
-def _hand(
-    running: Running, runners: Runners, plan: Plan, changes: dict[str, str], fds: list[int]
-) -> None:
-    """Run the task in a reused process: its memory counts from what the process holds now."""
+def _hand(running: Running, runners: Runners, plan: Plan, fds: list[int]) -> None:
+    """Run the task in a reused process, with the process's TMPDIR: its memory counts from
+    what the process holds now."""
     runner = runners.take()
     order = running.order
-    running.runner, running.pid = runner, runner.pid
+    running.runner, running.pid, running.tmpdir = runner, runner.pid, runner.tmpdir
+    changes = {**order.env, "TMPDIR": str(runner.tmpdir)}
     if order.memory_mb:
         running.baseline_mb = _private_mb(runner.pid, 0.0)
     try:
@@ -186,16 +188,21 @@ def _hand(
 
 
 def finish(running: Running) -> list[str]:
-    """After the task's end: remove its scratch directory and the output files it created and
-    left empty; the modules it learned."""
+    """After the task's end: remove its TMPDIR (empty a reused process's for its next task)
+    and the output files it created and left empty; the modules it learned."""
     learned = []
     with contextlib.suppress(OSError):
         learned = running.learned_path.read_text().split()
-    try:
-        os.rmdir(running.scratch / "tmp")
-        os.rmdir(running.scratch)
-    except OSError:  # the task left files behind
-        shutil.rmtree(running.scratch, ignore_errors=True)
+        running.learned_path.unlink()
+    if running.runner is not None:
+        _empty(running.tmpdir)
+    else:
+        try:
+            os.rmdir(running.tmpdir)
+        except FileNotFoundError:
+            pass
+        except OSError:  # the task left files behind
+            shutil.rmtree(running.tmpdir, ignore_errors=True)
     for path in running.created:
         try:
             if not path.stat().st_size:
@@ -203,6 +210,23 @@ def finish(running: Running) -> list[str]:
         except OSError:
             pass
     return learned
+
+
+def _empty(directory: Path) -> None:
+    """Remove what a task left in a directory (made again if the task removed it)."""
+    try:
+        with os.scandir(directory) as scan:
+            left = list(scan)
+    except FileNotFoundError:
+        with contextlib.suppress(OSError):
+            os.makedirs(directory)
+        return
+    for entry in left:
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
 
 
 def group_memory(groups: dict[int, float | None]) -> dict[int, float]:

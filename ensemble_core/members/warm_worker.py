@@ -112,7 +112,7 @@ class Worker:
         self._poll_timer = False
         self._imported: set[str] = set()
         self._warned_threads = False
-        #: Each task's scratch directory (its TMPDIR) is made in here, and removed after it.
+        #: Each task's TMPDIR (or its reused process's) is made in here, and removed after it.
         self.scratch = Path(tempfile.mkdtemp(prefix=f"ensemble-worker-{name}-"))
         #: Where installed modules live: this interpreter's own path at start (with -P, no cwd).
         self.installed = tuple(
@@ -120,7 +120,9 @@ class Worker:
         )
         #: Reused processes for the in-process tasks of the modules the member names (`reuse`).
         self.runners = (
-            Runners(guard, self.installed, self._watch_runner) if Runners.available() else None
+            Runners(guard, self.installed, self.scratch, self._watch_runner)
+            if Runners.available()
+            else None
         )
 
     def run(self) -> int:
