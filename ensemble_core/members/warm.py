@@ -101,6 +101,7 @@ class _Worker:
     idle_timer: asyncio.TimerHandle | None = None
     ended_why: str = ""
     job: AttemptRecord = field(default_factory=AttemptRecord)
+    outbox: list[bytes] = field(default_factory=list)
 
     def has_room(self, spec: JobSpec) -> bool:
         return self.state == "ready" and self._fits(spec)
@@ -134,8 +135,16 @@ class _Worker:
             self.memory_mb -= sign * (spec.memory_mb or 0)
 
     def send(self, message: dict[str, Any]) -> None:
+        """Queue a message; those of one turn of the loop go in one write (one wakeup of the
+        worker for the tasks a burst of reports freed room for)."""
+        self.outbox.append(encode(message))
+        if len(self.outbox) == 1:
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
         if self.writer is not None and not self.writer.is_closing():
-            self.writer.write(encode(message))
+            self.writer.write(b"".join(self.outbox))
+        self.outbox.clear()
 
 
 @dataclass(slots=True, eq=False)
@@ -199,7 +208,8 @@ class WarmMember(Member):
         self._tasks: dict[str, _Task] = {}
         self._queue: deque[_Task] = deque()
         self._queued_cores = 0
-        self._recent: OrderedDict[str, list[str]] = OrderedDict()
+        #: Output paths of the tasks that ended last (checked for existence when asked).
+        self._recent: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self._held: list[JobEvent] = []  # inner events while a worker's submission is in flight
         self._plain_waiting: set[Any] = set()  # plain jobs submitted and not yet allocated
         self._worker_submits = 0
@@ -332,7 +342,7 @@ class WarmMember(Member):
         if _is_task(jobid):
             task = self._tasks.get(jobid)
             if task is None:
-                return list(self._recent.get(jobid, ()))
+                return _existing(*self._recent.get(jobid, ("", "")))
             return _existing(task.stdout, task.stderr)
         return self.inner.log_paths(jobid)
 
@@ -666,11 +676,9 @@ class WarmMember(Member):
             self._event(task.id, "release", {"ranks": "all", "final": True})
             self._event(task.id, "free")
         del self._tasks[task.id]
-        paths = _existing(task.stdout, task.stderr)
-        if paths:
-            self._recent[task.id] = paths
-            if len(self._recent) > RECENT_TASKS:
-                self._recent.popitem(last=False)
+        self._recent[task.id] = (task.stdout, task.stderr)
+        if len(self._recent) > RECENT_TASKS:
+            self._recent.popitem(last=False)
         self._event(task.id, "clean")
 
     def _idle(self, worker: _Worker) -> None:
@@ -726,7 +734,7 @@ def _is_task(jobid: Any) -> bool:
 
 
 def _existing(stdout: str, stderr: str) -> list[str]:
-    return sorted({path for path in (stdout, stderr) if os.path.exists(path)})
+    return sorted({path for path in (stdout, stderr) if path and os.path.exists(path)})
 
 
 def _default_address(inner: str) -> str:
