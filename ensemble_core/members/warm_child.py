@@ -17,6 +17,7 @@ fresh one for the next task.
 
 from __future__ import annotations
 
+import _signal
 import atexit
 import contextlib
 import importlib.util
@@ -215,12 +216,18 @@ class _State:
             os.dup2(fd, target, inheritable=True)
 
 
-def _handlers() -> dict[int, Any]:
-    return {
-        signum: signal.getsignal(signum)
-        for signum in signal.valid_signals()
-        if signum not in (signal.SIGKILL, signal.SIGSTOP)
-    }
+#: The signals a task may set a handler for, as numbers.
+_CATCHABLE = [
+    int(signum)
+    for signum in signal.valid_signals()
+    if signum not in (signal.SIGKILL, signal.SIGSTOP)
+]
+
+
+def _handlers() -> list[Any]:
+    """Every signal's handler. `_signal.getsignal`, not `signal.getsignal`: the same handlers
+    without making an enum of each, which took a sixth of a reused process's time per task."""
+    return [_signal.getsignal(signum) for signum in _CATCHABLE]
 
 
 def _become_subreaper() -> bool:
