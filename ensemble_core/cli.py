@@ -11,13 +11,14 @@ imported after that, so a signal at any moment ends the command with one line.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ensemble_core.errors import ConfigError, EnsembleError
 
@@ -390,5 +391,14 @@ def _schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def program() -> NoReturn:
+    """The `ensemble` command: `main`, then exit without Python's collector going through the
+    objects that live until the end (the imported modules, pydantic's schemas) one by one as
+    the interpreter shuts down: about 35 ms of CPU, a sixth of a short run's fixed cost here."""
+    status = main()
+    gc.freeze()
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    program()
