@@ -102,10 +102,12 @@ def parsl_part(tasks: int, workers: int, rounds: int) -> None:
     medians = {name: statistics.median(values) for name, values in rates.items()}
     warm, htex, cold = medians.values()
     print(f"\n### Parsl: {tasks} no-op apps, median of {rounds} rounds\n")
-    print("| executor | apps | tasks/s |\n|---|---:|---:|")
+    print("| executor | apps | tasks/s | rounds |\n|---|---:|---:|---|")
     for name, (_, count) in runs.items():
-        print(f"| {name} | {count} | {medians[name]:.0f} |")
-    ratios = f"warm / HTEX: {warm / htex:.0%} (target 100%, floor 50%)"
+        each = ", ".join(f"{rate:.0f}" for rate in rates[name])
+        print(f"| {name} | {count} | {medians[name]:.0f} | {each} |")
+    each_round = ", ".join(f"{w / h:.0%}" for w, h in zip(*list(rates.values())[:2], strict=True))
+    ratios = f"warm / HTEX: {warm / htex:.0%}, by round {each_round} (target 100%, floor 50%)"
     print(f"\n{ratios}; warm / cold: {warm / cold:.1f}x")
 
 

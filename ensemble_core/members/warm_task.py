@@ -34,15 +34,11 @@ from ensemble_core.members import warm_child
 from ensemble_core.members.proc_memory import resident_memory
 from ensemble_core.members.warm_child import Plan
 from ensemble_core.members.warm_guard import Guard
+from ensemble_core.members.warm_output import Outputs, TaskError
 from ensemble_core.members.warm_runner import Runner, Runners
 
 #: Interpreter options that change nothing an in-process run cannot do as well.
 IN_PROCESS_OPTIONS = frozenset({"-P", "-B", "-u"})
-_APPEND = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
-
-
-class TaskError(Exception):
-    """The task cannot start (its output cannot be opened): the task fails with this sentence."""
 
 
 @dataclass(slots=True)
@@ -117,6 +113,7 @@ def launch(
     installed: tuple[str, ...],
     scratch: Path,
     runners: Runners | None,
+    outputs: Outputs,
 ) -> Running:
     """Open the task's output, fork it (or hand it to a reused process) and return at once; a
     TaskError if it cannot start. `scratch`: a path of the task's own in the worker's scratch
@@ -132,9 +129,9 @@ def launch(
         except OSError as error:
             raise TaskError(f"the worker could not make the task's TMPDIR: {error}") from None
     try:
-        fds = _open_output(order, running.created)
+        fds = outputs.open(order.stdout, order.stderr, running.created)
     except TaskError:
-        finish(running)
+        finish(running, outputs)
         raise
     try:
         if reuse:
@@ -145,7 +142,7 @@ def launch(
             env["TMPDIR"] = changes["TMPDIR"]
             running.pid = _fork(order, env, changes, in_process, fds, guard, running, installed)
     except OSError as error:
-        finish(running)
+        finish(running, outputs)
         raise TaskError(f"the worker could not start the task: {error}") from None
     finally:
         _close(fds)
@@ -187,7 +184,7 @@ def _hand(running: Running, runners: Runners, plan: Plan, fds: list[int]) -> Non
         raise
 
 
-def finish(running: Running) -> list[str]:
+def finish(running: Running, outputs: Outputs) -> list[str]:
     """After the task's end: remove its TMPDIR (empty a reused process's for its next task)
     and the output files it created and left empty; the modules it learned."""
     learned = []
@@ -203,12 +200,7 @@ def finish(running: Running) -> list[str]:
             pass
         except OSError:  # the task left files behind
             shutil.rmtree(running.tmpdir, ignore_errors=True)
-    for path in running.created:
-        try:
-            if not path.stat().st_size:
-                path.unlink()
-        except OSError:
-            pass
+    outputs.tidy(running.created)
     return learned
 
 
@@ -252,27 +244,6 @@ def _private_mb(pid: int, otherwise: float) -> float:
         return otherwise
     kilobytes = sum(int(line.split()[1]) for line in lines if line.startswith(b"Private_"))
     return kilobytes / 1024
-
-
-def _open_output(order: Order, created: list[Path]) -> list[int]:
-    """stdin, stdout and stderr of the task (appended to; files it creates are noted)."""
-    fds = [os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)]
-    paths = [Path(order.stdout)]
-    if order.stderr != order.stdout:
-        paths.append(Path(order.stderr))
-    try:
-        for path in paths:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                fds.append(os.open(path, _APPEND | os.O_CREAT | os.O_EXCL, 0o666))
-                created.append(path)
-            except FileExistsError:
-                fds.append(os.open(path, _APPEND))
-    except (OSError, ValueError) as error:
-        _close(fds)
-        reason = getattr(error, "strerror", None) or error
-        raise TaskError(f"cannot open the job's output file {path}: {reason}") from None
-    return [fds[0], fds[1], fds[-1]]
 
 
 def _close(fds: Iterable[int]) -> None:

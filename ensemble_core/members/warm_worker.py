@@ -39,6 +39,7 @@ from typing import Any
 
 from ensemble_core.members import warm_task
 from ensemble_core.members.warm_guard import Guard
+from ensemble_core.members.warm_output import Outputs, TaskError
 from ensemble_core.members.warm_protocol import (
     ADDRESS_ENV,
     MAX_LINE,
@@ -48,7 +49,7 @@ from ensemble_core.members.warm_protocol import (
     proof,
 )
 from ensemble_core.members.warm_runner import Runner, Runners
-from ensemble_core.members.warm_task import Order, Running, TaskError
+from ensemble_core.members.warm_task import Order, Running
 
 #: Between SIGTERM and SIGKILL when a task is ended (as the local member's default).
 GRACE_SECONDS = 2.0
@@ -118,6 +119,7 @@ class Worker:
         self.installed = tuple(
             os.path.join(os.path.abspath(entry), "") for entry in sys.path if os.path.isdir(entry)
         )
+        self.outputs = Outputs(self.scratch)
         #: Reused processes for the in-process tasks of the modules the member names (`reuse`).
         self.runners = (
             Runners(guard, self.installed, self.scratch, self._watch_runner)
@@ -213,7 +215,9 @@ class Worker:
             return
         try:
             scratch = self.scratch / str(next(self._sequence))
-            running = warm_task.launch(order, self.guard, self.installed, scratch, self.runners)
+            running = warm_task.launch(
+                order, self.guard, self.installed, scratch, self.runners, self.outputs
+            )
         except TaskError as error:
             self.room.take(order, -1)
             self._send({"op": "exception", "id": order.id, "type": "exec", "note": str(error)})
@@ -318,7 +322,7 @@ class Worker:
             self.guard.remove(running.pid)
         self.ending.discard(task_id)
         self.limited.discard(task_id)
-        learned = warm_task.finish(running)
+        learned = warm_task.finish(running, self.outputs)
         self.room.take(running.order, -1)
         self._send({"op": "done", "id": task_id, "status": status})
         fresh = self._import(learned)
