@@ -48,9 +48,8 @@ class Runner:
         self.pid = pid
         self.channel = ours
         self.pidfd = os.pidfd_open(pid)
-        #: The task it runs, if any; `doomed` once that task is being ended (it goes with it).
+        #: The task it runs, if any.
         self.task_id: str | None = None
-        self.doomed = False
 
     def hand(
         self,
@@ -122,8 +121,8 @@ class Runners:
             return False
         return True
 
-    def reuses(self, plan: Plan | None) -> bool:
-        return plan is not None and plan.module in self.modules
+    def reuses(self, plan: Plan) -> bool:
+        return plan.module in self.modules
 
     def take(self) -> Runner:
         """An idle process, or a fresh one."""

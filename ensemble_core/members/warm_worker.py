@@ -281,8 +281,7 @@ class Worker:
         task_id, runner.task_id = runner.task_id, None
         if task_id is None:
             return
-        if task_id in self.ending:
-            runner.doomed = True
+        if task_id in self.ending:  # it was being ended: its process goes all the same
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(runner.pid, signal.SIGKILL)
         elif self.runners is not None:
@@ -300,7 +299,6 @@ class Worker:
             _, status = os.waitpid(runner.pid, 0)
         except ChildProcessError:
             status = 0
-        runner.close()
         if self.runners is not None and runner in self.runners.idle:
             self.runners.idle.remove(runner)
         task_id, runner.task_id = runner.task_id, None
@@ -308,8 +306,9 @@ class Worker:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(runner.pid, signal.SIGKILL)  # what it left in its group
             self.guard.remove(runner.pid)
-            return
-        self._exited(task_id, 0 if clean else status)
+        else:
+            self._exited(task_id, 0 if clean else status)
+        runner.close()
 
     def _exited(self, task_id: str, status: int, process_ended: bool = True) -> None:
         """The task ended: when its process ended, what it left in its group ends too (a
