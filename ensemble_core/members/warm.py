@@ -734,7 +734,7 @@ def _is_task(jobid: Any) -> bool:
 
 
 def _existing(stdout: str, stderr: str) -> list[str]:
-    return sorted({path for path in (stdout, stderr) if path and os.path.exists(path)})
+    return sorted(path for path in {stdout, stderr} if path and os.path.exists(path))
 
 
 def _default_address(inner: str) -> str:
