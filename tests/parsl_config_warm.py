@@ -1,5 +1,5 @@
 """Config file for Parsl's own test suite: one EnsembleExecutor with warm workers on the local
-member, every task forked in a worker (tests/test_parsl_suite.py)."""
+member, every task in a reused process of a worker, as by default (tests/test_parsl_suite.py)."""
 
 from parsl.config import Config
 
