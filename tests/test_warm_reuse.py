@@ -188,3 +188,22 @@ def test_a_killed_worker_ends_the_task_in_its_reused_process(tmp_path, log_dir):
         assert gone(task_pid), "the worker's guard did not end its reused process"
         assert handle.wait(60) is Outcome.NODE_FAILURE
     assert "ended while the task ran" in handle.reason
+
+
+def test_a_task_too_large_to_hand_over_is_forked_and_one_that_cannot_start_fails(tmp_path, log_dir):
+    paths = [tmp_path / f"seen{i}.json" for i in range(4)]
+    err = tmp_path / "missing.err"
+    big = {"BIG": "x" * 100_000}  # more than a reused process takes at once
+    specs = [
+        JobSpec(command=probe(paths[0])),
+        JobSpec(command=probe(paths[1]), environment=big),
+        JobSpec(command=probe(paths[2])),
+        JobSpec(command=probe(paths[3]), cwd=str(tmp_path / "no-such-dir"), stderr=str(err)),
+    ]
+    with one_worker(log_dir) as ensemble:
+        handles = run_all(ensemble, specs)
+    assert outcomes(handles) == [Outcome.SUCCESS] * 3 + [Outcome.FAILED]
+    pids = [seen(path)["pid"] for path in paths[:3]]
+    assert pids[0] == pids[2] != pids[1]  # the large one was forked; the process served on
+    assert handles[3].attempts[0].record.exit_code == 127 and not paths[3].exists()
+    assert "start failed" in err.read_text()

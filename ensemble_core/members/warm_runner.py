@@ -59,9 +59,10 @@ class Runner:
         cwd: str | None,
         fds: list[int],
         learned: Path,
-    ) -> None:
+    ) -> bool:
         """Give it a task; `fds` are the task's stdin, stdout and stderr (the caller's to
-        close). An OSError if it cannot take it (it is gone, or the task is too large)."""
+        close). False if the task is too large to hand over (nothing was sent); an OSError if
+        the process cannot take it (it is gone)."""
         order = {
             "id": task_id,
             "module": plan.module,
@@ -73,9 +74,10 @@ class Runner:
         }
         data = json.dumps(order, separators=(",", ":")).encode()
         if len(data) > warm_child.MAX_ORDER:
-            raise OSError(f"the task's order ({len(data)} bytes) is too large to hand over")
+            return False
         socket.send_fds(self.channel, [data], fds)
         self.task_id = task_id
+        return True
 
     def report(self) -> bytes | None:
         """What it said: a byte when its task ended cleanly (it then waits for the next), b""

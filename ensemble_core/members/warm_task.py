@@ -115,34 +115,31 @@ def launch(
     runners: Runners | None,
     outputs: Outputs,
 ) -> Running:
-    """Open the task's output, fork it (or hand it to a reused process) and return at once; a
+    """Open the task's output, hand it to a reused process or fork it, and return at once; a
     TaskError if it cannot start. `scratch`: a path of the task's own in the worker's scratch
     directory, for its TMPDIR (unless a reused process lends it its own) and what it learns."""
     env = {**os.environ, **order.env}
     in_process = plan(order.argv, env, order.env)
-    reuse = runners is not None and in_process is not None and runners.reuses(in_process)
     learned = Path(f"{scratch}.modules")
     running = Running(order, 0, None if in_process is None else 0.0, scratch, learned)
-    if not reuse:
-        try:
-            os.mkdir(scratch)  # a reused process's is made once, emptied after each task
-        except OSError as error:
-            raise TaskError(f"the worker could not make the task's TMPDIR: {error}") from None
     try:
         fds = outputs.open(order.stdout, order.stderr, running.created)
     except TaskError:
         finish(running, outputs)
         raise
     try:
-        if reuse:
-            assert runners is not None and in_process is not None
-            _hand(running, runners, in_process, fds)
-        else:
-            changes = {**order.env, "TMPDIR": str(scratch)}
-            env["TMPDIR"] = changes["TMPDIR"]
-            running.pid = _fork(order, env, changes, in_process, fds, guard, running, installed)
-    except OSError as error:
+        handed = (
+            runners is not None
+            and in_process is not None
+            and runners.reuses(in_process)
+            and _hand(running, runners, in_process, fds)
+        )
+        if not handed:
+            running.pid = _fork(order, env, in_process, fds, guard, running, installed)
+    except (OSError, TaskError) as error:
         finish(running, outputs)
+        if isinstance(error, TaskError):
+            raise
         raise TaskError(f"the worker could not start the task: {error}") from None
     finally:
         _close(fds)
@@ -152,13 +149,19 @@ def launch(
 def _fork(
     order: Order,
     env: dict[str, str],
-    changes: dict[str, str],
     in_process: Plan | None,
     fds: list[int],
     guard: Guard,
     running: Running,
     installed: tuple[str, ...],
 ) -> int:
+    """Fork the task, with a TMPDIR of its own."""
+    try:
+        os.mkdir(running.tmpdir)
+    except OSError as error:
+        raise TaskError(f"the worker could not make the task's TMPDIR: {error}") from None
+    changes = {**order.env, "TMPDIR": str(running.tmpdir)}
+    env["TMPDIR"] = changes["TMPDIR"]
     for stream in (sys.stdout, sys.stderr):
         stream.flush()  # nothing buffered may be written twice, by the child too
     pid = os.fork()
@@ -167,21 +170,25 @@ def _fork(
     return pid
 
 
-def _hand(running: Running, runners: Runners, plan: Plan, fds: list[int]) -> None:
+def _hand(running: Running, runners: Runners, plan: Plan, fds: list[int]) -> bool:
     """Run the task in a reused process, with the process's TMPDIR: its memory counts from
-    what the process holds now."""
+    what the process holds now. False if the process cannot take it (the task is too large
+    to hand over, or the process just ended): the task is forked instead."""
     runner = runners.take()
     order = running.order
-    running.runner, running.pid, running.tmpdir = runner, runner.pid, runner.tmpdir
+    baseline = _private_mb(runner.pid, 0.0) if order.memory_mb else 0.0
     changes = {**order.env, "TMPDIR": str(runner.tmpdir)}
-    if order.memory_mb:
-        running.baseline_mb = _private_mb(runner.pid, 0.0)
     try:
-        runner.hand(order.id, plan, changes, order.cwd, fds, running.learned_path)
+        if not runner.hand(order.id, plan, changes, order.cwd, fds, running.learned_path):
+            runners.idle.append(runner)
+            return False
     except OSError:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(runner.pid, signal.SIGKILL)  # the worker reaps it from its pidfd
-        raise
+        return False
+    running.runner, running.pid, running.tmpdir = runner, runner.pid, runner.tmpdir
+    running.baseline_mb = baseline
+    return True
 
 
 def finish(running: Running, outputs: Outputs) -> list[str]:
