@@ -9,8 +9,9 @@
   `--executor ensemble --ensemble-workers 4`, against `--executor local` and the job-per-task
   ensemble, at `-j 4`: wall time and the chain's command gap (end of one job's shell command to
   the start of the next one's).
-- Inside one worker: the CPU a task costs the worker and its forked process, for `/bin/true`
-  and a Parsl no-op app (the worker driven directly, one task always waiting in it).
+- Inside one worker: the CPU a task costs the worker and its task's process, for `/bin/true`
+  and a Parsl no-op app, forked and in a reused process (the worker driven directly, one task
+  always waiting in it).
 - Flux: `--flux-jobs` `true` jobs (300) through the Flux member with W warm workers (each a
   Flux job) against the job-per-task Flux member, on the instance FLUX_URI names or a fresh
   `flux start --test-size=2`; skipped without flux.
