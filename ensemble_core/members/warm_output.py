@@ -5,9 +5,11 @@ Most short tasks write nothing, yet each needs a file of its own while it runs, 
 costs the kernel an inode: 0.1 to 0.9 ms of CPU on this project's 2-core test machine, more than
 the rest of what a worker does for a task in a reused process. So a file a task left empty is
 not removed but moved into the worker's scratch directory, and linked in as the next task's new
-output file (a link and a rename cost a tenth of a new file). To the task and its user nothing
+output file (a link and a rename cost a tenth of a new file). To the task and its user little
 differs: the file appears at its path when the task starts and, if still empty, is gone when
-the task ends. Across file systems (a link cannot cross them) files are made and removed.
+the task ends; only its times and group are those of the file it was made as (in a set-group-ID
+directory a new file would take the directory's group). Across file systems (a link cannot
+cross them) files are made and removed.
 """
 
 from __future__ import annotations
