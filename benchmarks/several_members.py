@@ -4,8 +4,9 @@ one member, in the same run (issue 15: at least 90% of the one-member rate).
 The workload is `rule_engine.py`'s: the recorded Flux journal of 300 jobs replayed 100 times,
 10 groups, 20 rules. With three members every job is placed by the router (least-backlog, so
 the jobs spread over the three), and each event goes the whole way a member's event goes: the
-member's emit, the router's relay (its id rewritten, its member's bookkeeping), the controller
-(which also counts each job under its member). Five rounds of each, taking turns; medians.
+member's emit (which the controller gives each member behind the router: a job's start and end
+go through the router's relay, its other events straight to the job), the controller (which also
+counts each job under its member). Five rounds of each, taking turns; medians.
 """
 
 from __future__ import annotations
@@ -30,10 +31,15 @@ MEMBERS = ("hpc", "cloud", "here")
 
 
 class NumberingMember(NullMember):
-    """Takes every job and does nothing; numbers them as a queue does."""
+    """Takes every job and does nothing; numbers them as a queue does, and keeps where its
+    events go."""
 
     def __init__(self) -> None:
         self._ids = itertools.count(1)
+        self.emit = None
+
+    async def start(self, emit):
+        self.emit = emit
 
     async def submit(self, spec):
         return next(self._ids)
@@ -63,12 +69,12 @@ def replay(several: bool) -> tuple[float, float]:
                 if several:
                     attempt.member_id = await member.submit(attempt.spec)
                     name, _, inner = attempt.member_id.partition("/")
-                    deliver[repeat, jobid] = (member._parts[name].relay, int(inner))
+                    deliver[repeat, jobid] = (member.named(name).emit, int(inner))
                 else:
                     attempt.member_id = repeat * 10**12 + jobid
                     deliver[repeat, jobid] = (ensemble._on_event, attempt.member_id)
                 ensemble._active[handle.key] = handle
-                ensemble._by_member_id[attempt.member_id] = (handle, attempt)
+                ensemble.follow(attempt.member_id, (handle, attempt))
 
     loop.run_until_complete(place())
     events = []

@@ -28,6 +28,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ensemble_core.actions import Actions, one_line
+from ensemble_core.direct_intake import DirectIntake
 from ensemble_core.errors import ConfigError, EnsembleError
 from ensemble_core.events import JobEvent, Outcome
 from ensemble_core.jobs import Attempt, ControllerThread, JobHandle, on_controller_thread
@@ -102,6 +103,12 @@ class Ensemble:
         #: Logical jobs without an outcome yet (the loop's own).
         self._active: dict[int, JobHandle] = {}
         self._by_member_id: dict[Any, tuple[JobHandle, Attempt]] = {}
+        #: With several members: their jobs by each member's own id too, so that their events
+        #: come straight here (direct_intake.py).
+        self._direct: DirectIntake | None = None
+        if isinstance(member, RouterMember):
+            self._direct = DirectIntake(member.split_id, self._handle_event, self._event_failed)
+            member.take_events_by(self._direct.intake)
         #: Attempts submitted and not started, oldest first (events arrive in time order).
         self._waiting: dict[Any, Attempt] = {}
         self._orphans = OrphanEvents()
@@ -443,7 +450,7 @@ class Ensemble:
             return
         if self._member_group is not None and (at := self._member_group(member_id)):
             self._count_submitted(at)
-        self._by_member_id[member_id] = (handle, attempt)
+        self.follow(member_id, (handle, attempt))
         for event in self._orphans.take(member_id):
             self._on_event(event)
         if not self._submitting:
@@ -462,18 +469,20 @@ class Ensemble:
     # Events -----------------------------------------------------------------------------------
 
     def _on_event(self, event: JobEvent) -> None:
-        """Every member event passes here, on the loop thread: the containment boundary."""
+        """Every member event passes here (or through `DirectIntake`, which keeps the same
+        boundary), on the loop thread: the containment boundary."""
+        entry = None
         try:
-            self._handle_event(event)
+            entry = self._by_member_id.get(event.jobid)
+            if entry is None:
+                if self._submitting or self._adopting:
+                    self._orphans.add(event)
+                return
+            self._handle_event(entry, event)
         except Exception as error:
-            self._event_failed(event, error)
+            self._event_failed(event, error, entry)
 
-    def _handle_event(self, event: JobEvent) -> None:
-        entry = self._by_member_id.get(event.jobid)
-        if entry is None:
-            if self._submitting or self._adopting:
-                self._orphans.add(event)
-            return
+    def _handle_event(self, entry: tuple[JobHandle, Attempt], event: JobEvent) -> None:
         handle, attempt = entry
         if attempt.repeated(event):
             return
@@ -487,14 +496,14 @@ class Ensemble:
         journal_dirty = self._journal_dirty
         if name == "submit":
             if attempt.phase < 2:
-                self._waiting[event.jobid] = attempt
+                self._waiting[attempt.member_id] = attempt
         elif name == "start":
             if journal_dirty is not None:
                 journal_dirty[handle.key] = handle
             attempt.phase = 2
-            self._waiting.pop(event.jobid, None)
+            self._waiting.pop(attempt.member_id, None)
             self._started(group, attempt)
-            if self._member_group is not None and (at := self._member_group(event.jobid)):
+            if self._member_group is not None and (at := self._member_group(attempt.member_id)):
                 self._started(at, attempt, self._member_series)
         elif name == "clean":
             if journal_dirty is not None:
@@ -510,26 +519,41 @@ class Ensemble:
         if name == "clean":
             self.check_idle()
 
-    def _event_failed(self, event: JobEvent, error: Exception) -> None:
-        """A bug met while handling an event: log it; a job whose end it was still ends."""
+    def _event_failed(
+        self, event: JobEvent, error: Exception, entry: tuple[JobHandle, Attempt] | None
+    ) -> None:
+        """A bug met while handling an event: log it. The job stays followed, so its end still
+        ends it; a job whose end it was ends here, unless its end was handled before the bug."""
         log.error("ensemble: error while handling event %s of job %s", event.name, event.jobid)
         log.debug("the error", exc_info=error)
-        entry = self._by_member_id.pop(event.jobid, None)
-        if entry is not None and event.name == "clean":
-            handle, attempt = entry
+        if entry is None or event.name != "clean":
+            return
+        handle, attempt = entry
+        if self._by_member_id.get(attempt.member_id) is entry:
             self._abandon(handle, attempt, Outcome.FAILED, f"failed: {one_line(error)}")
             self.check_idle()
+
+    def follow(self, member_id: Any, entry: tuple[JobHandle, Attempt]) -> None:
+        """Events of `member_id` are the attempt's from now on (after its submission or its
+        adoption)."""
+        self._by_member_id[member_id] = entry
+        if self._direct is not None:
+            self._direct.follow(member_id, entry)
+
+    def forget(self, member_id: Any) -> None:
+        """The attempt is over (or given up): its member's events mean nothing any more."""
+        if self._by_member_id.pop(member_id, None) is not None and self._direct is not None:
+            self._direct.forget(member_id)
 
     def _started(self, group: str, attempt: Attempt, series: bool = True) -> None:
         metrics = self.metrics
         record = attempt.record
-        metrics.count(group, "pending", -1)
-        metrics.count(group, "running")
+        metrics.shift(group, "pending", "running")
         if series and record.submit_time is not None and record.start_time is not None:
             metrics.record(group, "pending", record.start_time - record.submit_time)
 
     def _attempt_ended(self, handle: JobHandle, attempt: Attempt) -> None:
-        del self._by_member_id[attempt.member_id]
+        self.forget(attempt.member_id)
         self._waiting.pop(attempt.member_id, None)
         record = attempt.record
         outcome = record.outcome
@@ -548,8 +572,7 @@ class Ensemble:
         """An attempt's end, in the counters and series of `group` (a job group or a member)."""
         metrics = self.metrics
         if attempt.phase == 2:
-            metrics.count(group, "running", -1)
-            metrics.count(group, "finished")
+            metrics.shift(group, "running", "finished")
             record = attempt.record
             if series and record.start_time is not None and record.end_time is not None:
                 metrics.record(group, "duration", record.end_time - record.start_time)
@@ -605,7 +628,7 @@ class Ensemble:
 
     def _abandon(self, handle: JobHandle, attempt: Attempt, outcome: Outcome, why: str) -> None:
         """End a job whose member will not tell its end (lost, or silent past the bound)."""
-        self._by_member_id.pop(attempt.member_id, None)
+        self.forget(attempt.member_id)
         self._waiting.pop(attempt.member_id, None)
         if attempt.phase < 3:
             self._count_end(attempt.spec.group, attempt, outcome)

@@ -60,6 +60,14 @@ class Metrics:
         self.groups[group].counts[key] += delta
         self.changed.add(group)
 
+    def shift(self, group: str, source: str, target: str) -> None:
+        """One of `source` becomes one of `target` (a job from pending to running): one
+        call on the path of every event that moves a job."""
+        counts = self.groups[group].counts
+        counts[source] -= 1
+        counts[target] += 1
+        self.changed.add(group)
+
     def record(self, group: str, series: str, value: float) -> None:
         self.groups[group].record(series, value)
         self.changed.add(group)

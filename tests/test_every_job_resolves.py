@@ -469,3 +469,31 @@ def test_nothing_per_job_survives_its_end():
         assert (counts["submitted"], counts["success"], counts["resubmitted"]) == (4000, 2000, 2000)
     finally:
         ensemble.close()
+
+
+@pytest.mark.parametrize("failing", ["_started", "_attempt_ended"])
+def test_a_bug_met_while_handling_an_event_still_ends_the_job_once(monkeypatch, failing):
+    """A bug in the controller's handling of one job's start, or of its end: that job still
+    ends, once (its start: when it ends; its end: at once, failed), and the others as usual."""
+    ensemble = run(Ensemble(replay()))
+    seen = Resolutions()
+    original = getattr(Ensemble, failing)
+    broke: list[int] = []
+
+    def once_broken(self, *args, **kwargs):
+        if not broke:
+            broke.append(1)
+            raise RuntimeError("a bug")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Ensemble, failing, once_broken)
+    try:
+        handles = [seen.track(ensemble.submit(spec())) for _ in range(3)]
+        outcomes = sorted(h.wait(10).value for h in handles)
+        expected = ["success"] * 3 if failing == "_started" else ["failed", "success", "success"]
+        assert outcomes == expected
+        if failing == "_attempt_ended":
+            assert [h.reason for h in handles if h.outcome is Outcome.FAILED] == ["failed: a bug"]
+    finally:
+        ensemble.close()
+    assert seen.each_once(handles)

@@ -15,6 +15,7 @@ from ensemble_core.ensemble import Ensemble
 from ensemble_core.errors import MemberError
 from ensemble_core.events import JobEvent, Outcome
 from ensemble_core.matching import MEMBER_ATTRIBUTE, REQUIRES_ATTRIBUTE
+from ensemble_core.members import router as router_module
 from ensemble_core.members.local import LocalMember
 from ensemble_core.members.router import RouterMember
 from ensemble_core.rules.loader import parse
@@ -414,3 +415,33 @@ def on_loop_of(ensemble: Ensemble, function, *args) -> None:
 
 async def _call(function, *args):
     return function(*args)
+
+
+def test_a_members_events_reach_their_jobs_directly_and_the_router_still_notes_starts_and_ends(
+    monkeypatch,
+):
+    """With a router, each member emits to the controller's own intake for it: the events of a
+    job the controller follows go to the job without the router's relay; its start and end are
+    still noted by the router (pending times, open jobs)."""
+    relayed: list[str] = []
+    relay = router_module._Part.relay
+
+    def counted(part, event):
+        relayed.append(event.name)
+        return relay(part, event)
+
+    monkeypatch.setattr(router_module._Part, "relay", counted)
+    member = two(policy="least-pending")
+    ensemble = started(member)
+    try:
+        handles = [ensemble.submit(spec()) for _ in range(4)]
+        assert [h.wait(10) for h in handles] == [Outcome.SUCCESS] * 4
+        parts = member._parts.values()
+        assert all(not part.ids and not part.waiting for part in parts)  # the ends were noted
+        assert sum(len(part.pending_times) for part in parts) == 4  # and the starts
+        # The replay member plays a job's events after its submission returned, when the
+        # controller follows the job already: none needed the relay.
+        assert relayed == []
+        assert ensemble.snapshot()["groups"]["sim"]["success"] == 4
+    finally:
+        ensemble.close()

@@ -13,6 +13,11 @@ note saying what each member lacks. Member job ids become text, `<member>/<the m
 JSON>` (`hpc/1234`, `cloud/"ens-7"`), which the state journal keeps like any id; jobs the router
 ends itself have ids `/<n>`. Each member's events are passed on under those ids.
 
+A controller may take a member's events straight from the member (`take_events_by`): it is
+given, per member, the relay below, and `note` with the events the router must see itself
+(`FOLLOWED`, a job's start and end). An event of a job the controller follows goes to that job
+without a rewritten id (after `note`, if the router follows it); the others, through the relay.
+
 A member whose event stream is lost for good does not end the ensemble: its active jobs end as
 `failed` (the reason names the member) and no job goes to it any more. Only when every member
 is lost is the router lost. Each member stays as it is and knows nothing of the others.
@@ -27,7 +32,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ensemble_core.errors import MemberError
@@ -48,8 +53,13 @@ from ensemble_core.spec import JobSpec
 
 log = logging.getLogger(__name__)
 
+#: How a controller takes one member's events: (member name, relay, note, followed) -> emit.
+Intake = Callable[[str, EmitEvent, EmitEvent, frozenset[str]], EmitEvent]
+
 #: Pending times per member that `least-pending` averages.
 RECENT_PENDING = 20
+#: The events of a job the router keeps track of (pending times, which jobs are open).
+FOLLOWED = frozenset({"start", "clean"})
 _EARLY_START, _EARLY_END = 1, 2
 
 
@@ -120,13 +130,8 @@ class _Part:
                 self.early[jobid] = _EARLY_START if name == "start" else _EARLY_END
             self.emit(JobEvent(self.outer(jobid), name, event.timestamp, event.context))
             return
-        if name == "start":
-            submitted = self.waiting.pop(jobid, None)
-            if submitted is not None:
-                self.pending_times.append(time.monotonic() - submitted)
-        elif name == "clean":
-            del self.ids[jobid]
-            self.waiting.pop(jobid, None)
+        if name in FOLLOWED:
+            self.note(event)
         if self.adopting:  # held by the controller until the router's adopt returns: a copy
             self.emit(JobEvent(outer, name, event.timestamp, event.context))
             return
@@ -135,6 +140,18 @@ class _Part:
             self.emit(event)
         finally:
             event.jobid = jobid
+
+    def note(self, event: JobEvent) -> None:
+        """What the router keeps of the start and end of a job it follows: the pending times
+        `least-pending` uses, and which jobs are open."""
+        jobid = event.jobid
+        if event.name == "start":
+            submitted = self.waiting.pop(jobid, None)
+            if submitted is not None:
+                self.pending_times.append(time.monotonic() - submitted)
+        else:
+            self.ids.pop(jobid, None)
+            self.waiting.pop(jobid, None)
 
     def submitted(self, jobid: Any, since: float) -> str:
         """The member returned the id of a job it took: follow it unless it has ended; the
@@ -191,6 +208,7 @@ class RouterMember(Member):
         self.routes: dict[str, str] = {}
         self._own_ids = itertools.count(1)
         self._emit: EmitEvent = lambda event: None
+        self._intake: Intake | None = None
 
     @property
     def members(self) -> dict[str, Member]:
@@ -203,6 +221,16 @@ class RouterMember(Member):
     def ends_with_controller(self, member_id: Any) -> bool:
         part, inner = self._split(member_id)
         return part is not None and part.member.ends_with_controller(inner)
+
+    def take_events_by(self, intake: Intake) -> None:
+        """Before `start`: each member's events go to `intake(name, relay, note, FOLLOWED)`,
+        the way the controller takes that member's events (see the module's docstring)."""
+        self._intake = intake
+
+    def split_id(self, member_id: Any) -> tuple[str, Any] | None:
+        """(member name, the member's own id) of a router id; None for the router's own."""
+        part, inner = self._split(member_id)
+        return None if part is None else (part.name, inner)
 
     def member_group(self, member_id: Any) -> str | None:
         """The metrics pseudo-group (`@name`) of the member that runs this job, if any."""
@@ -239,7 +267,10 @@ class RouterMember(Member):
     async def _start_part(self, part: _Part) -> None:
         part.emit = self._emit
         part.member.on_lost = lambda reason: self._part_lost(part, reason)
-        await part.member.start(part.relay)
+        intake = self._intake
+        await part.member.start(
+            part.relay if intake is None else intake(part.name, part.relay, part.note, FOLLOWED)
+        )
         part.offer = offer_of(part.member.offers(), part.declared, part.features)
 
     async def submit(self, spec: JobSpec) -> str:
@@ -445,6 +476,8 @@ class RouterMember(Member):
         part = self._parts.get(name)
         if part is None:
             return None, None
+        if inner.isdigit():  # a queue's number, as `outer` writes it: no JSON to read
+            return part, int(inner)
         try:
             return part, json.loads(inner)
         except ValueError:
