@@ -69,7 +69,9 @@ class Inputs:
 
     def _rotate(self, directory: Path) -> Path:
         previous = self._current
-        self._current = directory / f"calls-{os.getpid()}-{next(_NAMES)}.bin"
+        # `task-*.in`, as each task's input file was named: whoever looks for task files (a
+        # clean-up, a test that none is left) finds these too.
+        self._current = directory / f"task-calls-{os.getpid()}-{next(_NAMES)}.in"
         os.close(os.open(self._current, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
         self._size = self._calls = 0
         if previous is not None:

@@ -115,7 +115,7 @@ def test_parsl_apps_share_a_reused_process_and_files_of_calls(tmp_path, monkeypa
     with parsl.load(Config(executors=[executor], run_dir=str(tmp_path / "runinfo"))):
         results = [pid_and_sum(i, 10 * i).result() for i in range(8)]
         # Files whose calls all resolved are gone: only the one that takes calls is left.
-        left = list(work.glob("calls-*"))
+        left = list(work.glob("task-calls-*.in"))
     assert [total for _, total in results] == [11 * i for i in range(8)]
     assert len({pid for pid, _ in results}) == 1  # one reused process ran every app
     assert len(left) == 1
