@@ -303,8 +303,8 @@ class EnsembleExecutor(ParslExecutor, RepresentationMixin):
         except cf.InvalidStateError:
             pass  # the Future was cancelled
         finally:
-            self._tasks.pop(task.id, None)
-            self._inputs.release(task.calls)
+            if self._tasks.pop(task.id, None) is not None:  # its call is released once
+                self._inputs.release(task.calls)
             task.out_path.unlink(missing_ok=True)
             with contextlib.suppress(FileNotFoundError):
                 if not task.log_path.stat().st_size:

@@ -40,7 +40,7 @@ class Inputs:
             path = self._current
             if path is None or path.parent != directory or self._calls >= CALLS_PER_FILE:
                 path = self._rotate(directory)
-            fd = os.open(path, _APPEND, 0o600)
+            fd = os.open(path, _APPEND)
             try:
                 view = memoryview(data)
                 while view:
@@ -55,8 +55,9 @@ class Inputs:
     def release(self, path: Path) -> None:
         """A task whose call `path` holds has resolved."""
         with self._lock:
-            self._unresolved[path] -= 1
-            self._remove_if_done(path)
+            if path in self._unresolved:  # not when `close` came first
+                self._unresolved[path] -= 1
+                self._remove_if_done(path)
 
     def close(self) -> None:
         """Remove every file left (the executor shuts down)."""
@@ -72,7 +73,7 @@ class Inputs:
         # `task-*.in`, as each task's input file was named: whoever looks for task files (a
         # clean-up, a test that none is left) finds these too.
         self._current = directory / f"task-calls-{os.getpid()}-{next(_NAMES)}.in"
-        os.close(os.open(self._current, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+        os.close(os.open(self._current, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666))
         self._size = self._calls = 0
         if previous is not None:
             self._remove_if_done(previous)
