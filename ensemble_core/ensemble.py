@@ -89,6 +89,8 @@ class Ensemble:
         self.allow_custom = allow_custom
         self.metrics = Metrics(oldest_pending=self._oldest_pending)
         self.engine = RuleEngine(self.config.rules, self.config.limits)
+        if state is not None:
+            state.kept_repeats = self.engine.job_event_names
         #: Whether a member's statistics are recorded (`mean.@cloud-pending`): only when a rule
         #: reads one; counters per member are cheap, a statistic costs what a group's does.
         self._member_series = self._member_group is not None and _reads_member_statistics(

@@ -123,6 +123,10 @@ class StateJournal:
         self.run_id = self._meta("run_id") or uuid.uuid4().hex[:12]
         #: Jobs whose row is to be written at the next flush (the controller marks it inline).
         self.dirty_jobs: dict[int, JobHandle] = {}
+        #: The names of the repeatable events (exception, priority...) whose occurrences are
+        #: kept with an attempt: those a rule reacts to, set by the controller. Others, counted
+        #: again after a restart, change nothing.
+        self.kept_repeats: frozenset[str] = frozenset()
         #: Jobs of batches handed to the member whose row is not written yet: key -> job.
         self._handed: dict[int, JobHandle] = {}
         self._specs: dict[int, tuple[JobSpec, int]] = {}
@@ -340,6 +344,10 @@ class StateJournal:
     def _attempt_row(self, attempt: Attempt) -> tuple[Any, ...]:
         record = attempt.record
         exception = record.exception
+        repeats = None
+        if attempt.repeats and self.kept_repeats:
+            kept = [seen for seen in attempt.repeats if seen[0] in self.kept_repeats]
+            repeats = json.dumps(kept) if kept else None
         return (
             self._spec_id(attempt.spec),
             attempt.token,
@@ -351,7 +359,7 @@ class StateJournal:
             record.end_time,
             record.status,
             None if exception is None else json.dumps(exception),
-            json.dumps(attempt.repeats) if attempt.repeats else None,
+            repeats,
         )
 
     def _has_row(self, key: int) -> bool:

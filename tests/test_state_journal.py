@@ -81,7 +81,8 @@ def test_a_state_written_before_repeated_events_were_kept_resumes(tmp_path: Path
     assert (attempt.member_id, attempt.phase, attempt.repeats) == (42, 2, ())
     handle = JobHandle(7, spec)
     handle.attempts = [attempt]
-    attempt.repeats = (("exception", 3.0),)
+    attempt.repeats = (("priority", 2.5), ("exception", 3.0))
+    journal.kept_repeats = frozenset({"exception"})  # a rule reacts to exceptions, none to priority
     journal.changed(handle)
     journal.flush()
     journal._lock.close()
