@@ -9,31 +9,23 @@ import contextlib
 import json
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_warm_member import RETRY, gone, in_process, wait_for
+from test_warm_member import RETRY, gone, in_process, wait_for, warm_ensemble
 
 from ensemble_core.ensemble import Ensemble
 from ensemble_core.events import Outcome
 from ensemble_core.jobs import JobHandle
-from ensemble_core.members import create_member
-from ensemble_core.rules.loader import parse
 from ensemble_core.spec import JobSpec
 
 
-@contextlib.contextmanager
-def one_worker(log_dir: str, rules: str = "", **settings: object) -> Iterator[Ensemble]:
+def one_worker(
+    log_dir: str, rules: str = "", **settings: object
+) -> contextlib.AbstractContextManager[Ensemble]:
     """One warm worker of one core that reuses processes for `timeit` tasks."""
-    settings = {"workers": 1, "reuse": ["timeit"], "cores": 2, **settings}
-    member = create_member("local", log_dir=log_dir, **settings)
-    ensemble = Ensemble(member, parse(rules or "rules: []", "test.yaml"))
-    ensemble.start()
-    try:
-        yield ensemble
-    finally:
-        ensemble.close()
+    one = {"workers": 1, "reuse": ["timeit"], "cores": 2}
+    return warm_ensemble(log_dir, rules, **{**one, **settings})
 
 
 def probe(path: Path, then: str = "") -> list[str]:
