@@ -31,6 +31,8 @@ SKIP_REASON = (
     "(.ci/run sets it from ../shared/k8s/control-plane)"
 )
 #: Makes the API server forget old resourceVersions within seconds, so watches meet 410 Gone.
+#: Starts of the control plane tried when a server lost its port to another process.
+START_ATTEMPTS = 3
 COMPACTING = "--watch-cache-sizes=pods#0,jobs.batch#0 --etcd-compaction-interval=10s"
 
 
@@ -89,11 +91,14 @@ class Cluster:
         for binary in unpacked_binaries(script).iterdir():
             (self.directory / "bin" / binary.name).symlink_to(binary)
         self._started = True
-        result = subprocess.run(
-            [script, "start", str(self.directory)], env=env, capture_output=True, text=True
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"the control plane did not start: {result.stderr.strip()}")
+        for attempt in range(1, START_ATTEMPTS + 1):
+            result = subprocess.run(
+                [script, "start", str(self.directory)], env=env, capture_output=True, text=True
+            )
+            if result.returncode == 0:
+                break
+            if attempt == START_ATTEMPTS or not self._lost_a_port():
+                raise RuntimeError(f"the control plane did not start: {result.stderr.strip()}")
         self.api = config.new_client_from_config(config_file=self.kubeconfig)
         self.core = client.CoreV1Api(self.api)
         self.batch = client.BatchV1Api(self.api)
@@ -102,6 +107,15 @@ class Cluster:
         self._wait_for_default_service_account()
         self.kubelet = start_kubelet(self.kubeconfig, self.namespace, self.directory / "kubelet")
         return self
+
+    def _lost_a_port(self) -> bool:
+        """Whether a server of the control plane found the port it was given taken: the script
+        picks free ports before the servers bind them, and another process may take one in
+        between. Starting again picks new ones."""
+        return any(
+            "address already in use" in log.read_text(errors="replace")
+            for log in self.directory.glob("*.log")
+        )
 
     def begin_stop(self) -> subprocess.Popen | None:
         """Stop the kubelet (and its containers) now, and the control plane in the background
