@@ -74,7 +74,7 @@ def replay(several: bool) -> tuple[float, float]:
                     attempt.member_id = repeat * 10**12 + jobid
                     deliver[repeat, jobid] = (ensemble._on_event, attempt.member_id)
                 ensemble._active[handle.key] = handle
-                ensemble.follow(attempt.member_id, (handle, attempt))
+                ensemble.follow_member_job(attempt.member_id, (handle, attempt))
 
     loop.run_until_complete(place())
     events = []

@@ -452,7 +452,7 @@ class Ensemble:
             return
         if self._member_group is not None and (at := self._member_group(member_id)):
             self._count_submitted(at)
-        self.follow(member_id, (handle, attempt))
+        self.follow_member_job(member_id, (handle, attempt))
         for event in self._orphans.take(member_id):
             self._on_event(event)
         if not self._submitting:
@@ -535,14 +535,14 @@ class Ensemble:
             self._abandon(handle, attempt, Outcome.FAILED, f"failed: {one_line(error)}")
             self.check_idle()
 
-    def follow(self, member_id: Any, entry: tuple[JobHandle, Attempt]) -> None:
+    def follow_member_job(self, member_id: Any, entry: tuple[JobHandle, Attempt]) -> None:
         """Events of `member_id` are the attempt's from now on (after its submission or its
         adoption)."""
         self._by_member_id[member_id] = entry
         if self._direct is not None:
             self._direct.follow(member_id, entry)
 
-    def forget(self, member_id: Any) -> None:
+    def forget_member_job(self, member_id: Any) -> None:
         """The attempt is over (or given up): its member's events mean nothing any more."""
         if self._by_member_id.pop(member_id, None) is not None and self._direct is not None:
             self._direct.forget(member_id)
@@ -555,7 +555,7 @@ class Ensemble:
             metrics.record(group, "pending", record.start_time - record.submit_time)
 
     def _attempt_ended(self, handle: JobHandle, attempt: Attempt) -> None:
-        self.forget(attempt.member_id)
+        self.forget_member_job(attempt.member_id)
         self._waiting.pop(attempt.member_id, None)
         record = attempt.record
         outcome = record.outcome
@@ -630,7 +630,7 @@ class Ensemble:
 
     def _abandon(self, handle: JobHandle, attempt: Attempt, outcome: Outcome, why: str) -> None:
         """End a job whose member will not tell its end (lost, or silent past the bound)."""
-        self.forget(attempt.member_id)
+        self.forget_member_job(attempt.member_id)
         self._waiting.pop(attempt.member_id, None)
         if attempt.phase < 3:
             self._count_end(attempt.spec.group, attempt, outcome)

@@ -78,7 +78,7 @@ async def resume(ensemble: Ensemble, saved: SavedRun) -> None:
         if member_id is not None:
             attempt.member_id = member_id
             attempt.phase = max(attempt.phase, 1)
-            ensemble.follow(member_id, (handle, attempt))
+            ensemble.follow_member_job(member_id, (handle, attempt))
             if attempt.phase == 1 and attempt.record.submit_time is not None:
                 waiting.append((attempt.record.submit_time, member_id, attempt))
         elif attempt.member_id is None:
