@@ -30,26 +30,36 @@ EXIT_STATUS = {"completed": 0, "terminated": 0, "limit": 1, "error": 1}
 BAD_INPUT = 2
 STATUS_SECONDS = 0.5
 
-#: CLI flags that become member settings (each member takes some of them).
-MEMBER_FLAGS = (
-    "cores",
-    "memory_mb",
-    "gpus",
-    "nodes",
-    "max_nodes",
-    "log_dir",
-    "flux_uri",
-    "namespace",
-    "image",
-    "kubeconfig",
-    "context",
-    "minicluster",
-    "workers",
-    "max_workers",
-    "worker_cores",
-    "worker_memory_mb",
-    "idle_seconds",
-    "address",
+#: The flags of `ensemble run` that become member settings (each member takes some of them), by
+#: help group: (flag, type, help). `--memory-mb` sets `memory_mb`.
+MEMBER_FLAG_GROUPS: dict[str, list[tuple[str, type | None, str]]] = {
+    "local member": [
+        ("--cores", int, "cores per node (default: this machine's)"),
+        ("--memory-mb", int, "memory per node (default: this machine's)"),
+        ("--gpus", int, "gpus per node (default: 0)"),
+        ("--nodes", int, "virtual nodes at start (default: 1)"),
+        ("--max-nodes", int, "most nodes grow may reach (default: nodes)"),
+        ("--log-dir", None, "job output files (default: ensemble-logs)"),
+    ],
+    "flux member": [("--flux-uri", None, "Flux instance (default: FLUX_URI)")],
+    "kubernetes member": [
+        ("--namespace", None, "namespace for Jobs"),
+        ("--image", None, "container image the jobs run in"),
+        ("--kubeconfig", None, "kubeconfig file (default: in-cluster or ~/.kube)"),
+        ("--context", None, "kubeconfig context (default: its current one)"),
+        ("--minicluster", None, "MiniCluster (namespace/name) grow/shrink resize"),
+    ],
+    "warm workers (any member; docs/warm-workers.md)": [
+        ("--workers", int, "run jobs on N warm workers (default: off)"),
+        ("--max-workers", int, "most workers grow may reach"),
+        ("--worker-cores", int, "cores of each worker (default: 1)"),
+        ("--worker-memory-mb", int, "memory of each worker"),
+        ("--idle-seconds", float, "an idle worker leaves after (60)"),
+        ("--address", None, "where workers connect back to (default: loopback)"),
+    ],
+}
+MEMBER_FLAGS = tuple(
+    flag[2:].replace("-", "_") for flags in MEMBER_FLAG_GROUPS.values() for flag, _, _ in flags
 )
 
 
@@ -156,28 +166,10 @@ def _parser() -> argparse.ArgumentParser:
         help="submit, record and exit, leaving the jobs running (Flux, Kubernetes); "
         "`ensemble attach DIR` follows them to the end",
     )
-    local = run.add_argument_group("local member")
-    local.add_argument("--cores", type=int, help="cores per node (default: this machine's)")
-    local.add_argument("--memory-mb", type=int, help="memory per node (default: this machine's)")
-    local.add_argument("--gpus", type=int, help="gpus per node (default: 0)")
-    local.add_argument("--nodes", type=int, help="virtual nodes at start (default: 1)")
-    local.add_argument("--max-nodes", type=int, help="most nodes grow may reach (default: nodes)")
-    local.add_argument("--log-dir", help="job output files (default: ensemble-logs)")
-    flux = run.add_argument_group("flux member")
-    flux.add_argument("--flux-uri", help="Flux instance (default: FLUX_URI)")
-    kube = run.add_argument_group("kubernetes member")
-    kube.add_argument("--namespace", help="namespace for Jobs")
-    kube.add_argument("--image", help="container image the jobs run in")
-    kube.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster or ~/.kube)")
-    kube.add_argument("--context", help="kubeconfig context (default: its current one)")
-    kube.add_argument("--minicluster", help="MiniCluster (namespace/name) grow/shrink resize")
-    warm = run.add_argument_group("warm workers (any member; docs/warm-workers.md)")
-    warm.add_argument("--workers", type=int, help="run jobs on N warm workers (default: off)")
-    warm.add_argument("--max-workers", type=int, help="most workers grow may reach")
-    warm.add_argument("--worker-cores", type=int, help="cores of each worker (default: 1)")
-    warm.add_argument("--worker-memory-mb", type=int, help="memory of each worker")
-    warm.add_argument("--idle-seconds", type=float, help="an idle worker leaves after (60)")
-    warm.add_argument("--address", help="where workers connect back to (default: loopback)")
+    for title, flags in MEMBER_FLAG_GROUPS.items():
+        group = run.add_argument_group(title)
+        for flag, kind, text in flags:
+            group.add_argument(flag, type=kind, help=text)
     run.set_defaults(command=_run)
 
     attach = commands.add_parser(
