@@ -429,11 +429,11 @@ def _insert(db: sqlite3.Connection, head: str, rows: list[tuple[Any, ...]]) -> N
     width = len(rows[0])
     most = db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width
     size = 1 << min(10, most.bit_length() - 1)
+    row = "(" + ",".join("?" * width) + ")"
     start, count = 0, len(rows)
     while start < count:
         while size > count - start:
             size >>= 1
-        row = "(" + ",".join("?" * width) + ")"
         chunk = rows[start : start + size]
         db.execute(f"{head} VALUES {','.join([row] * size)}", list(chain.from_iterable(chunk)))
         start += size
