@@ -86,6 +86,14 @@ def main_code(module: str) -> tuple[ModuleSpec, CodeType] | None:
         return None  # the task's own sys.path may find it: the child looks, as `-m` would
 
 
+def fork() -> int:
+    """`os.fork`, with the worker's standard streams flushed first: nothing buffered may be
+    written twice, by the child too."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    return os.fork()
+
+
 def detach(guard: Guard) -> None:
     """Become a task's process: a group of its own, registered with the guard before anything
     runs, and the signal dispositions a job's process starts with."""

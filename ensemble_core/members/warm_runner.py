@@ -21,7 +21,6 @@ import os
 import shutil
 import signal
 import socket
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,9 +35,7 @@ class Runner:
 
     def __init__(self, guard: Guard, installed: tuple[str, ...], tmpdir: Path) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()  # nothing buffered may be written twice, by the child too
-        pid = os.fork()
+        pid = warm_child.fork()
         if pid == 0:
             ours.close()
             warm_child.serve(theirs, guard, installed)

@@ -162,9 +162,7 @@ def _fork(
         raise TaskError(f"the worker could not make the task's TMPDIR: {error}") from None
     changes = {**order.env, "TMPDIR": str(running.tmpdir)}
     env["TMPDIR"] = changes["TMPDIR"]
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()  # nothing buffered may be written twice, by the child too
-    pid = os.fork()
+    pid = warm_child.fork()
     if pid == 0:
         _child(order, env, changes, in_process, fds, guard, running.learned_path, installed)
     return pid
