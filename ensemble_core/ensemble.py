@@ -525,13 +525,14 @@ class Ensemble:
         self, event: JobEvent, error: Exception, entry: tuple[JobHandle, Attempt] | None
     ) -> None:
         """A bug met while handling an event: log it. The job stays followed, so its end still
-        ends it; a job whose end it was ends here, unless its end was handled before the bug."""
+        ends it; a job whose end it was ends here, unless its end was handled before the bug
+        (it has its outcome, or a rule resubmitted it)."""
         log.error("ensemble: error while handling event %s of job %s", event.name, event.jobid)
         log.debug("the error", exc_info=error)
         if entry is None or event.name != "clean":
             return
         handle, attempt = entry
-        if self._by_member_id.get(attempt.member_id) is entry:
+        if not handle.done() and handle.attempts[-1] is attempt:
             self._abandon(handle, attempt, Outcome.FAILED, f"failed: {one_line(error)}")
             self.check_idle()
 
