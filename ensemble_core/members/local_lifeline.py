@@ -22,7 +22,6 @@ import logging
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 from ensemble_core.errors import MemberError
@@ -34,16 +33,6 @@ REAPER = Path(__file__).with_name("local_reaper.py")
 RESTARTS = 3
 #: The longest `close` waits for the reaper to exit (it exits as soon as it reads `close`).
 CLOSE_SECONDS = 5.0
-
-
-def _collect(process: subprocess.Popen[bytes]) -> None:
-    """Wait for a reaper told to exit; kill it if it does not."""
-    try:
-        process.wait(CLOSE_SECONDS)
-    except subprocess.TimeoutExpired:
-        log.warning("local member: its reaper did not exit when told: killing it")
-        process.kill()
-        process.wait()
 
 
 def new_marker() -> str:
@@ -74,10 +63,7 @@ class Lifeline:
         self._spawn()
 
     async def close(self) -> None:
-        """Tell the reaper the jobs are ended; it exits as soon as it reads that, also when
-        this process has exited meanwhile. Not waited for here: a short run would otherwise
-        wait for the reaper to finish starting (about 10 ms); a thread of its own collects its
-        exit status, so a long-lived process keeps no zombie."""
+        """Tell the reaper the jobs are ended, and wait for it to exit."""
         process, self._process = self._process, None
         if process is None:
             return
@@ -85,7 +71,12 @@ class Lifeline:
         with contextlib.suppress(OSError):  # a reaper gone already: nothing to tell
             os.write(self._pipe, b"close\n")
         os.close(self._pipe)
-        threading.Thread(target=_collect, args=(process,), name="reaper-exit", daemon=True).start()
+        try:
+            await asyncio.to_thread(process.wait, CLOSE_SECONDS)
+        except subprocess.TimeoutExpired:
+            log.warning("local member: its reaper did not exit when told: killing it")
+            process.kill()
+            process.wait()
 
     def _spawn(self) -> None:
         read, write = os.pipe()  # both ends close on exec: no task inherits them
