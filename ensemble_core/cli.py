@@ -6,6 +6,9 @@ global limit or on a member error, 2 for bad input, 128 + the signal on SIGINT (
 
 The signal handlers are the first thing `main` sets, and the modules that take time to import are
 imported after that, so a signal at any moment ends the command with one line.
+
+`ensemble run` imports what a run needs only when it needs it; its start-up (imports, pydantic's
+schemas, the file) runs with the garbage collector paused (`CollectorPause`).
 """
 
 from __future__ import annotations
@@ -96,11 +99,36 @@ class Signals:
         self.ensemble.stop(f"interrupted ({self.name})", "interrupted")
 
 
+class CollectorPause:
+    """Python's cyclic garbage collector, paused while an ensemble command starts.
+
+    Importing the modules and building pydantic's schemas makes a few hundred thousand objects
+    that live to the end; every collection on the way walks them again: about 80 collections,
+    10 ms of CPU in a one-job run. Nothing made then is garbage worth a collection, so the
+    collector waits until the ensemble is about to run (`resume`); what the start made is then
+    left out of every later collection (`gc.freeze`), as it would be of the last one at exit.
+    """
+
+    def __init__(self) -> None:
+        self.paused = gc.isenabled()
+        gc.disable()
+
+    def resume(self) -> None:
+        if self.paused:
+            self.paused = False
+            gc.freeze()
+            gc.enable()
+
+
 def main(argv: list[str] | None = None) -> int:
     signals = Signals()
+    collector = CollectorPause()
     try:
         args = _parser().parse_args(argv)
         args.signals = signals
+        args.collector = collector
+        if args.command not in (_run, _attach):  # these resume it once the ensemble is built
+            collector.resume()
         logging.basicConfig(
             level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
             format="%(message)s",
@@ -123,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         # tool does on SIGPIPE, without the interpreter's complaint at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + signal.SIGPIPE
+    finally:
+        collector.resume()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -302,6 +332,7 @@ def _follow(args: argparse.Namespace, config: EnsembleFile, member: Any, journal
     if config.logging.debug:
         logging.getLogger().setLevel(logging.INFO)
     ensemble = Ensemble(member, config, allow_custom=args.allow_custom, state=journal)
+    args.collector.resume()
     signals: Signals = args.signals
     signals.ensemble = ensemble  # from here on a signal stops the ensemble
     detached = False
