@@ -12,13 +12,13 @@ import argparse
 import os
 import secrets
 import sys
-import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ensemble_core.control.controls import Controls
-from ensemble_core.control.unix_socket import ControlSocket
 from ensemble_core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ensemble_core.control.controls import Controls
 
 TOKEN_FILE = "grpc-token"
 TOKEN_VARIABLE = "ENSEMBLE_GRPC_TOKEN"
@@ -74,10 +74,15 @@ class Serving:
 
 def start_controls(ensemble: Any, journal: Any, args: argparse.Namespace) -> Serving:
     """Serve the control socket in the journal's directory (if any) and, with --grpc, gRPC."""
+    serving = Serving()
     directory = None if journal is None else Path(journal.directory)
+    if directory is None and not getattr(args, "grpc", None):
+        return serving  # nothing to serve: nothing of it imported
+    from ensemble_core.control.controls import Controls
+    from ensemble_core.control.unix_socket import ControlSocket
+
     file = None if journal is None else (journal.command or {}).get("file")
     controls = Controls(ensemble, directory, file)
-    serving = Serving()
     if directory is not None:
         try:
             server = ControlSocket(controls, directory)
@@ -88,10 +93,7 @@ def start_controls(ensemble: Any, journal: Any, args: argparse.Namespace) -> Ser
                 file=sys.stderr,
             )
         else:
-            thread = threading.Thread(
-                target=server.serve_forever, name="ensemble-control", daemon=True
-            )
-            thread.start()
+            server.start()
             serving._closers.append(server.stop)
     if getattr(args, "grpc", None):
         try:

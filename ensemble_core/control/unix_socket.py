@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import os
+import selectors
 import socket
 import socketserver
 import struct
@@ -26,7 +27,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ensemble_core.actions import one_line
 from ensemble_core.control.controls import Controls
 from ensemble_core.errors import ConfigError, EnsembleError
 
@@ -40,7 +40,8 @@ _MAX_PATH_BYTES = 100
 
 
 class ControlSocket(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    """Serves `Controls` on the state directory's socket, from threads of its own."""
+    """Serves `Controls` on the state directory's socket, from threads of its own: `start`,
+    then `stop`."""
 
     daemon_threads = True
 
@@ -52,6 +53,11 @@ class ControlSocket(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         )  # left by a killed controller (the journal's lock is ours)
         with socket_address(self.path) as address:
             super().__init__(address, _Handler)
+        self._stopping = False
+        #: `stop` writes to it: the serving loop's select returns at once, without a poll's
+        #: wait or a connection made only to wake it.
+        self._wake, self._waker = os.pipe()
+        self._serving = threading.Thread(target=self._serve, name="ensemble-control", daemon=True)
 
     def server_bind(self) -> None:
         super().server_bind()
@@ -60,21 +66,29 @@ class ControlSocket(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     def server_close(self) -> None:
         super().server_close()
         self.path.unlink(missing_ok=True)
+        for descriptor in (self._wake, self._waker):
+            os.close(descriptor)
+
+    def start(self) -> None:
+        """Serve from a thread of its own."""
+        self._serving.start()
 
     def stop(self) -> None:
-        """End serving now and close: the serving loop notices a shutdown only when its select
-        returns, so a connection wakes it (else every run would wait out a poll at its end)."""
-        stopping = threading.Thread(target=self.shutdown, name="ensemble-control-stop")
-        stopping.start()
-        while stopping.is_alive():
-            with (
-                contextlib.suppress(OSError),
-                socket.socket(socket.AF_UNIX) as poke,
-                socket_address(self.path) as address,
-            ):
-                poke.connect(address)
-            stopping.join(0.01)
+        """End serving now (a request being answered finishes on its own thread) and close."""
+        self._stopping = True
+        os.write(self._waker, b"stop")
+        if self._serving.is_alive():
+            self._serving.join()
         self.server_close()
+
+    def _serve(self) -> None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(self, selectors.EVENT_READ)
+            selector.register(self._wake, selectors.EVENT_READ)
+            while not self._stopping:
+                for key, _ in selector.select():
+                    if key.fileobj is self and not self._stopping:
+                        self._handle_request_noblock()
 
     def answer(self, line: bytes) -> dict[str, Any]:
         """The answer to one request line."""
@@ -100,6 +114,8 @@ class ControlSocket(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         except (ConfigError, EnsembleError) as error:
             return _refused(str(error))
         except Exception as error:  # the controller's answer: the request fails, the run goes on
+            from ensemble_core.actions import one_line  # (`ensemble status` imports this module)
+
             log.warning("ensemble: a control request failed: %s", one_line(error))
             return _refused(f"failed: {one_line(error)}")
         return _refused(f"unknown request {kind!r}: give 'status' or 'action'")

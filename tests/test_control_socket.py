@@ -1,0 +1,37 @@
+"""The control socket's own life: it answers while it serves, and `stop` ends it at once,
+leaving no thread, descriptor or socket file behind."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from ensemble_core.control.client import ask
+from ensemble_core.control.unix_socket import SOCKET_NAME, ControlSocket
+
+
+class _Controls:
+    def status(self, recent=None):
+        return {"controller": "running", "recent": recent}
+
+
+def _descriptors() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_stop_ends_serving_and_leaves_nothing(tmp_path):
+    before = _descriptors()
+    server = ControlSocket(_Controls(), tmp_path)
+    server.start()
+    assert ask(tmp_path, {"request": "status", "recent": 3})["status"]["recent"] == 3
+    server.stop()
+    assert not (tmp_path / SOCKET_NAME).exists()
+    assert not [t for t in threading.enumerate() if t.name == "ensemble-control"]
+    assert _descriptors() <= before
+
+
+def test_a_socket_never_started_stops_too(tmp_path):
+    before = _descriptors()
+    ControlSocket(_Controls(), tmp_path).stop()
+    assert not (tmp_path / SOCKET_NAME).exists()
+    assert _descriptors() <= before
