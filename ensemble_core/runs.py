@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ensemble_core.errors import ConfigError
-from ensemble_core.rules.schema import EnsembleFile
-from ensemble_core.state import StateJournal
+
+if TYPE_CHECKING:  # `ensemble status` and `report` read STATE_DIRECTORY without either
+    from ensemble_core.rules.schema import EnsembleFile
+    from ensemble_core.state import StateJournal
 
 STATE_DIRECTORY = ".ensemble-state"
 
@@ -33,6 +35,8 @@ def digest(config: EnsembleFile) -> str:
 def open_state(directory: str | Path, *, fresh: bool, command: dict[str, Any]) -> StateJournal:
     """The journal of `directory`, checked against `command` (how this run is started): an
     unfinished run recorded there must be of the same configuration."""
+    from ensemble_core.state import StateJournal
+
     journal = StateJournal(directory, fresh=fresh, command=command)
     recorded = journal.recorded_command()
     if recorded is not None and recorded.get("digest") != command["digest"]:
@@ -50,6 +54,8 @@ def recorded_command(directory: str | Path) -> dict[str, Any]:
     path = Path(directory)
     if not (path / "state.db").is_file():
         raise ConfigError(f"{directory}: no ensemble state here; give the --state of a run")
+    from ensemble_core.state import StateJournal
+
     journal = StateJournal(path)
     try:
         recorded = journal.recorded_command()

@@ -11,9 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ensemble_core.control.client import NotRunning, ask
 from ensemble_core.control.controls import OPERATOR_ACTIONS
-from ensemble_core.control.recorded import DATABASE
 from ensemble_core.control.status import RECENT_ACTIONS, recorded_status, status_text
 from ensemble_core.errors import ConfigError, EnsembleError
 from ensemble_core.runs import STATE_DIRECTORY
@@ -84,6 +82,8 @@ def _state_argument(parser: argparse.ArgumentParser) -> None:
 def state_directory(given: str | None, cwd: Path | None = None) -> Path:
     """The state directory named, or the only one recorded beside the current directory's
     ensemble files; ConfigError saying how to name it otherwise."""
+    from ensemble_core.control.recorded import DATABASE
+
     if given is not None:
         path = Path(given)
         if not (path / DATABASE).is_file():
@@ -107,6 +107,8 @@ def state_directory(given: str | None, cwd: Path | None = None) -> Path:
 
 
 def run_status(args: argparse.Namespace) -> int:
+    from ensemble_core.control.client import NotRunning, ask
+
     directory = state_directory(args.state)
     recent = max(0, args.recent)
     try:
@@ -118,6 +120,8 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_action(args: argparse.Namespace) -> int:
+    from ensemble_core.control.client import NotRunning, ask
+
     directory = state_directory(args.state)
     request = {"request": "action", **_action_arguments(args.name, args.arguments)}
     try:

@@ -13,8 +13,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ensemble_core.control.recorded import RecordedRun
-
 if TYPE_CHECKING:
     from ensemble_core.ensemble import Ensemble
 
@@ -48,6 +46,8 @@ def live_status(
 
 def recorded_status(directory: str | Path, recent: int = RECENT_ACTIONS) -> dict[str, Any]:
     """The status as the journal last recorded it (a run that ended, or lost its controller)."""
+    from ensemble_core.control.recorded import RecordedRun  # not needed by a running controller
+
     with RecordedRun(directory) as run:
         command = run.command
         groups = run.metrics().summary()
