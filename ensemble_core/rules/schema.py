@@ -142,7 +142,12 @@ Heartbeat = Annotated[
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Unknown keys refused. Each model's validator is built when it is first used on its own
+    (`defer_build`): validating a file builds `EnsembleFile`'s, which holds the schemas of
+    every section, and the models of the sections then need none of their own until something
+    validates one alone (an operator's `Action`)."""
+
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class Action(_Strict):
