@@ -297,11 +297,13 @@ def _no_member_flags(args: argparse.Namespace) -> None:
 
 def _create_member(config: EnsembleFile, name: str, settings: dict[str, Any]) -> Any:
     """The member of the run: the one named, or the router over the file's `members:`."""
-    from ensemble_core.members import create_member
+    if not config.members:
+        from ensemble_core.members import create_member
+
+        return create_member(name, **settings)
     from ensemble_core.members.declared import create_router, in_config
 
-    several = in_config(config)
-    return create_member(name, **settings) if several is None else create_router(several)
+    return create_router(in_config(config))
 
 
 def _journal(args: argparse.Namespace, config: EnsembleFile, command: dict[str, Any]):

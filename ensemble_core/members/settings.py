@@ -78,6 +78,8 @@ def check_settings(member: str, settings: Mapping[str, Any]) -> dict[str, Any]:
             f"member settings must be a mapping of setting names to values, "
             f"not {type(settings).__name__}"
         )
+    if not settings:  # nothing to check: no model built (it costs a run's start a few ms)
+        return {}
     model = settings_model(member)
     for setting in settings:
         if setting not in model.model_fields:

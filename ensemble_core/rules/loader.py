@@ -13,7 +13,6 @@ from pydantic import ValidationError
 from ensemble_core.bounds import shown
 from ensemble_core.errors import ConfigError
 from ensemble_core.members import MEMBERS
-from ensemble_core.members.declared import DeclarationError, declared
 from ensemble_core.members.settings import SettingError, check_settings
 from ensemble_core.rules import yamlfile
 from ensemble_core.rules.engine import metric_group
@@ -159,6 +158,8 @@ def _check_members(ensemble: EnsembleFile, document: Document) -> None:
                     [key], f"{key}: is about several members: declare them under members:"
                 )
         return
+    from ensemble_core.members.declared import DeclarationError, declared  # several members only
+
     if ensemble.member:
         raise document.fail(
             ["member"],
