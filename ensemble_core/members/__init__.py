@@ -37,7 +37,8 @@ def create_member(name: str, **settings: Any) -> Member:
     from ensemble_core.members.settings import check_settings
     from ensemble_core.members.warm_settings import split_warm
 
-    own, warm = split_warm(check_settings(name, settings))
+    checked = check_settings(name, settings)
+    own, warm = split_warm(checked) if checked else ({}, {})  # (split_warm imports WarmMember)
     member = member_class(name)(**own)
     if "workers" not in warm:
         return member
