@@ -67,16 +67,22 @@ class Lifeline:
         process, self._process = self._process, None
         if process is None:
             return
-        self._unwatch()
+        pidfd, self._pidfd = self._pidfd, -1
+        if pidfd >= 0:
+            assert self._loop is not None
+            self._loop.remove_reader(pidfd)  # its end is awaited below, not an early end
         with contextlib.suppress(OSError):  # a reaper gone already: nothing to tell
             os.write(self._pipe, b"close\n")
         os.close(self._pipe)
         try:
-            await asyncio.to_thread(process.wait, CLOSE_SECONDS)
-        except subprocess.TimeoutExpired:
+            await _exit_of(process, pidfd)
+        except (TimeoutError, subprocess.TimeoutExpired):
             log.warning("local member: its reaper did not exit when told: killing it")
             process.kill()
             process.wait()
+        finally:
+            if pidfd >= 0:
+                os.close(pidfd)
 
     def _spawn(self) -> None:
         read, write = os.pipe()  # both ends close on exec: no task inherits them
@@ -131,3 +137,21 @@ class Lifeline:
             self._spawn()
         except MemberError as error:
             log.error("%s", error)
+
+
+async def _exit_of(process: subprocess.Popen[bytes], pidfd: int) -> None:
+    """Wait (at most CLOSE_SECONDS) until `process` exits, and reap it: on the loop through its
+    pidfd, which is readable from the moment it exits (Popen's own wait with a timeout polls,
+    sleeping ever longer, which made every close wait several ms more than the reaper took)."""
+    if pidfd < 0:  # no pidfds here
+        await asyncio.to_thread(process.wait, CLOSE_SECONDS)
+        return
+    loop = asyncio.get_running_loop()
+    exited = loop.create_future()
+    loop.add_reader(pidfd, lambda: exited.done() or exited.set_result(None))
+    try:
+        async with asyncio.timeout(CLOSE_SECONDS):
+            await exited
+    finally:
+        loop.remove_reader(pidfd)
+    process.wait()  # it has exited: this only reaps it
