@@ -3,6 +3,11 @@
 Status checks read the outcome each job handle already holds; the core resolves handles from the
 member's events, so a check round costs no call to the queue. An outcome also wakes the status
 thread at once instead of leaving it to sleep out a polling interval.
+
+Snakemake imports every installed executor plugin to build its command line: the Snakemake
+process of every job does, and so does every warm worker. So this module imports the ensemble
+core (pydantic, the rules, the state journal) only when an executor is made, not when Snakemake
+imports the plugin; a job's Snakemake never loads it.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import contextlib
 import os
 import threading
 from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING
 
 from snakemake_interface_common.exceptions import ApiError, WorkflowError
 from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
@@ -20,21 +26,39 @@ from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 from snakemake_interface_executor_plugins.logging import LoggerExecutorInterface
 from snakemake_interface_executor_plugins.workflow import WorkflowExecutorInterface
 
-from ensemble_core.api import open_ensemble
-from ensemble_core.control.front_door_record import FrontDoorRecord
-from ensemble_core.ensemble import Ensemble
 from ensemble_core.errors import EnsembleError
-from ensemble_core.jobs import JobHandle
-from ensemble_core.progress import Progress
-from ensemble_core.report import summary_table
-from ensemble_core.report_html import write_run_report
-from ensemble_core.spec import JobSpec
-from snakemake_executor_plugin_ensemble.jobspec import job_identity, job_spec
 from snakemake_executor_plugin_ensemble.settings import LOG_DIR, STATE_DIR, member_settings
-from snakemake_executor_plugin_ensemble.warm import in_process
+
+if TYPE_CHECKING:
+    from ensemble_core.control.front_door_record import FrontDoorRecord
+    from ensemble_core.ensemble import Ensemble
+    from ensemble_core.jobs import JobHandle
+    from ensemble_core.progress import Progress
+    from ensemble_core.spec import JobSpec
 
 #: The longest the status thread sleeps between rounds; an outcome wakes it sooner.
 STATUS_INTERVAL = 0.5
+#: What Snakemake's scheduler runs on its timers: it wakes itself again one timespan of its
+#: rate limiter (`--max-jobs-per-timespan`, a second unless set) after each scheduling round.
+SCHEDULER_TIMER = "JobScheduler._schedule_reevalutation.<locals>.<lambda>"
+
+
+def cancel_scheduler_timers() -> int:
+    """Cancel the timers Snakemake's scheduler started to wake itself; how many.
+
+    Each is a non-daemon thread, which the interpreter waits for at its exit: a Snakemake
+    process outlives its workflow by up to a second. Call this only once the scheduler is done
+    (its executor shut down, or its command line returned): nothing is left for them to wake.
+    Other timers are left alone (a `run:` block may have started one)."""
+    cancelled = 0
+    for thread in threading.enumerate():
+        function = getattr(thread, "function", None)
+        if isinstance(thread, threading.Timer) and (
+            getattr(function, "__qualname__", None) == SCHEDULER_TIMER
+        ):
+            thread.cancel()
+            cancelled += 1
+    return cancelled
 
 
 class Wakeup:
@@ -87,6 +111,10 @@ class Executor(RemoteExecutor):
         super().__init__(workflow, logger)
 
     def __post_init__(self) -> None:
+        from ensemble_core.api import open_ensemble
+        from ensemble_core.control.front_door_record import FrontDoorRecord
+        from ensemble_core.progress import Progress
+
         settings = self.workflow.executor_settings
         self._member = settings.member
         try:
@@ -127,6 +155,9 @@ class Executor(RemoteExecutor):
         await self._wakeup.wait(STATUS_INTERVAL)
 
     def run_job(self, job: JobExecutorInterface) -> None:
+        from snakemake_executor_plugin_ensemble.jobspec import job_identity, job_spec
+        from snakemake_executor_plugin_ensemble.warm import in_process
+
         assert self._ensemble is not None
         log_file = os.path.abspath(job.logfile_suggestion(LOG_DIR))
         line = self.format_job_exec(job)
@@ -238,10 +269,21 @@ class Executor(RemoteExecutor):
                 self._ensemble.cancel(handle)
 
     def shutdown(self) -> None:
-        """Stop the status thread, close the ensemble (ending what still runs), print a summary."""
+        """Stop the status thread, close the ensemble (ending what still runs), print a summary.
+
+        The status thread is woken as it is told to end: otherwise Snakemake's shutdown waits
+        for it to sleep out its interval (half a second at the end of every run)."""
+        with self.lock:
+            self.wait = False
+        self._wakeup.notify()
         super().shutdown()
+        # Snakemake calls this when its scheduler is done: its timers would only keep the
+        # process alive after the workflow's end, as they do with every other executor.
+        cancel_scheduler_timers()
         if self._ensemble is None or self._closed:
             return
+        from ensemble_core.report import summary_table
+
         self._closed = True
         if self._progress is not None:
             self._progress.close()
@@ -258,6 +300,8 @@ class Executor(RemoteExecutor):
     def _write_report(self, path: str) -> None:
         """The report of the ensemble (--ensemble-report); a failure to write it is logged, for
         the workflow's outcome is what it is."""
+        from ensemble_core.report_html import write_run_report
+
         try:
             jobs = write_run_report(self._record, path)
         except EnsembleError as error:

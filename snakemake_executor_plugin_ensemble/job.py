@@ -6,7 +6,8 @@ A spawned Snakemake runs one job, and its scheduler's rate limiter (`--max-jobs-
 to wake the scheduler again. That thread is not a daemon, so the interpreter waits for it before
 it exits: each job's process outlives the job's work by up to a second, and so does the job
 on a warm worker, which ends the way the interpreter would. Once Snakemake's command line has
-returned, its scheduler is done and nothing is left for those timers to wake: this cancels them.
+returned, its scheduler is done and nothing is left for those timers to wake: this cancels them
+(only those: a timer the job's own code started runs out as it would).
 
 Imported (not run), as a warm worker imports it before forking jobs from itself, it also builds
 Snakemake's argument parser once: that fills Snakemake's plugin registries, singletons that scan
@@ -16,19 +17,18 @@ the whole import path when first used, which is half of what starting a job cost
 from __future__ import annotations
 
 import sys
-import threading
 
 from snakemake.cli import get_argument_parser
 from snakemake.cli import main as snakemake_main
+
+from snakemake_executor_plugin_ensemble.executor import cancel_scheduler_timers
 
 
 def main() -> None:
     try:
         snakemake_main(sys.argv[1:])
     finally:
-        for thread in threading.enumerate():
-            if isinstance(thread, threading.Timer):
-                thread.cancel()
+        cancel_scheduler_timers()
 
 
 if __name__ == "__main__":

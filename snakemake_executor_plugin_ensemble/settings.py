@@ -12,7 +12,6 @@ from snakemake_interface_executor_plugins.settings import ExecutorSettingsBase
 
 from ensemble_core import bounds
 from ensemble_core.members import MEMBERS
-from ensemble_core.members.settings import SettingError, check_settings
 
 #: Where the jobs' logs go (the plugin names one file per job; the local member's log_dir).
 LOG_DIR = ".snakemake/ensemble_logs"
@@ -31,13 +30,17 @@ FRONT_DOOR_FIELDS = (
 )
 #: Where the ensemble of a workflow is recorded unless --ensemble-state says otherwise.
 STATE_DIR = ".snakemake/ensemble-state"
-#: What warm workers import before the first job: Snakemake's command line and API (the rest
-#: of what a job imports they learn from the first one).
+#: What warm workers import before the first job: Snakemake's command line and API, and what
+#: every job imports as it runs (Snakemake's source cache opens the Snakefile through
+#: smart_open, which imports its clients of every protocol: a tenth of a second). The rest of
+#: what a job imports they learn from the first one.
 WARM_PRELOAD = [
     "snakemake_executor_plugin_ensemble.job",
     "snakemake.api",
     "snakemake.workflow",
     "snakemake.report",
+    "smart_open",
+    "graphlib",
 ]
 #: `--ensemble-memory-overhead-mb`: 0 or more, at most a terabyte.
 MEMORY_OVERHEAD = bounds.Bound(0, 1_000_000, whole=True)
@@ -185,6 +188,9 @@ class ExecutorSettings(ExecutorSettingsBase):
 def member_settings(settings: ExecutorSettings) -> dict[str, Any]:
     """Every flag checked, then the settings of the chosen member: a flag out of range, or one
     of another member, is a WorkflowError naming it, in the words `ensemble run` uses."""
+    # Here, not at the top: every job's Snakemake imports this module (executor.py says why).
+    from ensemble_core.members.settings import SettingError, check_settings
+
     problem = MEMORY_OVERHEAD.problem(settings.memory_overhead_mb)
     if problem:
         raise WorkflowError(f"{_flag('memory_overhead_mb')}: {problem}")

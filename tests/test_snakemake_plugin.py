@@ -14,16 +14,21 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from snakemake.scheduling.job_scheduler import JobScheduler
 from snakemake_interface_common.exceptions import WorkflowError
 
 from ensemble_core.testing.processes import processes_with
+from snakemake_executor_plugin_ensemble import executor as executor_module
+from snakemake_executor_plugin_ensemble.executor import Executor, Wakeup, cancel_scheduler_timers
 from snakemake_executor_plugin_ensemble.jobspec import OWN_TMPDIR, RANK_ZERO_ONLY, job_spec
 from snakemake_executor_plugin_ensemble.settings import LOG_DIR, ExecutorSettings, member_settings
 
@@ -138,6 +143,65 @@ def test_help_lists_the_ensemble_flags() -> None:
         "--ensemble-namespace NAME",
     ):
         assert flag in help_text
+
+
+def test_snakemake_importing_the_plugin_leaves_the_ensemble_core_out() -> None:
+    """Every job's Snakemake (and every warm worker) imports each executor plugin to build its
+    command line: the plugin then loads the ensemble core only when an executor is made."""
+    probe = (
+        "import sys, snakemake_executor_plugin_ensemble as plugin; "
+        "from snakemake_interface_executor_plugins.registry import ExecutorPluginRegistry; "
+        "ExecutorPluginRegistry().validate_plugin('ensemble', plugin); "
+        "print(' '.join(sorted(sys.modules)))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.split()
+    heavy = {"ensemble_core.api", "ensemble_core.ensemble", "ensemble_core.spec", "pydantic"}
+    assert not heavy & set(loaded)
+
+
+def test_shutdown_wakes_the_status_thread_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Snakemake's shutdown joins the status thread: it must not sleep out its interval."""
+    monkeypatch.setattr(executor_module, "STATUS_INTERVAL", 3600.0)
+    executor = Executor.__new__(Executor)  # what shutdown and the status thread touch
+    executor._wakeup = Wakeup()
+    executor._ensemble = None
+    executor.lock = threading.Lock()
+    executor.wait = True
+    executor.active_jobs = []
+    executor.workflow = SimpleNamespace(
+        executor_plugin=SimpleNamespace(
+            common_settings=SimpleNamespace(init_seconds_before_status_checks=0)
+        ),
+        remote_execution_settings=SimpleNamespace(immediate_submit=True),
+    )
+    executor.wait_thread = threading.Thread(target=executor._wait_thread, daemon=True)
+    executor.wait_thread.start()
+    time.sleep(0.2)  # asleep in its first interval by now
+    closing = threading.Thread(target=executor.shutdown, daemon=True)
+    closing.start()
+    closing.join(30)
+    assert not closing.is_alive() and not executor.wait_thread.is_alive()
+
+
+def test_the_schedulers_timers_are_cancelled_and_no_others() -> None:
+    """Snakemake's scheduler wakes itself with a non-daemon Timer after each round: the
+    interpreter would wait up to a second for it at exit. Other timers run out."""
+    scheduler = SimpleNamespace(_open_jobs=threading.Semaphore(0))
+    before = set(threading.enumerate())
+    JobScheduler._schedule_reevalutation(scheduler, 3600)  # type: ignore[arg-type]
+    (reevaluation,) = set(threading.enumerate()) - before
+    other = threading.Timer(3600, lambda: None)
+    other.start()
+    try:
+        assert cancel_scheduler_timers() == 1
+        reevaluation.join(10)
+        assert not reevaluation.is_alive()
+        assert other.is_alive()
+    finally:
+        other.cancel()
+        reevaluation.cancel()
 
 
 # Workflows ------------------------------------------------------------------------------------

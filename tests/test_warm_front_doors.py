@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from test_snakemake_plugin import ALLOCATE, run_snakemake, write_snakefile
 
 from ensemble_core.members.warm import WarmMember
 from parsl_ensemble import EnsembleExecutor, inputs
+from snakemake_executor_plugin_ensemble.settings import WARM_PRELOAD
 
 WARM_WORKER = "ensemble_core.members.warm_worker"
 
@@ -150,3 +153,10 @@ def test_snakemake_with_workers(tmp_path: Path) -> None:
     assert logs and all(
         "snakemake_executor_plugin_ensemble/job.py" in log.read_text() for log in logs
     )
+
+
+def test_the_snakemake_preload_imports() -> None:
+    """What warm workers import for Snakemake jobs is there to import (a worker skips a name it
+    cannot import, and its jobs would pay for it again)."""
+    probe = "import importlib, sys; [importlib.import_module(m) for m in sys.argv[1:]]"
+    subprocess.run([sys.executable, "-c", probe, *WARM_PRELOAD], check=True)
