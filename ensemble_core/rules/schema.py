@@ -381,9 +381,7 @@ class JobGroup(_Strict):
     workdir: str | None = None
     environment: dict[str, str] = Field(default_factory=dict)
     member: str | None = Field(None, description="the member the jobs go to (of members:)")
-    requires: list[str] = Field(
-        default_factory=list, description="features the member must offer (of members:)"
-    )
+    requires: list[str] = Field([], description="features the member must offer (of members:)")
 
     @field_validator("name")
     @classmethod
@@ -512,8 +510,11 @@ class Routing(_Strict):
 class EnsembleFile(_Strict):
     """An ensemble file (`ensemble run`) or a shared rules file (Snakemake, Parsl)."""
 
-    jobs: list[JobGroup] = Field(default_factory=list)
-    rules: list[Rule] = Field(default_factory=list)
+    #: `[]`, not `default_factory=list`: pydantic copies a default list for each model all the
+    #: same, and asks a factory for its signature, which for `list` means tokenizing its text
+    #: signature (compiling the tokenizer's expressions: 2 ms of a run's start).
+    jobs: list[JobGroup] = []
+    rules: list[Rule] = []
     logging: Logging = Field(default_factory=Logging)
     limits: Limits = Field(default_factory=Limits)
     member: dict[str, Any] = Field(
