@@ -11,11 +11,14 @@ returned, its scheduler is done and nothing is left for those timers to wake: th
 
 Imported (not run), as a warm worker imports it before forking jobs from itself, it also builds
 Snakemake's argument parser once: that fills Snakemake's plugin registries, singletons that scan
-the whole import path when first used, which is half of what starting a job costs.
+the whole import path when first used, which is half of what starting a job costs. And it asks
+for the platform's description, which every job's Snakemake prints: the answer is cached, where
+each job would run `uname -p` in a process of its own to find the processor's name.
 """
 
 from __future__ import annotations
 
+import platform
 import sys
 
 from snakemake.cli import get_argument_parser
@@ -35,3 +38,4 @@ if __name__ == "__main__":
     main()
 else:
     get_argument_parser()
+    platform.platform()

@@ -9,6 +9,11 @@ a TMPDIR of its own, removed at its end, as the wrapper did, and the job runs th
 `snakemake_executor_plugin_ensemble.job`, Snakemake's command line without the second its
 process waits for after the job (job.py). A line with anything else (a `--precommand`, an
 executor prefix or suffix, a pipe) keeps its shell and runs as before.
+
+A job's Snakemake schedules only the job it was given (or a group job's few), which Snakemake's
+greedy scheduler picks as its ILP scheduler would; the ILP one runs its solver (CBC) as a
+process of its own for that, a tenth of what a warm job costs. So the job's `--scheduler ilp`
+becomes `greedy`; the workflow's own Snakemake keeps its scheduler.
 """
 
 from __future__ import annotations
@@ -51,6 +56,9 @@ def in_process(spec: JobSpec, line: str) -> JobSpec:
     if command[1:3] != ["-m", "snakemake"]:
         return spec
     command[2] = JOB_MODULE
+    for index, word in enumerate(command[:-1]):
+        if word == "--scheduler" and command[index + 1] == "ilp":
+            command[index + 1] = "greedy"
     return spec.model_copy(
         update={"command": command, "environment": {**spec.environment, **environment}}
     )

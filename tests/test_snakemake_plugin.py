@@ -26,11 +26,13 @@ import pytest
 from snakemake.scheduling.job_scheduler import JobScheduler
 from snakemake_interface_common.exceptions import WorkflowError
 
+from ensemble_core.spec import JobSpec
 from ensemble_core.testing.processes import processes_with
 from snakemake_executor_plugin_ensemble import executor as executor_module
 from snakemake_executor_plugin_ensemble.executor import Executor, Wakeup, cancel_scheduler_timers
 from snakemake_executor_plugin_ensemble.jobspec import OWN_TMPDIR, RANK_ZERO_ONLY, job_spec
 from snakemake_executor_plugin_ensemble.settings import LOG_DIR, ExecutorSettings, member_settings
+from snakemake_executor_plugin_ensemble.warm import JOB_MODULE, in_process
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
@@ -202,6 +204,34 @@ def test_the_schedulers_timers_are_cancelled_and_no_others() -> None:
     finally:
         other.cancel()
         reevaluation.cancel()
+
+
+def test_a_warm_job_runs_its_snakemake_in_process_with_the_greedy_scheduler() -> None:
+    spec = JobSpec(command=["/bin/sh", "-c", "unused"], environment={"KEEP": "1"})
+    line = (
+        "export A='one two' && /py -m snakemake --target-jobs 'a:i=1' --scheduler 'ilp' "
+        "--scheduler-solver-path '/bin' --cores 2"
+    )
+    warm = in_process(spec, line)
+    assert warm.command == [
+        *("/py", "-m", JOB_MODULE, "--target-jobs", "a:i=1", "--scheduler", "greedy"),
+        *("--scheduler-solver-path", "/bin", "--cores", "2"),
+    ]
+    assert warm.environment == {"KEEP": "1", "A": "one two"}
+    other = in_process(spec, "/py -m snakemake --scheduler 'my-plugin'")
+    assert other.command[-2:] == ["--scheduler", "my-plugin"]  # only ILP is replaced
+    assert in_process(spec, "cd /x; /py -m snakemake --scheduler ilp") is spec  # a shell's
+
+
+def test_a_warm_workers_jobs_find_the_platform_described() -> None:
+    """Every job's Snakemake prints the platform; a worker asks once, not a `uname -p` a job."""
+    probe = (
+        "import subprocess, platform, snakemake_executor_plugin_ensemble.job\n"
+        "def refuse(*args, **kwargs): raise RuntimeError('a process was started')\n"
+        "subprocess.Popen = refuse\n"
+        "print(platform.platform())"
+    )
+    subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True)
 
 
 # Workflows ------------------------------------------------------------------------------------
