@@ -335,7 +335,6 @@ def _follow(args: argparse.Namespace, config: EnsembleFile, member: Any, journal
     """Run (or resume) the ensemble to its end, or until it is detached; the exit status."""
     from ensemble_core.control.serve import start_controls
     from ensemble_core.ensemble import Ensemble
-    from ensemble_core.progress import Progress, planned_jobs
 
     if config.logging.debug:
         logging.getLogger().setLevel(logging.INFO)
@@ -354,6 +353,8 @@ def _follow(args: argparse.Namespace, config: EnsembleFile, member: Any, journal
             detached = ensemble.settle()
             return _detached(args, ensemble, journal)
         if not args.json:
+            from ensemble_core.progress import Progress, planned_jobs
+
             shown.append(Progress(ensemble, planned=planned_jobs(config)))
         while not ensemble.wait(STATUS_SECONDS):
             pass
