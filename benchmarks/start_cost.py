@@ -4,12 +4,23 @@ Runs `ensemble run` on an ensemble of one `true` job (no state journal, then wit
 times and takes the median wall time; the job's own run time (from the report) is subtracted.
 Beside it, the peer: a Python process that only starts and runs the same `true` job. Target
 (issue 12): a fixed cost of at most 0.2 s on a quiet machine.
+
+Each figure comes with the CPU time of the processes (user + system: `ensemble run`, its reaper
+and the job), which varies less than the wall time when the machine is busy, and the load
+average before and after. `--baseline DIR` runs the same commands with the code of another
+tree (a checkout of an older commit: PYTHONPATH=DIR) taking turns with this one, so that both
+see the same machine.
+
+    python -m benchmarks.start_cost [--rounds 7] [--baseline /tmp/old]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -23,34 +34,75 @@ ONE_JOB = (
     "rules:\n  - {trigger: start, action: {name: submit, label: one}}\n"
 )
 PEER = "import subprocess; subprocess.run(['true'])"
+#: `ensemble run` as the console script starts it, from whichever tree PYTHONPATH names first.
+ENSEMBLE = "import sys; from ensemble_core.cli import program; sys.argv[0] = 'ensemble'; program()"
+WAYS = (("run", ["--no-state"]), ("run with state", []))
 
 
-def timed(command: list[str], cwd: Path) -> tuple[float, str]:
+def timed(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float, str]:
+    """Wall seconds, CPU seconds (the command and the processes it waited for) and stdout."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=True)
-    return time.perf_counter() - started, done.stdout
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, check=True)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return wall, cpu, done.stdout
 
 
-def main() -> dict[str, float]:
-    ensemble = str(Path(sys.executable).with_name("ensemble"))
-    results: dict[str, list[float]] = {"peer": [], "run": [], "run with state": []}
+def load_average() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument("--baseline", metavar="DIR", help="another tree to take turns with")
+    args = parser.parse_args(argv)
+    # Bytecode is written and read as an installed package's would be (a shell that sets
+    # PYTHONDONTWRITEBYTECODE makes every start compile each module changed since its .pyc).
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
+    trees = {"": env}
+    if args.baseline:
+        trees["baseline "] = {**env, "PYTHONPATH": str(Path(args.baseline).resolve())}
+    wall: dict[str, list[float]] = {"peer": []}
+    cpu: dict[str, list[float]] = {"peer": []}
+    load_before = load_average()
     with tempfile.TemporaryDirectory(prefix="start-cost-") as directory:
         workdir = Path(directory)
         (workdir / "one.yaml").write_text(ONE_JOB)
-        for _ in range(ROUNDS):
-            results["peer"].append(timed([sys.executable, "-c", PEER], workdir)[0])
-            for way, extra in (("run", ["--no-state"]), ("run with state", [])):
-                seconds, stdout = timed([ensemble, "run", "one.yaml", "--json", *extra], workdir)
-                job = json.loads(stdout)["groups"]["one"]["duration"]["max"]
-                results[way].append(seconds - job)
-    medians = {way: statistics.median(values) for way, values in results.items()}
+        for _ in range(args.rounds):
+            seconds, used, _ = timed([sys.executable, "-c", PEER], workdir, env)
+            wall["peer"].append(seconds)
+            cpu["peer"].append(used)
+            for prefix, tree_env in trees.items():
+                for way, extra in WAYS:
+                    command = [sys.executable, "-c", ENSEMBLE, "run", "one.yaml", "--json", *extra]
+                    seconds, used, stdout = timed(command, workdir, tree_env)
+                    job = json.loads(stdout)["groups"]["one"]["duration"]["max"]
+                    wall.setdefault(prefix + way, []).append(seconds - job)
+                    cpu.setdefault(prefix + way, []).append(used)
+    medians = {
+        way: {"wall": statistics.median(wall[way]), "cpu": statistics.median(cpu[way])}
+        for way in wall
+    }
     print(
-        f"start cost, median of {ROUNDS} (python {platform.python_version()}): a Python process "
-        f"running `true` {medians['peer']:.3f} s; `ensemble run` on one `true` job, minus the job: "
-        f"{medians['run']:.3f} s, with the state journal {medians['run with state']:.3f} s; "
-        "target at most 0.2 s"
+        f"start cost, median of {args.rounds} (python {platform.python_version()}, load average "
+        f"{load_before} before, {load_average()} after; wall time, CPU time in brackets):"
     )
+    print(f"  a Python process running `true`: {_shown(medians['peer'])}")
+    for prefix in trees:
+        for way, _ in WAYS:
+            what = "`ensemble run`" if way == "run" else "`ensemble run` with the state journal"
+            tree = f" ({args.baseline})" if prefix else ""
+            shown = _shown(medians[prefix + way])
+            print(f"  {what}{tree} on one `true` job, minus the job: {shown}")
+    print("  target: at most 0.2 s")
     return medians
+
+
+def _shown(median: dict[str, float]) -> str:
+    return f"{median['wall']:.3f} s ({median['cpu']:.3f} s)"
 
 
 if __name__ == "__main__":
