@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -302,3 +303,23 @@ def test_workers_make_a_warm_member_around_the_chosen_one(log_dir):
         2,
     )
     assert isinstance(create_member("local", log_dir=log_dir), LocalMember)
+
+
+def test_a_worker_imports_without_collecting_and_freezes_what_it_imported(tmp_path):
+    """A worker's imports run with the cyclic collector off (it went through every object of a
+    large import again and again), which is on again afterwards, and what they made is frozen."""
+    (tmp_path / "probe_module.py").write_text("import gc\nCOLLECTING = gc.isenabled()\n")
+    probe = f"""
+import gc, sys
+sys.path.insert(0, {str(tmp_path)!r})
+from ensemble_core.members.warm_worker import Worker
+worker = Worker.__new__(Worker)
+worker.name, worker._imported, worker._warned_threads = "w1", set(), False
+assert worker._import(["probe_module", "no_such_module"]) == ["probe_module"]
+import probe_module
+assert not probe_module.COLLECTING and gc.isenabled() and gc.get_freeze_count() > 0
+gc.disable()
+worker._import(["json"])
+assert not gc.isenabled()  # left as it was
+"""
+    subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True)

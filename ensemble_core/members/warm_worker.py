@@ -371,17 +371,28 @@ class Worker:
         self._after(MEMORY_CHECK_SECONDS, self._check_memory)
 
     def _import(self, modules: list[str]) -> list[str]:
-        """Import modules tasks will need, once each; the ones newly imported."""
+        """Import modules tasks will need, once each; the ones newly imported.
+
+        The cyclic garbage collector is off meanwhile: an import makes objects by the hundred
+        thousand (Snakemake's), and each time they grow by a quarter it went through all of
+        them, a fifth of the import's time. They are module state, which lives as long as the
+        worker, and are frozen after it (tasks' collections leave them alone, as before)."""
         fresh = []
-        for name in modules:
-            if name in self._imported or name in sys.modules:
-                continue
-            self._imported.add(name)
-            try:
-                importlib.import_module(name)
-            except BaseException:
-                continue  # a module that only imports in its task's context: left to the task
-            fresh.append(name)
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            for name in modules:
+                if name in self._imported or name in sys.modules:
+                    continue
+                self._imported.add(name)
+                try:
+                    importlib.import_module(name)
+                except BaseException:
+                    continue  # a module that only imports in its task's context: left to it
+                fresh.append(name)
+        finally:
+            if collecting:
+                gc.enable()
         if fresh:
             gc.freeze()  # what is imported stays out of the tasks' collections: fewer copies
         if fresh and threading.active_count() > 1 and not self._warned_threads:
