@@ -7,9 +7,11 @@ Beside it, the peer: a Python process that only starts and runs the same `true` 
 
 Each figure comes with the CPU time of the processes (user + system: `ensemble run`, its reaper
 and the job), which varies less than the wall time when the machine is busy, and the load
-average before and after. `--baseline DIR` runs the same commands with the code of another
-tree (a checkout of an older commit: PYTHONPATH=DIR) taking turns with this one, so that both
-see the same machine.
+average before and after. A second peer shows what no change to ensemble_core can save: a
+process that imports every module of the standard library and of other packages that the run
+with the state journal imports, and nothing else (none of ensemble_core's code runs).
+`--baseline DIR` runs the same commands with the code of another tree (a checkout of an older
+commit: PYTHONPATH=DIR) taking turns with this one, so that both see the same machine.
 
     python -m benchmarks.start_cost [--rounds 7] [--baseline /tmp/old]
 """
@@ -34,6 +36,21 @@ ONE_JOB = (
     "rules:\n  - {trigger: start, action: {name: submit, label: one}}\n"
 )
 PEER = "import subprocess; subprocess.run(['true'])"
+#: Prints the modules `ensemble run` imported (run in the work directory, after the run).
+MODULES = (
+    "import json, sys; from ensemble_core.cli import main; "
+    "sys.argv = ['ensemble', 'run', 'one.yaml', '--json']; main(); "
+    "print(json.dumps(sorted(sys.modules)), file=sys.stderr)"
+)
+#: Imports the modules named in argv, as far as they import on their own.
+IMPORTS = (
+    "import importlib, sys\n"
+    "for name in sys.argv[1:]:\n"
+    "    try:\n"
+    "        importlib.import_module(name)\n"
+    "    except Exception:\n"
+    "        pass\n"
+)
 #: `ensemble run` as the console script starts it, from whichever tree PYTHONPATH names first.
 ENSEMBLE = "import sys; from ensemble_core.cli import program; sys.argv[0] = 'ensemble'; program()"
 WAYS = (("run", ["--no-state"]), ("run with state", []))
@@ -65,16 +82,27 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     trees = {"": env}
     if args.baseline:
         trees["baseline "] = {**env, "PYTHONPATH": str(Path(args.baseline).resolve())}
-    wall: dict[str, list[float]] = {"peer": []}
-    cpu: dict[str, list[float]] = {"peer": []}
+    wall: dict[str, list[float]] = {"peer": [], "imports": []}
+    cpu: dict[str, list[float]] = {"peer": [], "imports": []}
     load_before = load_average()
     with tempfile.TemporaryDirectory(prefix="start-cost-") as directory:
         workdir = Path(directory)
         (workdir / "one.yaml").write_text(ONE_JOB)
+        listed = subprocess.run(
+            [sys.executable, "-c", MODULES], cwd=workdir, env=env, capture_output=True, text=True
+        )
+        others = [
+            name
+            for name in json.loads(listed.stderr.splitlines()[-1])
+            if name.partition(".")[0] not in ("ensemble_core", "__main__")
+        ]
+        peers = {"peer": [sys.executable, "-c", PEER], "imports": [sys.executable, "-c", IMPORTS]}
+        peers["imports"] += others
         for _ in range(args.rounds):
-            seconds, used, _ = timed([sys.executable, "-c", PEER], workdir, env)
-            wall["peer"].append(seconds)
-            cpu["peer"].append(used)
+            for peer, command in peers.items():
+                seconds, used, _ = timed(command, workdir, env)
+                wall[peer].append(seconds)
+                cpu[peer].append(used)
             for prefix, tree_env in trees.items():
                 for way, extra in WAYS:
                     command = [sys.executable, "-c", ENSEMBLE, "run", "one.yaml", "--json", *extra]
@@ -91,6 +119,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         f"{load_before} before, {load_average()} after; wall time, CPU time in brackets):"
     )
     print(f"  a Python process running `true`: {_shown(medians['peer'])}")
+    print(
+        f"  a Python process importing the {len(others)} other modules the run imports: "
+        f"{_shown(medians['imports'])}"
+    )
     for prefix in trees:
         for way, _ in WAYS:
             what = "`ensemble run`" if way == "run" else "`ensemble run` with the state journal"
