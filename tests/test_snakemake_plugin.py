@@ -223,13 +223,16 @@ def test_a_warm_job_runs_its_snakemake_in_process_with_the_greedy_scheduler() ->
     assert in_process(spec, "cd /x; /py -m snakemake --scheduler ilp") is spec  # a shell's
 
 
-def test_a_warm_workers_jobs_find_the_platform_described() -> None:
-    """Every job's Snakemake prints the platform; a worker asks once, not a `uname -p` a job."""
+def test_a_warm_workers_jobs_find_the_platform_described_and_the_tokenizer_compiled() -> None:
+    """Every job's Snakemake prints the platform and tokenizes its Snakefile; a worker asks
+    once, not a `uname -p` a job, and compiles the tokenizer's expressions once (Python 3.11's:
+    from 3.12 on the tokenizer is in C)."""
     probe = (
-        "import subprocess, platform, snakemake_executor_plugin_ensemble.job\n"
+        "import subprocess, sys, platform, tokenize, snakemake_executor_plugin_ensemble.job\n"
         "def refuse(*args, **kwargs): raise RuntimeError('a process was started')\n"
         "subprocess.Popen = refuse\n"
-        "print(platform.platform())"
+        "print(platform.platform())\n"
+        "assert sys.version_info >= (3, 12) or tokenize._compile.cache_info().currsize > 0"
     )
     subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True)
 
