@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from ensemble_core.members import local_reaper
 from ensemble_core.members.local import LocalMember
 from ensemble_core.testing.processes import processes_with
 
@@ -139,3 +140,22 @@ def alive(pid: int) -> bool:
 def started_as(text: str) -> list[str]:
     """Command lines that begin with `text`."""
     return [command for command in processes_with(text) if command.startswith(text)]
+
+
+def test_a_jobs_cleanup_after_sigterm_is_not_cut_short(tmp_path: Path):
+    """The reaper's SIGTERM reaches the job's group once: what the job's trap then starts (a
+    Snakemake job's `rm -rf` of its TMPDIR) runs to its end within the grace."""
+    marker = "ENSEMBLE_LOCAL_RUN_TEST_CLEANUP"
+    done = tmp_path / "cleaned"
+    job = subprocess.Popen(
+        ["bash", "-c", f"trap 'sleep 0.3 && touch {done}; exit 143' TERM; sleep 100 & wait"],
+        env={**os.environ, marker: "1"},
+        start_new_session=True,
+    )
+    until_marked = time.monotonic() + GONE_SECONDS
+    while len(local_reaper.marked(marker.encode())) < 2 and time.monotonic() < until_marked:
+        time.sleep(0.01)
+    local_reaper.reap(marker.encode(), str(tmp_path / "no-run-dir"))
+    assert job.wait(GONE_SECONDS) == 143
+    assert done.exists()  # the trap's `sleep` was not sent a second SIGTERM
+    assert not local_reaper.marked(marker.encode())

@@ -60,11 +60,14 @@ def main(marker: str, controller: int, run_dir: str) -> None:
 
 def reap(marker: bytes, run_dir: str) -> None:
     """End every process carrying the marker, and their groups, until none is left: each is
-    sent SIGTERM once, and SIGKILL once its grace is over."""
+    sent SIGTERM once, and SIGKILL once its grace is over. A process that appears during the
+    grace in a group already sent SIGTERM is left alone until then: it is that job's own
+    cleanup (a trap's `rm -rf` of its TMPDIR), which a second SIGTERM would cut short."""
     now = time.monotonic()
     deadline, grace_ends = now + REAP_SECONDS, now + GRACE_SECONDS
     own_group = os.getpgid(0)
     terminated: set[int] = set()
+    terminated_groups: set[int] = set()
     confirmed = False
     while time.monotonic() < deadline:
         found = marked(marker)
@@ -77,14 +80,13 @@ def reap(marker: bytes, run_dir: str) -> None:
         confirmed = False
         graceful = time.monotonic() < grace_ends
         for pid, group in found:
-            if graceful and pid in terminated:
+            if graceful and (pid in terminated or group in terminated_groups):
                 continue
             terminated.add(pid)
-            kill(
-                pid,
-                group if group not in (0, 1, own_group) else None,
-                SIGTERM if graceful else SIGKILL,
-            )
+            whole = group if group not in (0, 1, own_group) else None
+            if graceful and whole is not None:
+                terminated_groups.add(whole)
+            kill(pid, whole, SIGTERM if graceful else SIGKILL)
         time.sleep(0.01)
     tidy(run_dir)
 
