@@ -31,7 +31,13 @@ from ensemble_core.actions import Actions, one_line
 from ensemble_core.direct_intake import DirectIntake
 from ensemble_core.errors import ConfigError, EnsembleError
 from ensemble_core.events import JobEvent, Outcome
-from ensemble_core.jobs import Attempt, ControllerThread, JobHandle, on_controller_thread
+from ensemble_core.jobs import (
+    Attempt,
+    ControllerThread,
+    JobHandle,
+    on_controller_thread,
+    repeatable,
+)
 from ensemble_core.jobs import refuse_on_controller_thread as _refuse_here
 from ensemble_core.matching import sent_to
 from ensemble_core.members.base import TOKEN_ATTRIBUTE, Member
@@ -90,7 +96,7 @@ class Ensemble:
         self.metrics = Metrics(oldest_pending=self._oldest_pending)
         self.engine = RuleEngine(self.config.rules, self.config.limits)
         if state is not None:
-            state.kept_repeats = self.engine.job_event_names
+            state.kept_repeats = repeatable(self.engine.job_event_names)
         #: Whether a member's statistics are recorded (`mean.@cloud-pending`): only when a rule
         #: reads one; counters per member are cheap, a statistic costs what a group's does.
         self._member_series = self._member_group is not None and _reads_member_statistics(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,11 @@ _ONCE = {
         ("submit", "validate", "depend", "alloc", "start", "finish", "free", "clean")
     )
 }
+
+
+def repeatable(names: Iterable[str]) -> frozenset[str]:
+    """Those of `names` an attempt keeps in `repeats` (the others count once, in `seen`)."""
+    return frozenset(name for name in names if name not in _ONCE)
 
 
 class ControllerThread(threading.Thread):

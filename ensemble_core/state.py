@@ -24,8 +24,10 @@ the same before a grow, shrink or cancel) and at most `FLUSH_SECONDS` later othe
 whose life fits between two writes is written once. A crash loses at most the events since the
 last write, and a resumed controller gets those again: the member's `adopt` replays each job's
 events and `seen` says which were counted already. The controller's thread only builds the rows;
-a writer thread of the journal's own runs the transactions (and the controller waits for it only
-where durability comes first: before the queue acts).
+a writer process of the journal's own runs the transactions (`state_writer`), and the controller
+waits for it only where durability comes first: before the queue acts. A directory has a second
+lock, the writer's: a controller that died leaves its writer finishing what it was given, and
+the next controller waits for that before it reads.
 """
 
 from __future__ import annotations
@@ -37,25 +39,29 @@ import json
 import logging
 import os
 import pickle
-import queue
+import select
 import sqlite3
-import threading
+import subprocess
+import sys
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+from ensemble_core import state_writer
 from ensemble_core.errors import ConfigError
 from ensemble_core.events import AttemptRecord, Outcome
 from ensemble_core.jobs import Attempt, JobHandle
 from ensemble_core.spec import JobSpec
+from ensemble_core.state_writer import ACK, connect, transaction
 
 log = logging.getLogger(__name__)
 
 #: The longest a change waits in memory before it is written.
 FLUSH_SECONDS = 0.2
+#: An outcome as the journal writes it (plain text: the writer's input is marshalled).
+_OUTCOME_TEXT = {outcome: outcome.value for outcome in Outcome}
 #: Specs remembered by identity (a submit action's jobs share one): each is written once.
 _SPEC_CACHE = 1024
 
@@ -113,13 +119,23 @@ class StateJournal:
         #: How this run was started (file, rules, member...), kept for `ensemble attach`.
         self.command = command
         self._lock = _locked(self.directory)
+        # The writer of a controller that died may still be writing what it was given: wait.
+        writer_lock = _open_lock(self.directory / "writer.lock")
+        fcntl.flock(writer_lock, fcntl.LOCK_EX)
         database = self.directory / "state.db"
         if fresh:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{database}{suffix}").unlink(missing_ok=True)
-        self._db = _connect(database)
+        self._db = connect(database)
         self._db.executescript(_SCHEMA)
         _upgrade(self._db)
+        with writer_lock:  # the writer holds it from now on
+            self._writer = _start_writer(database, writer_lock)
+        self._to_writer: IO[bytes] = self._writer.stdin  # type: ignore[assignment]
+        self._from_writer: IO[bytes] = self._writer.stdout  # type: ignore[assignment]
+        #: starting (its flushes written here), ready (written by it), gone (written here).
+        self._writer_state = "starting"
+        self._write_failed = False
         self.run_id = self._meta("run_id") or uuid.uuid4().hex[:12]
         #: Jobs whose row is to be written at the next flush (the controller marks it inline).
         self.dirty_jobs: dict[int, JobHandle] = {}
@@ -135,11 +151,6 @@ class StateJournal:
         self._batches: list[tuple[JobSpec, int, bool]] | None = None
         self._actions: list[tuple[Any, ...]] = []
         self._meta_pending: dict[str, Any] = {}
-        self._writes: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._writer = threading.Thread(
-            target=self._write, args=(_connect(database),), name="state-journal", daemon=True
-        )
-        self._writer.start()
 
     # What a controller starts from ------------------------------------------------------------
 
@@ -188,7 +199,7 @@ class StateJournal:
 
     def forget_previous(self) -> None:
         """Start anew in this directory (the run recorded here ended, or --fresh)."""
-        with _transaction(self._db):
+        with transaction(self._db):
             for table in ("meta", "jobs", "earlier_attempts", "batches", "specs", "actions"):
                 self._db.execute(f"DELETE FROM {table}")
         self.run_id = uuid.uuid4().hex[:12]
@@ -258,45 +269,66 @@ class StateJournal:
             for h in handed.values()
         ]
         batches, self._batches = self._batches, None
-        writes = _Writes(
-            jobs=jobs,
-            earlier=earlier,
-            batches=None
-            if batches is None
-            else [(self._spec_id(spec), left, reactive) for spec, left, reactive in batches],
-            meta=[(key, _encoded(value)) for key, value in {"run_id": self.run_id, **meta}.items()],
-            specs=list(self._new_specs.items()),
-            actions=self._actions,
-            done=threading.Event() if wait else None,
+        statements: list[tuple[str, Any]] = [
+            ("INSERT OR IGNORE INTO specs", list(self._new_specs.items())),
+            ("INSERT OR REPLACE INTO jobs", jobs),
+            ("INSERT OR REPLACE INTO earlier_attempts", earlier),
+        ]
+        if batches is not None:
+            statements.append(("DELETE FROM batches", None))
+            statements.append(
+                (
+                    "INSERT INTO batches (spec, left, reactive)",
+                    [(self._spec_id(spec), left, reactive) for spec, left, reactive in batches],
+                )
+            )
+        meta = {"run_id": self.run_id, **meta}
+        statements.append(
+            ("INSERT OR REPLACE INTO meta", [(key, _encoded(value)) for key, value in meta.items()])
+        )
+        statements.append(
+            ("INSERT INTO actions (time, rule, action, trigger, grp, job, detail)", self._actions)
         )
         self._new_specs, self._actions = {}, []
-        self._writes.put(writes)
-        if writes.done is not None:
-            writes.done.wait()
+        self._send(statements, wait)
 
     def close(self) -> None:
         self.flush()
-        self._writes.put(None)
-        self._writer.join()
+        with contextlib.suppress(BrokenPipeError):
+            self._to_writer.close()  # the writer ends once it has written everything
+        self._writer.wait()
+        self._from_writer.close()
         self._db.close()
         self._lock.close()
 
-    def _write(self, db: sqlite3.Connection) -> None:
-        """The writer thread: one transaction per flush, in order."""
-        failed = False
-        while (writes := self._writes.get()) is not None:
+    def _send(self, statements: list[tuple[str, Any]], wait: bool) -> None:
+        """Hand a flush to the writer; with `wait`, return once it is committed. Until the
+        writer has started, and after it is gone (killed), write it here: in order, for then
+        nothing is on its way to the writer."""
+        to_writer, from_writer = self._to_writer, self._from_writer
+        if self._writer_state == "starting" and select.select([from_writer], [], [], 0)[0]:
+            self._writer_state = "ready" if from_writer.read(1) == ACK else "gone"
+        if self._writer_state == "ready":
             try:
-                with _transaction(db):
-                    writes.apply(db)
-                failed = False
-            except sqlite3.Error as error:  # a full disk must not stop the run: say it once
-                if not failed:
-                    log.error("ensemble: cannot write the state journal: %s", error)
-                failed = True
-            finally:
-                if writes.done is not None:
-                    writes.done.set()
-        db.close()
+                to_writer.write(state_writer.pack(wait, statements))
+                to_writer.flush()
+                if not wait or from_writer.read(1) == ACK:
+                    return
+            except (BrokenPipeError, ValueError):
+                pass
+            self._writer_state = "gone"
+            log.warning(
+                "ensemble: the state journal's writer (pid %s) ended; the controller writes "
+                "the journal itself from now on",
+                self._writer.pid,
+            )
+        try:
+            state_writer.apply(self._db, statements)
+            self._write_failed = False
+        except sqlite3.Error as error:  # a full disk must not stop the run: say it once
+            if not self._write_failed:
+                log.error("ensemble: cannot write the state journal: %s", error)
+            self._write_failed = True
 
     # Reading ----------------------------------------------------------------------------------
 
@@ -315,25 +347,24 @@ class StateJournal:
         self, handles: Iterable[JobHandle]
     ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         """The jobs' rows and their earlier attempts' rows, in one pass (a flush may hold tens
-        of thousands of jobs, and this runs on the controller's thread)."""
+        of thousands of jobs, and this runs on the controller's thread: about 1 µs a job)."""
         jobs: list[tuple[Any, ...]] = []
         earlier: list[tuple[Any, ...]] = []
         attempt_row = self._attempt_row
+        append = jobs.append
         for handle in handles:
             attempts = handle.attempts
-            outcome: Outcome | None = handle.outcome
-            jobs.append(
-                (
-                    handle.key,
-                    handle.identity,
-                    handle.reactive,
-                    handle.cancel_requested,
-                    None if outcome is None else outcome.value,
-                    None if outcome is None else handle.reason,
-                    len(attempts),
-                    *attempt_row(attempts[-1]),
-                )
+            outcome = handle.outcome
+            head = (
+                handle.key,
+                handle.identity,
+                handle.reactive,
+                handle.cancel_requested,
+                None if outcome is None else _OUTCOME_TEXT[outcome],
+                None if outcome is None else handle.reason,
+                len(attempts),
             )
+            append(head + attempt_row(attempts[-1]))
             if len(attempts) > 1:
                 earlier.extend(
                     (handle.key, number, *attempt_row(attempt))
@@ -348,8 +379,10 @@ class StateJournal:
         if attempt.repeats and self.kept_repeats:
             kept = [seen for seen in attempt.repeats if seen[0] in self.kept_repeats]
             repeats = json.dumps(kept) if kept else None
+        spec = attempt.spec
+        cached = self._specs.get(id(spec))
         return (
-            self._spec_id(attempt.spec),
+            cached[1] if cached is not None and cached[0] is spec else self._spec_id(spec),
             attempt.token,
             attempt.member_id,
             attempt.phase,
@@ -391,54 +424,6 @@ class StateJournal:
         return spec
 
 
-@dataclass(slots=True)
-class _Writes:
-    """The rows of one flush, built on the controller's thread, written on the writer's."""
-
-    jobs: list[tuple[Any, ...]]
-    earlier: list[tuple[Any, ...]]
-    batches: list[tuple[Any, ...]] | None
-    meta: list[tuple[str, bytes]]
-    specs: list[tuple[int, str]]
-    actions: list[tuple[Any, ...]]
-    done: threading.Event | None
-
-    def apply(self, db: sqlite3.Connection) -> None:
-        _insert(db, "INSERT OR IGNORE INTO specs", self.specs)
-        _insert(db, "INSERT OR REPLACE INTO jobs", self.jobs)
-        _insert(db, "INSERT OR REPLACE INTO earlier_attempts", self.earlier)
-        if self.batches is not None:
-            db.execute("DELETE FROM batches")
-            _insert(db, "INSERT INTO batches (spec, left, reactive)", self.batches)
-        _insert(db, "INSERT OR REPLACE INTO meta", self.meta)
-        _insert(
-            db, "INSERT INTO actions (time, rule, action, trigger, grp, job, detail)", self.actions
-        )
-
-
-def _insert(db: sqlite3.Connection, head: str, rows: list[tuple[Any, ...]]) -> None:
-    """Insert `rows` with few statements of many rows each, not one statement per row.
-
-    Why: Python's sqlite3 lets go of the GIL around each statement's step, and the writer thread
-    gets it back only when the controller's thread yields it (every 5 ms while the controller is
-    busy). Row by row (`executemany`), 30,000 rows took 20 s next to a busy controller; in
-    statements of up to 1,024 rows, 0.3 s. Statement sizes are powers of two, so the few shapes
-    stay in the connection's statement cache."""
-    if not rows:
-        return
-    width = len(rows[0])
-    most = db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width
-    size = 1 << min(10, most.bit_length() - 1)
-    row = "(" + ",".join("?" * width) + ")"
-    start, count = 0, len(rows)
-    while start < count:
-        while size > count - start:
-            size >>= 1
-        chunk = rows[start : start + size]
-        db.execute(f"{head} VALUES {','.join([row] * size)}", list(chain.from_iterable(chunk)))
-        start += size
-
-
 def _upgrade(db: sqlite3.Connection) -> None:
     """Add what a state directory written by an earlier version lacks, so its run resumes."""
     for table in ("jobs", "earlier_attempts"):
@@ -447,32 +432,11 @@ def _upgrade(db: sqlite3.Connection) -> None:
             db.execute(f"ALTER TABLE {table} ADD COLUMN repeats")
 
 
-def _connect(database: Path) -> sqlite3.Connection:
-    """A connection in autocommit mode: transactions are explicit (`_transaction`)."""
-    db = sqlite3.connect(database, check_same_thread=False, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    return db
-
-
-@contextlib.contextmanager
-def _transaction(db: sqlite3.Connection) -> Iterator[None]:
-    """One transaction (outside one, every statement would be a transaction of its own, a
-    hundred times slower)."""
-    db.execute("BEGIN")
-    try:
-        yield
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
-
-
 def _locked(directory: Path):
     """The directory's lock file, held: one controller per state directory."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        lock = open(directory / "lock", "a+")  # noqa: SIM115 (held while the journal is open)
+        lock = _open_lock(directory / "lock")
     except OSError as error:
         raise ConfigError(
             f"{directory}: cannot use it as a state directory ({error.strerror}); "
@@ -492,6 +456,23 @@ def _locked(directory: Path):
     lock.write(f"pid {os.getpid()}")
     lock.flush()
     return lock
+
+
+def _open_lock(path: Path) -> IO[str]:
+    """A lock file, open for `flock` (held for as long as the file stays open)."""
+    return open(path, "a+")
+
+
+def _start_writer(database: Path, writer_lock: Any) -> subprocess.Popen[bytes]:
+    """The writer process (`state_writer`), holding the writer lock; a session of its own, so
+    the terminal's signals reach the controller only (it ends when its input does)."""
+    return subprocess.Popen(
+        [sys.executable, "-I", "-S", state_writer.__file__, str(database)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        pass_fds=(writer_lock.fileno(),),
+        start_new_session=True,
+    )
 
 
 def _attempt(

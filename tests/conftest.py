@@ -18,3 +18,11 @@ def read_journal(name: str) -> list[dict]:
 @pytest.fixture
 def log_dir(tmp_path: Path) -> str:
     return str(tmp_path / "logs")
+
+
+def journal_dies(journal) -> None:
+    """What a killed controller leaves of its state journal: its locks go, its writer process
+    reads the end of its input, writes what it was given and ends (the next journal waits)."""
+    journal._db.close()
+    journal._lock.close()
+    journal._to_writer.close()

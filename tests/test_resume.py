@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES
+from conftest import FIXTURES, journal_dies
 
 from ensemble_core.ensemble import Ensemble
 from ensemble_core.errors import ConfigError
@@ -49,8 +49,7 @@ def die(ensemble: Ensemble) -> None:
     ensemble._loop.call_soon_threadsafe(ensemble._loop.stop)
     ensemble._thread.join(5)
     assert ensemble.journal is not None
-    ensemble.journal._db.close()
-    ensemble.journal._lock.close()
+    journal_dies(ensemble.journal)
 
 
 def on_loop(ensemble: Ensemble, function, *args):

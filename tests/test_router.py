@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES
+from conftest import FIXTURES, journal_dies
 
 from ensemble_core.ensemble import Ensemble
 from ensemble_core.errors import MemberError
@@ -348,8 +348,7 @@ def test_a_resumed_run_adopts_per_member_and_starts_again_what_ended_with_the_co
     time.sleep(0.3)  # a periodic flush writes them
     first._loop.call_soon_threadsafe(first._loop.stop)  # the controller dies
     first._thread.join(5)
-    first.journal._db.close()
-    first.journal._lock.close()
+    journal_dies(first.journal)
 
     second = Ensemble(router(), state=StateJournal(tmp_path / "state"))
     second.start()
@@ -391,8 +390,7 @@ def test_events_one_member_replays_while_another_is_asked_are_kept(tmp_path: Pat
     time.sleep(0.3)  # a periodic flush writes them
     first._loop.call_soon_threadsafe(first._loop.stop)  # the controller dies
     first._thread.join(5)
-    first.journal._db.close()
-    first.journal._lock.close()
+    journal_dies(first.journal)
     on_loop_of(first, a.finish_held, 1)  # a's job ends while no controller follows it
 
     second = Ensemble(RouterMember({"a": a, "b": b}), state=StateJournal(tmp_path / "state"))

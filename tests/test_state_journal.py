@@ -1,7 +1,7 @@
 """The state journal writes every row of a flush, however many, and reads them back whole;
 it opens the state of an earlier version.
 
-A flush is written in statements of many rows (powers of two up to 1,024, `state._insert`):
+A flush is written in statements of many rows (powers of two up to 1,024, `state_writer.insert`):
 counts that are not a power of two, and jobs with earlier attempts, must all arrive.
 """
 
@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import pickle
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
+from conftest import journal_dies
 
 from ensemble_core import state
 from ensemble_core.events import AttemptRecord, Outcome
@@ -46,7 +48,7 @@ def test_every_row_of_a_flush_is_written(tmp_path: Path, count: int):
     open_jobs = sum(1 for key in range(count) if key % 3 == 0)
     expected = {"success": count - open_jobs, "open": open_jobs}
     assert journal.outcomes() == {outcome: n for outcome, n in expected.items() if n}
-    journal._lock.close()  # as a killed controller leaves it: no close, no end recorded
+    journal_dies(journal)  # no close, no end recorded
 
     saved = StateJournal(tmp_path / "state").previous()
     assert saved is not None
@@ -85,7 +87,47 @@ def test_a_state_written_before_repeated_events_were_kept_resumes(tmp_path: Path
     journal.kept_repeats = frozenset({"exception"})  # a rule reacts to exceptions, none to priority
     journal.changed(handle)
     journal.flush()
-    journal._lock.close()
+    journal_dies(journal)
 
     (job,) = StateJournal(directory).previous().jobs
     assert job.attempts[0].repeats == (("exception", 3.0),)
+
+
+def ready(journal: StateJournal) -> StateJournal:
+    """The journal once its writer process has started (until then the controller writes)."""
+    journal.flush()  # meta only; written by whoever writes now
+    deadline = time.monotonic() + 30
+    while journal._writer_state == "starting" and time.monotonic() < deadline:
+        time.sleep(0.01)
+        journal.set_meta(probe=1)
+        journal.flush()
+    assert journal._writer_state == "ready"
+    return journal
+
+
+def test_a_controller_that_dies_leaves_its_last_flush_written_before_the_next_reads(
+    tmp_path: Path,
+):
+    """What was handed to the writer is written although the controller died right after, and
+    the next controller reads only once it is (it waits for the writer's lock)."""
+    journal = ready(StateJournal(tmp_path / "state"))
+    for handle in jobs(20_000):
+        journal.changed(handle)
+    journal.flush(wait=False)  # handed over, not waited for
+    journal_dies(journal)
+
+    saved = StateJournal(tmp_path / "state").previous()
+    assert saved is not None
+    assert len(saved.jobs) == sum(1 for key in range(20_000) if key % 3 == 0)
+
+
+def test_a_killed_writer_leaves_the_controller_writing_its_journal_itself(tmp_path: Path):
+    journal = ready(StateJournal(tmp_path / "state"))
+    journal._writer.kill()
+    journal._writer.wait()
+    for handle in jobs(10):
+        journal.changed(handle)
+    journal.flush()
+    assert journal._writer_state == "gone"
+    assert journal.outcomes() == {"success": 6, "open": 4}
+    journal.close()
