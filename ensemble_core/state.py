@@ -60,6 +60,9 @@ log = logging.getLogger(__name__)
 
 #: The longest a change waits in memory before it is written.
 FLUSH_SECONDS = 0.2
+#: A flush of this many jobs starts the writer process (`state_writer`): from about there on,
+#: writing in the controller's thread costs it more than handing the rows over does.
+WRITER_ROWS = 500
 #: An outcome as the journal writes it (plain text: the writer's input is marshalled).
 _OUTCOME_TEXT = {outcome: outcome.value for outcome in Outcome}
 #: Specs remembered by identity (a submit action's jobs share one): each is written once.
@@ -120,21 +123,20 @@ class StateJournal:
         self.command = command
         self._lock = _locked(self.directory)
         # The writer of a controller that died may still be writing what it was given: wait.
-        writer_lock = _open_lock(self.directory / "writer.lock")
-        fcntl.flock(writer_lock, fcntl.LOCK_EX)
-        database = self.directory / "state.db"
+        # Held from now on by this controller, and by its writer once it has one.
+        self._writer_lock = _open_lock(self.directory / "writer.lock")
+        fcntl.flock(self._writer_lock, fcntl.LOCK_EX)
+        self._database = self.directory / "state.db"
         if fresh:
             for suffix in ("", "-wal", "-shm"):
-                Path(f"{database}{suffix}").unlink(missing_ok=True)
-        self._db = connect(database)
+                Path(f"{self._database}{suffix}").unlink(missing_ok=True)
+        self._db = connect(self._database)
         self._db.executescript(_SCHEMA)
         _upgrade(self._db)
-        with writer_lock:  # the writer holds it from now on
-            self._writer = _start_writer(database, writer_lock)
-        self._to_writer: IO[bytes] = self._writer.stdin  # type: ignore[assignment]
-        self._from_writer: IO[bytes] = self._writer.stdout  # type: ignore[assignment]
-        #: starting (its flushes written here), ready (written by it), gone (written here).
-        self._writer_state = "starting"
+        self._writer: subprocess.Popen[bytes] | None = None
+        #: none (flushes written here), starting (still written here), ready (written by the
+        #: writer), gone (it was killed: written here again).
+        self._writer_state = "none"
         self._write_failed = False
         self.run_id = self._meta("run_id") or uuid.uuid4().hex[:12]
         #: Jobs whose row is to be written at the next flush (the controller marks it inline).
@@ -290,29 +292,48 @@ class StateJournal:
             ("INSERT INTO actions (time, rule, action, trigger, grp, job, detail)", self._actions)
         )
         self._new_specs, self._actions = {}, []
-        self._send(statements, wait)
+        self._send(statements, wait, len(jobs))
 
     def close(self) -> None:
         self.flush()
-        with contextlib.suppress(BrokenPipeError):
-            self._to_writer.close()  # the writer ends once it has written everything
-        self._writer.wait()
-        self._from_writer.close()
+        if self._writer is not None:
+            with contextlib.suppress(BrokenPipeError):
+                self._to_writer.close()  # the writer ends once it has written everything
+            self._writer.wait()
+            self._from_writer.close()
         self._db.close()
+        self._writer_lock.close()
         self._lock.close()
 
-    def _send(self, statements: list[tuple[str, Any]], wait: bool) -> None:
-        """Hand a flush to the writer; with `wait`, return once it is committed. Until the
-        writer has started, and after it is gone (killed), write it here: in order, for then
-        nothing is on its way to the writer."""
-        to_writer, from_writer = self._to_writer, self._from_writer
-        if self._writer_state == "starting" and select.select([from_writer], [], [], 0)[0]:
-            self._writer_state = "ready" if from_writer.read(1) == ACK else "gone"
-        if self._writer_state == "ready":
+    def start_writer(self) -> None:
+        """Hand the transactions to a writer process from now on (as soon as it is up)."""
+        self._writer = subprocess.Popen(
+            [sys.executable, "-I", "-S", state_writer.__file__, str(self._database)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,  # its acknowledgements, read here only
+            pass_fds=(self._writer_lock.fileno(),),
+            start_new_session=True,  # the terminal's signals are the controller's
+        )
+        self._to_writer: IO[bytes] = self._writer.stdin  # type: ignore[assignment]
+        self._from_writer: IO[bytes] = self._writer.stdout  # type: ignore[assignment]
+        self._writer_state = "starting"
+
+    def _send(self, statements: list[tuple[str, Any]], wait: bool, jobs: int) -> None:
+        """Hand a flush to the writer; with `wait`, return once it is committed. The writer is
+        started at the first flush of `WRITER_ROWS` jobs: a short run, or a slow one, is written
+        here at less cost than a process's start. Until the writer is up, and after it is gone
+        (killed), flushes are written here: in order, for then nothing is on its way to it."""
+        state = self._writer_state
+        if state == "none" and jobs >= WRITER_ROWS:
+            self.start_writer()
+            state = "starting"
+        if state == "starting" and select.select([self._from_writer], [], [], 0)[0]:
+            state = self._writer_state = "ready" if self._from_writer.read(1) == ACK else "gone"
+        if state == "ready":
             try:
-                to_writer.write(state_writer.pack(wait, statements))
-                to_writer.flush()
-                if not wait or from_writer.read(1) == ACK:
+                self._to_writer.write(state_writer.pack(wait, statements))
+                self._to_writer.flush()
+                if not wait or self._from_writer.read(1) == ACK:
                     return
             except (BrokenPipeError, ValueError):
                 pass
@@ -320,7 +341,7 @@ class StateJournal:
             log.warning(
                 "ensemble: the state journal's writer (pid %s) ended; the controller writes "
                 "the journal itself from now on",
-                self._writer.pid,
+                self._writer.pid,  # type: ignore[union-attr]
             )
         try:
             state_writer.apply(self._db, statements)
@@ -461,18 +482,6 @@ def _locked(directory: Path):
 def _open_lock(path: Path) -> IO[str]:
     """A lock file, open for `flock` (held for as long as the file stays open)."""
     return open(path, "a+")
-
-
-def _start_writer(database: Path, writer_lock: Any) -> subprocess.Popen[bytes]:
-    """The writer process (`state_writer`), holding the writer lock; a session of its own, so
-    the terminal's signals reach the controller only (it ends when its input does)."""
-    return subprocess.Popen(
-        [sys.executable, "-I", "-S", state_writer.__file__, str(database)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        pass_fds=(writer_lock.fileno(),),
-        start_new_session=True,
-    )
 
 
 def _attempt(

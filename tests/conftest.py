@@ -25,4 +25,6 @@ def journal_dies(journal) -> None:
     reads the end of its input, writes what it was given and ends (the next journal waits)."""
     journal._db.close()
     journal._lock.close()
-    journal._to_writer.close()
+    journal._writer_lock.close()
+    if journal._writer is not None:
+        journal._to_writer.close()

@@ -45,6 +45,8 @@ def test_every_row_of_a_flush_is_written(tmp_path: Path, count: int):
     for handle in jobs(count):
         journal.changed(handle)
     journal.flush()
+    # A short run is written by the controller; a big flush starts the writer process.
+    assert (journal._writer is not None) == (count >= state.WRITER_ROWS)
     open_jobs = sum(1 for key in range(count) if key % 3 == 0)
     expected = {"success": count - open_jobs, "open": open_jobs}
     assert journal.outcomes() == {outcome: n for outcome, n in expected.items() if n}
@@ -94,8 +96,8 @@ def test_a_state_written_before_repeated_events_were_kept_resumes(tmp_path: Path
 
 
 def ready(journal: StateJournal) -> StateJournal:
-    """The journal once its writer process has started (until then the controller writes)."""
-    journal.flush()  # meta only; written by whoever writes now
+    """The journal once its writer process is up (until then the controller writes)."""
+    journal.start_writer()
     deadline = time.monotonic() + 30
     while journal._writer_state == "starting" and time.monotonic() < deadline:
         time.sleep(0.01)
