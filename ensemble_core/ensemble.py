@@ -456,9 +456,9 @@ class Ensemble:
         if handle.done():  # close() gave up on it meanwhile: leave nothing running
             await self._cancel_member_job(handle, member_id)
             return
-        if self._member_group is not None and (at := self._member_group(member_id)):
-            self._count_submitted(at)
         self.follow_member_job(member_id, (handle, attempt))
+        if at := attempt.member_group:
+            self._count_submitted(at)
         for event in self._orphans.take(member_id):
             self._on_event(event)
         if not self._submitting:
@@ -511,7 +511,7 @@ class Ensemble:
             attempt.phase = 2
             self._waiting.pop(attempt.member_id, None)
             self._started(group, attempt)
-            if self._member_group is not None and (at := self._member_group(attempt.member_id)):
+            if at := attempt.member_group:
                 self._started(at, attempt, self._member_series)
         elif name == "clean":
             if journal_dirty is not None:
@@ -548,6 +548,8 @@ class Ensemble:
         self._by_member_id[member_id] = entry
         if self._direct is not None:
             self._direct.follow(member_id, entry)
+        if self._member_group is not None:
+            entry[1].member_group = self._member_group(member_id)
 
     def forget_member_job(self, member_id: Any) -> None:
         """The attempt is over (or given up): its member's events mean nothing any more."""
@@ -568,7 +570,7 @@ class Ensemble:
         outcome = record.outcome
         group = attempt.spec.group
         self._count_end(group, attempt, outcome)
-        if self._member_group is not None and (at := self._member_group(attempt.member_id)):
+        if at := attempt.member_group:
             self._count_end(at, attempt, outcome, self._member_series)
         attempt.phase = 3
         if not self._resubmitted(handle, outcome):

@@ -68,6 +68,9 @@ class Attempt:
     token: str | None = None
     #: The other events counted so far, as (name, timestamp) (kept in the state journal).
     repeats: tuple[tuple[str, float], ...] = ()
+    #: With several members, the metrics group (`@name`) of the member that runs it: set when
+    #: the controller starts following it, read at its start and end.
+    member_group: str | None = None
 
     def repeated(self, event: JobEvent) -> bool:
         """True for an event this attempt has had already. A member that resumes its stream
