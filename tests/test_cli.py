@@ -195,10 +195,16 @@ def _run_sleepers(tmp_path: Path, marker: str, count: int, cores: int) -> subpro
         text=True,
     )
     deadline = time.monotonic() + 60
-    while len(processes_with(marker)) < cores and time.monotonic() < deadline:
+    while len(_sleeping(marker)) < cores and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert len(processes_with(marker)) == cores, "the jobs should have started"
+    assert len(_sleeping(marker)) == cores, "the jobs should have started"
     return process
+
+
+def _sleeping(marker: str) -> list[str]:
+    """The jobs past their `exec -a`: a job's shell also names the marker until it execs, and
+    one caught in the middle of its exec shows no command line for an instant."""
+    return [command for command in processes_with(marker) if command.startswith(marker)]
 
 
 def _catches(pid: int, signum: int) -> bool:
