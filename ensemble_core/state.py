@@ -343,13 +343,7 @@ class StateJournal:
                 "the journal itself from now on",
                 self._writer.pid,  # type: ignore[union-attr]
             )
-        try:
-            state_writer.apply(self._db, statements)
-            self._write_failed = False
-        except sqlite3.Error as error:  # a full disk must not stop the run: say it once
-            if not self._write_failed:
-                log.error("ensemble: cannot write the state journal: %s", error)
-            self._write_failed = True
+        self._write_failed = state_writer.write(self._db, statements, self._write_failed, log.error)
 
     # Reading ----------------------------------------------------------------------------------
 
@@ -400,10 +394,8 @@ class StateJournal:
         if attempt.repeats and self.kept_repeats:
             kept = [seen for seen in attempt.repeats if seen[0] in self.kept_repeats]
             repeats = json.dumps(kept) if kept else None
-        spec = attempt.spec
-        cached = self._specs.get(id(spec))
         return (
-            cached[1] if cached is not None and cached[0] is spec else self._spec_id(spec),
+            self._spec_id(attempt.spec),
             attempt.token,
             attempt.member_id,
             attempt.phase,

@@ -32,7 +32,7 @@ import sqlite3
 import struct
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import chain
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -111,6 +111,24 @@ def apply(db: sqlite3.Connection, statements: list[tuple[str, Any]]) -> None:
                 insert(db, head, rows)
 
 
+def write(
+    db: sqlite3.Connection,
+    statements: list[tuple[str, Any]],
+    failed: bool,
+    say: Callable[[str], Any],
+) -> bool:
+    """`apply`, for the writer and for a controller writing its journal itself: a failure (a full
+    disk) must not stop the run, and is said once until a flush is written again. Whether this
+    one failed."""
+    try:
+        apply(db, statements)
+    except sqlite3.Error as error:
+        if not failed:
+            say(f"ensemble: cannot write the state journal: {error}")
+        return True
+    return False
+
+
 def _frames(source: BinaryIO, into: queue.SimpleQueue[Any]) -> None:
     """Read frames as they come (the controller never waits on a full pipe); None at the end."""
     try:
@@ -135,13 +153,7 @@ def serve(database: str, source: BinaryIO, acks: BinaryIO) -> None:
     failed = False
     while (frame := frames.get()) is not None:
         ack, statements = frame
-        try:
-            apply(db, statements)
-            failed = False
-        except sqlite3.Error as error:  # a full disk must not stop the run: say it once
-            if not failed:
-                print(f"ensemble: cannot write the state journal: {error}", file=sys.stderr)
-            failed = True
+        failed = write(db, statements, failed, lambda text: print(text, file=sys.stderr))
         if ack:
             try:
                 acks.write(ACK)
