@@ -48,7 +48,7 @@ from ensemble_core.resume import resume
 from ensemble_core.rules.engine import Firing, RuleEngine, metric_group
 from ensemble_core.rules.schema import Action, EnsembleFile, Rule
 from ensemble_core.spec import JobSpec
-from ensemble_core.state import FLUSH_SECONDS, StateJournal
+from ensemble_core.state import CHECK_SECONDS, StateJournal
 
 log = logging.getLogger(__name__)
 
@@ -685,8 +685,8 @@ class Ensemble:
 
     async def _flush_periodically(self) -> None:
         while True:
-            await asyncio.sleep(FLUSH_SECONDS)
-            if self.journal is not None and self.journal.dirty:
+            await asyncio.sleep(CHECK_SECONDS)
+            if self.journal is not None and self.journal.due():
                 self.flush_state(durable=False)
 
     # Rules and actions ------------------------------------------------------------------------

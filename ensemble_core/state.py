@@ -43,6 +43,7 @@ import select
 import sqlite3
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -60,6 +61,12 @@ log = logging.getLogger(__name__)
 
 #: The longest a change waits in memory before it is written.
 FLUSH_SECONDS = 0.2
+#: How often the controller asks whether a flush is due (`StateJournal.due`).
+CHECK_SECONDS = 0.05
+#: A busy run is written in slices of about this many jobs, sooner than `FLUSH_SECONDS`: the
+#: writer then works beside the controller instead of all at once where the controller waits
+#: for it (before the queue acts, and at the end).
+FLUSH_JOBS = 2048
 #: A flush of this many jobs starts the writer process (`state_writer`): from about there on,
 #: writing in the controller's thread costs it more than handing the rows over does.
 WRITER_ROWS = 500
@@ -139,8 +146,13 @@ class StateJournal:
         self._writer_state = "none"
         self._write_failed = False
         self.run_id = self._meta("run_id") or uuid.uuid4().hex[:12]
-        #: Jobs whose row is to be written at the next flush (the controller marks it inline).
+        #: Open jobs whose row is to be written at the next flush (the controller marks it
+        #: inline).
         self.dirty_jobs: dict[int, JobHandle] = {}
+        #: The rows (and earlier attempts' rows) of the jobs that ended since the last flush:
+        #: built at the end, while the job is fresh in memory, so the job itself can go then.
+        self._ended: list[tuple[Any, ...]] = []
+        self._ended_earlier: list[tuple[Any, ...]] = []
         #: The names of the repeatable events (exception, priority...) whose occurrences are
         #: kept with an attempt: those a rule reacts to, set by the controller. Others, counted
         #: again after a restart, change nothing.
@@ -153,6 +165,7 @@ class StateJournal:
         self._batches: list[tuple[JobSpec, int, bool]] | None = None
         self._actions: list[tuple[Any, ...]] = []
         self._meta_pending: dict[str, Any] = {}
+        self._flush_by = 0.0
 
     # What a controller starts from ------------------------------------------------------------
 
@@ -216,8 +229,17 @@ class StateJournal:
         return f"{self.run_id}.{key}.{attempt}"
 
     def changed(self, handle: JobHandle) -> None:
-        """The job or one of its attempts changed: write its row at the next flush."""
-        self.dirty_jobs[handle.key] = handle
+        """The job or one of its attempts changed: write its row at the next flush. An ended
+        job's row is final: it is built now, and the job is not held until the flush (in a
+        flush of thousands, building the rows of jobs long gone from the processor's caches,
+        and then freeing them, cost more than the rows themselves)."""
+        key = handle.key
+        if handle.outcome is None:
+            self.dirty_jobs[key] = handle
+            return
+        self.dirty_jobs.pop(key, None)
+        self._handed.pop(key, None)
+        self._ended.append(self._job_row(handle, self._ended_earlier))
 
     def handed(self, handle: JobHandle) -> None:
         """A job of a batch is being handed to the member: its key and spec are written at the
@@ -252,14 +274,29 @@ class StateJournal:
     @property
     def dirty(self) -> bool:
         return bool(
-            self.dirty_jobs or self._meta_pending or self._actions or self._batches is not None
+            self.dirty_jobs
+            or self._ended
+            or self._meta_pending
+            or self._actions
+            or self._batches is not None
         )
+
+    def due(self) -> bool:
+        """Whether the periodic flush is to write now: a change has waited `FLUSH_SECONDS`, or
+        `FLUSH_JOBS` jobs are waiting."""
+        if len(self.dirty_jobs) + len(self._ended) >= FLUSH_JOBS:
+            return True
+        return time.monotonic() >= self._flush_by and self.dirty
 
     def flush(self, *, wait: bool = True) -> None:
         """Write everything buffered in one transaction; `wait` until it is durable."""
+        self._flush_by = time.monotonic() + FLUSH_SECONDS
         if not self.dirty and not self._handed:
             return
-        jobs, earlier = self._rows(self.dirty_jobs.values())
+        jobs, self._ended = self._ended, []
+        earlier, self._ended_earlier = self._ended_earlier, []
+        job_row = self._job_row
+        jobs.extend([job_row(handle, earlier) for handle in self.dirty_jobs.values()])
         handed = self._handed
         if handed:
             for key in self.dirty_jobs:
@@ -358,34 +395,28 @@ class StateJournal:
 
     # Internals --------------------------------------------------------------------------------
 
-    def _rows(
-        self, handles: Iterable[JobHandle]
-    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-        """The jobs' rows and their earlier attempts' rows, in one pass (a flush may hold tens
-        of thousands of jobs, and this runs on the controller's thread: about 1 µs a job)."""
-        jobs: list[tuple[Any, ...]] = []
-        earlier: list[tuple[Any, ...]] = []
+    def _job_row(self, handle: JobHandle, earlier: list[tuple[Any, ...]]) -> tuple[Any, ...]:
+        """The job's row; its earlier attempts' rows go to `earlier` (about 1 µs a job: a flush
+        may hold tens of thousands, built on the controller's thread)."""
+        attempts = handle.attempts
+        outcome = handle.outcome
         attempt_row = self._attempt_row
-        append = jobs.append
-        for handle in handles:
-            attempts = handle.attempts
-            outcome = handle.outcome
-            head = (
-                handle.key,
-                handle.identity,
-                handle.reactive,
-                handle.cancel_requested,
-                None if outcome is None else _OUTCOME_TEXT[outcome],
-                None if outcome is None else handle.reason,
-                len(attempts),
+        if len(attempts) > 1:
+            key = handle.key
+            earlier.extend(
+                (key, number, *attempt_row(attempt))
+                for number, attempt in enumerate(attempts[:-1], 1)
             )
-            append(head + attempt_row(attempts[-1]))
-            if len(attempts) > 1:
-                earlier.extend(
-                    (handle.key, number, *attempt_row(attempt))
-                    for number, attempt in enumerate(attempts[:-1], 1)
-                )
-        return jobs, earlier
+        return (
+            handle.key,
+            handle.identity,
+            handle.reactive,
+            handle.cancel_requested,
+            None if outcome is None else _OUTCOME_TEXT[outcome],
+            None if outcome is None else handle.reason,
+            len(attempts),
+            *attempt_row(attempts[-1]),
+        )
 
     def _attempt_row(self, attempt: Attempt) -> tuple[Any, ...]:
         record = attempt.record
