@@ -119,6 +119,9 @@ class AttemptRecord:
     end_time: float | None = None
     status: int | None = None
     exception: dict[str, Any] | None = None
+    #: What the job handed back with its `finish` (context `result`: a warm task's result,
+    #: `members/warm_result.py`), for its front door; None for jobs that hand back nothing.
+    result: bytes | None = None
 
     def observe(self, event: JobEvent) -> None:
         name = event.name
@@ -128,6 +131,7 @@ class AttemptRecord:
             self.start_time = event.timestamp
         elif name == "finish":
             self.status = event.context.get("status", 0)
+            self.result = event.context.get("result")
             self.end_time = event.timestamp
         elif name == "exception" and event.context.get("severity", 0) == 0 and not self.exception:
             self.exception = event.context

@@ -271,14 +271,17 @@ class EnsembleExecutor(ParslExecutor, RepresentationMixin):
         self._results.submit(self._resolve, task, handle)
 
     def _resolve(self, task: _Task, handle: JobHandle) -> None:
-        """Read the worker's output and resolve the Future (off the controller's thread)."""
+        """Read the worker's result and resolve the Future (off the controller's thread)."""
         attempts = len(handle.attempts)
         if handle.outcome is not Outcome.SUCCESS:
             reason = handle.reason + _tail(task.log_path)
             self._fail(task, str(handle.outcome), reason, handle.log_paths, attempts)
             return
+        # A warm worker's reused process sends a small result back with the task's end;
+        # otherwise the worker wrote it to the task's file.
+        carried = handle.attempts[-1].record.result
         try:
-            ok, value = calls.outcome(task.out_path.read_bytes())
+            ok, value = calls.outcome(task.out_path.read_bytes() if carried is None else carried)
         except FileNotFoundError:
             reason = f"the worker wrote no result{_tail(task.log_path)}"
             self._fail(task, "failed", reason, handle.log_paths, attempts)

@@ -3,7 +3,8 @@
 `python -m parsl_ensemble.worker PATH@OFFSET+LENGTH OUT` reads `(sys.path, function, arguments)`
 from that slice of PATH (calls of many tasks share a file, `inputs`), the function and
 `(args, kwargs)` each `dill.dumps(..., recurse=True)`, calls the function and writes
-`("ok", value)` or `("error", exception)` to OUT, the exception with its traceback (tblib).
+`("ok", value)` or `("error", exception)` to OUT, the exception with its traceback (tblib); in
+a warm worker's reused process, a small one goes back with the task's end instead of to OUT.
 
 It imports neither parsl nor the executor: `import parsl` costs 0.7-1.7 s, more than most tasks
 take, and the executor sends functions by value so that unpickling them needs no parsl either.
@@ -18,6 +19,9 @@ import os
 import pickle
 import sys
 from typing import Any
+
+#: Where a warm worker's reused process takes a task's result (no file): see main.
+WARM_RESULT = "ensemble_core.members.warm_result"
 
 
 class RemoteError(Exception):
@@ -99,11 +103,22 @@ def main(argv: list[str]) -> int:
     if os.environ.get("FLUX_TASK_RANK", "0") != "0":
         return 0
     data = dumps(outcome)
-    partial = f"{out_path}.part"
+    write = functools.partial(_write, out_path, data)
+    # In a warm worker's reused process the result goes back with the task's end, as HTEX
+    # sends results over its socket: no file (`warm_result`). Only such a process has the
+    # module loaded: a job of its own imports nothing for it.
+    warm = sys.modules.get(WARM_RESULT)
+    if warm is None or not warm.offer(data, write):
+        write()
+    return 0
+
+
+def _write(path: str, data: bytes) -> None:
+    """The result file, whole or not at all: the executor never reads half of one."""
+    partial = f"{path}.part"
     with open(partial, "wb") as stream:
         stream.write(data)
-    os.replace(partial, out_path)
-    return 0
+    os.replace(partial, path)
 
 
 if __name__ == "__main__":

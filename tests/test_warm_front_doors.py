@@ -125,6 +125,48 @@ def test_parsl_apps_share_a_reused_process_and_files_of_calls(tmp_path, monkeypa
     assert not list(work.iterdir())  # nothing left after the executor's shutdown
 
 
+@python_app
+def large() -> bytes:
+    return b"x" * 300_000  # more than goes back with a task's end: written to its file
+
+
+@python_app
+def unreadable() -> object:
+    class Unreadable:
+        def __reduce__(self):  # pickles; unpickling calls int("not a number")
+            return (int, ("not a number",))
+
+    return Unreadable()
+
+
+@python_app
+def leaves_a_thread() -> str:
+    import threading
+    import time
+
+    threading.Thread(target=time.sleep, args=(0.2,)).start()  # its process ends after it
+    return "kept"
+
+
+def test_parsl_results_with_workers_small_large_unreadable_and_in_an_ending_process(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    work = tmp_path / "work"
+    executor = EnsembleExecutor(
+        workers=1, working_dir=str(work), member_settings={"log_dir": str(tmp_path / "logs")}
+    )
+    with parsl.load(Config(executors=[executor], run_dir=str(tmp_path / "runinfo"))):
+        assert pid_and_sum(1, 2).result()[1] == 3
+        assert large().result() == b"x" * 300_000
+        with pytest.raises(ValueError, match="not a number") as raised:
+            unreadable().result()
+        assert any("while reading the result of task" in note for note in raised.value.__notes__)
+        assert leaves_a_thread().result() == "kept"
+        assert pid_and_sum(3, 4).result()[1] == 7
+    assert not list(work.iterdir())  # no result file left
+
+
 def test_snakemake_with_workers(tmp_path: Path) -> None:
     write_snakefile(
         tmp_path,

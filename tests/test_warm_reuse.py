@@ -199,3 +199,42 @@ def test_a_task_too_large_to_hand_over_is_forked_and_one_that_cannot_start_fails
     assert pids[0] == pids[2] != pids[1]  # the large one was forked; the process served on
     assert handles[3].attempts[0].record.exit_code == 127 and not paths[3].exists()
     assert "start failed" in err.read_text()
+
+
+def offers(data: str, path: Path, then: str = "") -> list[str]:
+    """A task that offers the bytes `data` evaluates to as its result (`warm_result`), writing
+    them to `path` itself where the offer is not taken, then does `then`."""
+    return in_process(
+        f"import sys; data = {data}; write = lambda: open({str(path)!r}, 'wb').write(data); "
+        "warm = sys.modules.get('ensemble_core.members.warm_result'); "
+        f"(warm is not None and warm.offer(data, write)) or write(); {then}"
+    )
+
+
+def test_a_result_goes_back_with_the_finish_and_to_its_file_where_it_cannot(tmp_path, log_dir):
+    from ensemble_core.members.warm_result import LIMIT
+
+    files = [tmp_path / f"result{i}" for i in range(4)]
+    thread = "import threading, time; threading.Thread(target=time.sleep, args=(0.2,)).start()"
+    specs = [
+        JobSpec(command=offers("b'small'", files[0])),
+        JobSpec(command=offers(f"b'x' * {LIMIT + 1}", files[1])),  # too large to carry
+        JobSpec(command=offers("b'kept'", files[2], then=thread)),  # the process ends after all
+        JobSpec(command=offers("b'last'", files[3])),
+    ]
+    with one_worker(log_dir) as ensemble:
+        handles = run_all(ensemble, specs)
+    assert outcomes(handles) == [Outcome.SUCCESS] * 4
+    carried = [handle.attempts[-1].record.result for handle in handles]
+    assert carried == [b"small", None, None, b"last"]
+    assert [path.exists() for path in files] == [False, True, True, False]
+    assert files[1].read_bytes() == b"x" * (LIMIT + 1)
+    assert files[2].read_bytes() == b"kept"
+
+
+def test_a_forked_task_writes_its_result_itself(tmp_path, log_dir):
+    path = tmp_path / "result"
+    with one_worker(log_dir, reuse=None) as ensemble:
+        (handle,) = run_all(ensemble, [JobSpec(command=offers("b'forked'", path))])
+    assert handle.outcome is Outcome.SUCCESS and handle.attempts[-1].record.result is None
+    assert path.read_bytes() == b"forked"

@@ -32,6 +32,7 @@ tell this member from any other: every rule works as it does for jobs.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import json
@@ -561,7 +562,7 @@ class WarmMember(Member):
                 context = {"type": message.get("type"), "severity": 0, "note": message.get("note")}
                 self._event(task.id, "exception", context)
             elif op == "done":
-                self._done(task, message.get("status"))
+                self._done(task, message.get("status"), message.get("result"))
         except Exception:  # one report that cannot be read must not end the connection
             log.exception("warm workers: a report of worker %s could not be handled", worker.name)
 
@@ -654,11 +655,15 @@ class WarmMember(Member):
             }
         )
 
-    def _done(self, task: _Task, status: int | None) -> None:
-        """The worker says the task's process ended (status None: it never started)."""
+    def _done(self, task: _Task, status: int | None, result: str | None = None) -> None:
+        """The worker says the task's process ended (status None: it never started); a task
+        whose reused process sent its result back has it in its `finish` (`warm_result`)."""
         worker = task.worker
         if status is not None:
-            self._event(task.id, "finish", {"status": status})
+            finish: dict[str, Any] = {"status": status}
+            if result:
+                finish["result"] = base64.b64decode(result)
+            self._event(task.id, "finish", finish)
         self._release(task)
         if worker is not None:
             self._idle(worker)

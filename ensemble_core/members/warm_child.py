@@ -38,6 +38,7 @@ from pathlib import Path
 from types import CodeType
 from typing import Any, NoReturn
 
+from ensemble_core.members import warm_result
 from ensemble_core.members.warm_guard import Guard
 
 #: A reused process that has grown this much since its fork is replaced after its task, so
@@ -118,7 +119,8 @@ def run_module(
 
 def serve(channel: socket.socket, guard: Guard, installed: tuple[str, ...]) -> NoReturn:
     """A reused process's life: tasks from `channel` (with their three standard streams), one
-    at a time; a byte back after each that ended cleanly, else the exit a forked task makes."""
+    at a time; a zero byte back after each that ended cleanly, followed by the result it
+    offered (`warm_result`), else the exit a forked task makes."""
     status = 0
     try:
         detach(guard)
@@ -133,7 +135,7 @@ def serve(channel: socket.socket, guard: Guard, installed: tuple[str, ...]) -> N
             status = _serve_one(json.loads(data), fds, state, installed)
             if status is not None:
                 break
-            channel.send(b"\0")
+            channel.send(b"\0" + warm_result.take())
     except BaseException as error:
         say(f"ensemble: a reused task process failed: {error}\n")
         status = 127
@@ -160,8 +162,10 @@ def _serve_one(
     except BaseException as error:
         say(f"ensemble: task {order['id']}: start failed: {error}\n")
         return 127
+    warm_result.accept()
     status = _execute(plan)
     if status or not state.kept():
+        warm_result.fall_back()  # the process ends: a result offered goes to its file
         _shut_down()
         _note_learned(learned_path, known, installed)
         return status or 0

@@ -9,7 +9,8 @@ what workers send, and nothing a worker sends may run code in the controller.
 Member to worker: `run` (a task), `cancel`, `preload` (modules to import before forking),
 `reuse` (modules whose in-process tasks may share a process, `warm_runner`), `stop`.
 Worker to member: `hello`, then per task `start`, `exception` (type, note) and `done` (the wait
-status, or none when the task never ran), and `learned` (modules its tasks imported).
+status, or none when the task never ran; `result`, base64, when its reused process sent the
+task's result back: `warm_result`), and `learned` (modules its tasks imported).
 """
 
 from __future__ import annotations

@@ -8,8 +8,9 @@ time, so the worker measures, times out and cancels each task as it does a forke
 ends takes its process with it, and the next task gets a fresh fork.
 
 The worker talks to each process over a Unix socket pair: the task as JSON, with its standard
-streams as file descriptors; one byte back when the task ended cleanly. The worker learns of any
-other end from the process's pidfd, as it does for a forked task.
+streams as file descriptors; one byte back when the task ended cleanly, with the result the task
+offered (`warm_result`). The worker learns of any other end from the process's pidfd, as it does
+for a forked task.
 """
 
 from __future__ import annotations
@@ -24,9 +25,12 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
-from ensemble_core.members import warm_child
+from ensemble_core.members import warm_child, warm_result
 from ensemble_core.members.warm_child import Plan
 from ensemble_core.members.warm_guard import Guard
+
+#: The longest report of a reused process: its byte and a task's result (one message each).
+REPORT_SIZE = 1 + warm_result.LIMIT
 
 
 class Runner:
@@ -77,10 +81,11 @@ class Runner:
         return True
 
     def report(self) -> bytes | None:
-        """What it said: a byte when its task ended cleanly (it then waits for the next), b""
-        once it is gone, None when it said nothing yet."""
+        """What it said: a zero byte when its task ended cleanly (it then waits for the next),
+        followed by the result the task offered (`warm_result`); b"" once it is gone, None when
+        it said nothing yet."""
         try:
-            return self.channel.recv(16)
+            return self.channel.recv(REPORT_SIZE)
         except BlockingIOError:
             return None
         except OSError:

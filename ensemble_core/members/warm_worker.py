@@ -7,7 +7,8 @@ first (`warm_guard`), connects back, proves it knows the secret, and then serves
 selector over the connection and each task's pidfd, and timers for walltimes, memory samples and
 the grace period between SIGTERM and SIGKILL. It reports each task in the core's vocabulary, as
 the local member would report the same command: `start` when forked, `exception` (`timeout`,
-`oom`, `cancel`) when it ends one, `done` with the wait status when the task's process has exited.
+`oom`, `cancel`) when it ends one, `done` with the wait status when the task's process has exited
+(with the result a reused process sent back for it, `warm_result`).
 
 When the connection ends (the member closed, or is gone) or the worker is told to stop or gets
 SIGTERM, it kills what still runs and exits; should it die without that chance, its guard kills
@@ -16,6 +17,7 @@ the tasks.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import gc
 import heapq
@@ -286,12 +288,13 @@ class Worker:
                 os.killpg(runner.pid, signal.SIGKILL)
         elif self.runners is not None:
             self.runners.idle.append(runner)  # before the next task starts, which it serves
-        self._exited(task_id, 0, process_ended=False)
+        self._exited(task_id, 0, process_ended=False, result=said[1:])
 
     def _gone(self, runner: Runner) -> None:
         """A reused process exited: its task, if it ran one, ended with it (unless it said
         that the task had ended cleanly just before)."""
-        clean = runner.task_id is not None and bool(runner.report())
+        said = runner.report() if runner.task_id is not None else None
+        clean = bool(said)
         with contextlib.suppress(KeyError):
             self.selector.unregister(runner.channel)
         self.selector.unregister(runner.pidfd)
@@ -307,12 +310,15 @@ class Worker:
                 os.killpg(runner.pid, signal.SIGKILL)  # what it left in its group
             self.guard.remove(runner.pid)
         else:
-            self._exited(task_id, 0 if clean else status)
+            self._exited(task_id, 0 if clean else status, result=said[1:] if said else b"")
         runner.close()
 
-    def _exited(self, task_id: str, status: int, process_ended: bool = True) -> None:
+    def _exited(
+        self, task_id: str, status: int, process_ended: bool = True, result: bytes = b""
+    ) -> None:
         """The task ended: when its process ended, what it left in its group ends too (a
-        reused process that goes on serving left nothing); report the status."""
+        reused process that goes on serving left nothing); report the status, and the result
+        its reused process sent back (`warm_result`)."""
         if process_ended:
             self._signal(task_id, signal.SIGKILL)
         running = self.tasks.pop(task_id)
@@ -323,7 +329,10 @@ class Worker:
         self.limited.discard(task_id)
         learned = warm_task.finish(running, self.outputs)
         self.room.take(running.order, -1)
-        self._send({"op": "done", "id": task_id, "status": status})
+        done: dict[str, Any] = {"op": "done", "id": task_id, "status": status}
+        if result:
+            done["result"] = base64.b64encode(result).decode()
+        self._send(done)
         fresh = self._import(learned)
         if fresh:
             self._send({"op": "learned", "modules": fresh})
