@@ -42,6 +42,7 @@ from parsl_ensemble.arguments import check_arguments
 from parsl_ensemble.errors import EnsembleTaskError
 from parsl_ensemble.inputs import Inputs
 from parsl_ensemble.lifetime import ExitGuard
+from parsl_ensemble.resolver import Resolver
 from parsl_ensemble.resources import ATTRIBUTE_KEYS, FIELDS, KEYS, job_fields
 
 LOG_TAIL_LINES = 5
@@ -152,7 +153,7 @@ class EnsembleExecutor(ParslExecutor, RepresentationMixin):
         self._closed = False
         self._warned: set[str] = set()
         self._made_dir: Path | None = None
-        self._results = cf.ThreadPoolExecutor(1, thread_name_prefix=f"{label}-results")
+        self._results = Resolver(f"{label}-results", self._resolve)
         self._inputs = Inputs()
         self._exit_guard: ExitGuard | None = None
 
@@ -216,7 +217,7 @@ class EnsembleExecutor(ParslExecutor, RepresentationMixin):
             if self.ensemble is not None:
                 self.ensemble.close()
         finally:
-            self._results.shutdown(wait=True)
+            self._results.shutdown()
             for task in list(self._tasks.values()):  # jobs a stuck member never ended
                 self._fail(task, "cancelled", "the executor shut down", [], 1)
             self._inputs.close()
@@ -268,7 +269,7 @@ class EnsembleExecutor(ParslExecutor, RepresentationMixin):
 
     def _job_done(self, task: _Task, handle: JobHandle) -> None:
         """On the controller's thread: hand the Future's resolution to the results thread."""
-        self._results.submit(self._resolve, task, handle)
+        self._results.put(task, handle)
 
     def _resolve(self, task: _Task, handle: JobHandle) -> None:
         """Read the worker's result and resolve the Future (off the controller's thread)."""
