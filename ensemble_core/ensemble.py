@@ -385,7 +385,7 @@ class Ensemble:
                     if item is not None:
                         taken.append(item)
                 if self.journal is not None:
-                    self._intend(taken)
+                    await self.durable(self._intend(taken))
                 for handle, attempt in taken:
                     if self._stopping:
                         why = f"cancelled: {self._ended_why()}"
@@ -423,13 +423,14 @@ class Ensemble:
             self.journal.handed(handle)
         return handle, handle.attempts[-1]
 
-    def _intend(self, taken: list[tuple[JobHandle, Attempt]]) -> None:
-        """Write down, before the member sees them, that these attempts are being submitted."""
+    def _intend(self, taken: list[tuple[JobHandle, Attempt]]) -> int:
+        """Write down, before the member sees them, that these attempts are being submitted:
+        the flush's ticket, to wait for (`durable`) before submitting."""
         assert self.journal is not None
         for handle, attempt in taken:
             attempt.token = self.journal.token(handle.key, len(handle.attempts))
             self.journal.submitting(handle)
-        self.flush_state()
+        return self.flush_state(durable=False)
 
     async def _submit(self, handle: JobHandle, attempt: Attempt) -> None:
         if handle.cancel_requested:
@@ -471,7 +472,7 @@ class Ensemble:
         attempt.phase = 3
         group = attempt.spec.group
         self.metrics.count(group, "pending", -1)
-        self._count_outcome(group, outcome)
+        self.metrics.ended(group, outcome)
         self._finish_job(handle, outcome, why)
 
     # Events -----------------------------------------------------------------------------------
@@ -511,8 +512,6 @@ class Ensemble:
             attempt.phase = 2
             self._waiting.pop(attempt.member_id, None)
             self._started(group, attempt)
-            if at := attempt.member_group:
-                self._started(at, attempt, self._member_series)
         elif name == "clean":
             if journal_dirty is not None:
                 journal_dirty[handle.key] = handle
@@ -556,12 +555,17 @@ class Ensemble:
         if self._by_member_id.pop(member_id, None) is not None and self._direct is not None:
             self._direct.forget(member_id)
 
-    def _started(self, group: str, attempt: Attempt, series: bool = True) -> None:
+    def _started(self, group: str, attempt: Attempt) -> None:
+        """An attempt's start, in its group's counters and series, and its member's."""
         metrics = self.metrics
         record = attempt.record
-        metrics.shift(group, "pending", "running")
-        if series and record.submit_time is not None and record.start_time is not None:
-            metrics.record(group, "pending", record.start_time - record.submit_time)
+        at = attempt.member_group
+        metrics.shift(group, "pending", "running", at)
+        if record.submit_time is not None and record.start_time is not None:
+            waited = record.start_time - record.submit_time
+            metrics.record(group, "pending", waited)
+            if at is not None and self._member_series:
+                metrics.record(at, "pending", waited)
 
     def _attempt_ended(self, handle: JobHandle, attempt: Attempt) -> None:
         self.forget_member_job(attempt.member_id)
@@ -570,31 +574,28 @@ class Ensemble:
         outcome = record.outcome
         group = attempt.spec.group
         self._count_end(group, attempt, outcome)
-        if at := attempt.member_group:
-            self._count_end(at, attempt, outcome, self._member_series)
         attempt.phase = 3
         if not self._resubmitted(handle, outcome):
             self._finish_job(handle, outcome, record.reason, self._log_paths(attempt.member_id))
         self._perform_all(self.engine.job_outcome(outcome.value, group, handle))
 
-    def _count_end(
-        self, group: str, attempt: Attempt, outcome: Outcome, series: bool = True
-    ) -> None:
-        """An attempt's end, in the counters and series of `group` (a job group or a member)."""
+    def _count_end(self, group: str, attempt: Attempt, outcome: Outcome) -> None:
+        """An attempt's end, in the counters and series of its group, and its member's."""
         metrics = self.metrics
+        at = attempt.member_group
         if attempt.phase == 2:
-            metrics.shift(group, "running", "finished")
+            metrics.shift(group, "running", "finished", at)
             record = attempt.record
-            if series and record.start_time is not None and record.end_time is not None:
-                metrics.record(group, "duration", record.end_time - record.start_time)
+            if record.start_time is not None and record.end_time is not None:
+                took = record.end_time - record.start_time
+                metrics.record(group, "duration", took)
+                if at is not None and self._member_series:
+                    metrics.record(at, "duration", took)
         else:
             metrics.count(group, "pending", -1)
-        self._count_outcome(group, outcome)
-
-    def _count_outcome(self, group: str, outcome: Outcome) -> None:
-        self.metrics.count(group, outcome.value)
-        if not outcome.ok and outcome is not Outcome.CANCELLED and outcome is not Outcome.FAILED:
-            self.metrics.count(group, "failed")
+            if at is not None:
+                metrics.count(at, "pending", -1)
+        metrics.ended(group, outcome, at)
 
     def _resubmitted(self, handle: JobHandle, outcome: Outcome) -> bool:
         """Let the first resubmit rule that can act on this job resubmit it; only that rule
@@ -642,9 +643,11 @@ class Ensemble:
         self.forget_member_job(attempt.member_id)
         self._waiting.pop(attempt.member_id, None)
         if attempt.phase < 3:
+            if self._member_group is not None and attempt.member_group is None:
+                # not followed (a resumed job its member no longer knows): counted under its
+                # member all the same, as when it was submitted
+                attempt.member_group = self._member_group(attempt.member_id)
             self._count_end(attempt.spec.group, attempt, outcome)
-            if self._member_group is not None and (at := self._member_group(attempt.member_id)):
-                self._count_end(at, attempt, outcome, self._member_series)
             attempt.phase = 3
         self._finish_job(handle, outcome, why)
 
@@ -661,13 +664,13 @@ class Ensemble:
         if self.journal is not None:
             self.journal.changed(handle)
 
-    def flush_state(self, *, durable: bool = True) -> None:
+    def flush_state(self, *, durable: bool = True) -> int:
         """Write what changed to the state journal, with the counters, the rules' state and the
-        metrics, in one transaction: `durable` (it is on disk when this returns) before anything
-        that changes the queue, in the background for the periodic writes."""
+        metrics, in one transaction: `durable` (on disk when this returns), or in the background,
+        returning a ticket to wait for with `durable` before anything that changes the queue."""
         journal = self.journal
         if journal is None:
-            return
+            return 0
         journal.set_meta(
             next_key=next(self._keys),
             reactive_jobs=self._reactive_jobs,
@@ -681,7 +684,13 @@ class Ensemble:
             for item in self._to_submit
             if isinstance(item, _Batch)
         )
-        journal.flush(wait=durable)
+        return journal.flush(wait=durable)
+
+    async def durable(self, ticket: int) -> None:
+        """Wait until the flush `ticket` of the state journal is written, events going on
+        meanwhile."""
+        if ticket and self.journal is not None:
+            await self.journal.durable(ticket)
 
     async def _flush_periodically(self) -> None:
         while True:
@@ -729,7 +738,7 @@ class Ensemble:
     async def _cancel_member_jobs(
         self, jobs: list[tuple[JobHandle, Any]], pause_every: int
     ) -> None:
-        self.flush_state()
+        await self.durable(self.flush_state(durable=False))
         for count, (handle, member_id) in enumerate(jobs, 1):
             if member_id in self._by_member_id:
                 await self._cancel_member_job(handle, member_id)

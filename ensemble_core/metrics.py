@@ -16,15 +16,31 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
+from ensemble_core.events import Outcome
 from ensemble_core.series import STATISTICS, Series
 
-__all__ = ["COUNTS", "STATISTICS", "STATISTIC_ALIASES", "SUMMARY_SERIES", "Metrics"]
+__all__ = [
+    "COUNTS",
+    "OUTCOME_COUNTERS",
+    "STATISTICS",
+    "STATISTIC_ALIASES",
+    "SUMMARY_SERIES",
+    "Metrics",
+]
 
 STATISTIC_ALIASES = {"var": "variance"}
 SUMMARY_SERIES = {"duration": "duration", "pending": "pending_time"}
 COUNTS = ("submitted", "pending", "running", "finished", "success", "failed")
 #: What starts the name of a member's pseudo-group (`@cloud`): no job group's name can.
 MEMBER_MARK = "@"
+#: The counters an attempt's end adds to, by outcome: its own, and `failed` for the failures
+#: that have a name of their own (oom, timeout...). Worked out once: an enum's `value` and
+#: `ok` are slow to read on the path of every job's end.
+OUTCOME_COUNTERS: dict[Outcome, tuple[str, ...]] = {
+    outcome: (outcome.value,)
+    + (("failed",) if outcome not in (Outcome.SUCCESS, Outcome.CANCELLED, Outcome.FAILED) else ())
+    for outcome in Outcome
+}
 
 
 class GroupMetrics:
@@ -60,13 +76,34 @@ class Metrics:
         self.groups[group].counts[key] += delta
         self.changed.add(group)
 
-    def shift(self, group: str, source: str, target: str) -> None:
+    def shift(self, group: str, source: str, target: str, member: str | None = None) -> None:
         """One of `source` becomes one of `target` (a job from pending to running): one
-        call on the path of every event that moves a job."""
-        counts = self.groups[group].counts
+        call on the path of every event that moves a job, which counts it under its
+        `member`'s pseudo-group (`@cloud`) too when it has one."""
+        groups = self.groups
+        counts = groups[group].counts
         counts[source] -= 1
         counts[target] += 1
         self.changed.add(group)
+        if member is not None:
+            counts = groups[member].counts
+            counts[source] -= 1
+            counts[target] += 1
+            self.changed.add(member)
+
+    def ended(self, group: str, outcome: Outcome, member: str | None = None) -> None:
+        """An attempt's outcome, in its group's counters (and its member's, if it has one)."""
+        keys = OUTCOME_COUNTERS[outcome]
+        groups = self.groups
+        counts = groups[group].counts
+        for key in keys:
+            counts[key] += 1
+        self.changed.add(group)
+        if member is not None:
+            counts = groups[member].counts
+            for key in keys:
+                counts[key] += 1
+            self.changed.add(member)
 
     def record(self, group: str, series: str, value: float) -> None:
         self.groups[group].record(series, value)

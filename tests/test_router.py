@@ -65,6 +65,14 @@ def on_loop(ensemble: Ensemble, function, *args):
     return ensemble._call(call()).result(5)
 
 
+def dies_after_a_flush(ensemble: Ensemble) -> None:
+    """The controller dies once a periodic flush has written what it knows."""
+    time.sleep(0.3)
+    ensemble._loop.call_soon_threadsafe(ensemble._loop.stop)
+    ensemble._thread.join(5)
+    journal_dies(ensemble.journal)
+
+
 def where(handle) -> str:
     """The member an attempt ran on: the first part of its id."""
     return str(handle.member_id).partition("/")[0]
@@ -345,10 +353,7 @@ def test_a_resumed_run_adopts_per_member_and_starts_again_what_ended_with_the_co
     until(lambda: first.snapshot()["groups"]["sim"]["running"] == 2)
     assert (kept.member_id, again.member_id) == ("hpc/1", "here/1")
     first.request_action({"name": "route", "label": "post", "member": "hpc"})
-    time.sleep(0.3)  # a periodic flush writes them
-    first._loop.call_soon_threadsafe(first._loop.stop)  # the controller dies
-    first._thread.join(5)
-    journal_dies(first.journal)
+    dies_after_a_flush(first)
 
     second = Ensemble(router(), state=StateJournal(tmp_path / "state"))
     second.start()
@@ -387,10 +392,7 @@ def test_events_one_member_replays_while_another_is_asked_are_kept(tmp_path: Pat
     first.submit(spec(attributes={MEMBER_ATTRIBUTE: "a"}), identity="ended")
     first.submit(spec(attributes={MEMBER_ATTRIBUTE: "b"}), identity="running")
     until(lambda: first.snapshot()["groups"]["sim"]["running"] == 2)
-    time.sleep(0.3)  # a periodic flush writes them
-    first._loop.call_soon_threadsafe(first._loop.stop)  # the controller dies
-    first._thread.join(5)
-    journal_dies(first.journal)
+    dies_after_a_flush(first)
     on_loop_of(first, a.finish_held, 1)  # a's job ends while no controller follows it
 
     second = Ensemble(RouterMember({"a": a, "b": b}), state=StateJournal(tmp_path / "state"))
@@ -443,3 +445,53 @@ def test_a_members_events_reach_their_jobs_directly_and_the_router_still_notes_s
         assert ensemble.snapshot()["groups"]["sim"]["success"] == 4
     finally:
         ensemble.close()
+
+
+def test_an_attempts_end_counts_its_outcome_under_its_group_and_its_member():
+    """A timeout is a failure with a name of its own: counted as `timeout` and as `failed`,
+    under the group and under the member that ran it, once each."""
+    ensemble = started(two(replay("timeout"), replay("timeout")))
+    try:
+        handle = ensemble.submit(spec(attributes={MEMBER_ATTRIBUTE: "b"}))
+        assert handle.wait(10) is Outcome.TIMEOUT
+        snapshot = ensemble.snapshot()
+        for counts in (snapshot["groups"]["sim"], snapshot["members"]["b"]):
+            assert {k: counts[k] for k in ("finished", "timeout", "failed", "running")} == {
+                "finished": 1,
+                "timeout": 1,
+                "failed": 1,
+                "running": 0,
+            }
+        assert "a" not in snapshot["members"]
+    finally:
+        ensemble.close()
+
+
+def test_a_resumed_job_its_member_forgot_ends_counted_under_that_member(tmp_path: Path):
+    """The controller never follows such a job again (nothing of it will come): its end is
+    counted under the member it was submitted to, as its start was."""
+    first = Ensemble(
+        RouterMember({"a": replay(), "hpc": replay("hold", remember=True)}),
+        state=StateJournal(tmp_path / "state"),
+    )
+    first.start()
+    first.submit(spec(attributes={MEMBER_ATTRIBUTE: "hpc"}), identity="forgotten")
+    until(lambda: first.snapshot()["groups"]["sim"]["running"] == 1)
+    dies_after_a_flush(first)
+
+    forgetful = ReplayMember(JOURNALS, kind_of=lambda spec: "hold", remember=True)
+    second = Ensemble(
+        RouterMember({"a": replay(), "hpc": forgetful}), state=StateJournal(tmp_path / "state")
+    )
+    second.start()  # the job ends as it resumes: nothing follows it any more
+    try:
+        assert not second.follows("forgotten")
+        hpc = second.snapshot()["members"]["hpc"]
+        assert {k: hpc[k] for k in ("submitted", "running", "finished", "failed")} == {
+            "submitted": 1,
+            "running": 0,
+            "finished": 1,
+            "failed": 1,
+        }
+    finally:
+        second.close()
