@@ -4,7 +4,9 @@
   member, against Parsl's `HighThroughputExecutor` with W workers, and the job-per-task
   `EnsembleExecutor` on a tenth as many apps (its rate does not depend on the count). Each
   executor first runs 10 x W apps, so that every worker has started (and learned) before the
-  clock starts; the executors take turns for `--rounds` rounds, and the median counts.
+  clock starts; the executors take turns for `--rounds` rounds, each measurement in a process
+  of its own, and the median counts. `--baseline DIR` adds the warm executor of another tree
+  (a `git worktree` of an older commit, on PYTHONPATH) to the turns.
 - Snakemake: the 30-job workflow and the 6-job chain of benchmarks/snakemake_bench.py through
   `--executor ensemble --ensemble-workers 4`, against `--executor local` and (in the first round
   only) the job-per-task ensemble, at `-j 4`, taking turns for `--rounds` rounds: wall time and
@@ -17,11 +19,13 @@
   `flux start --test-size=2`; skipped without flux.
 
     python -m benchmarks.warm_workers [--tasks 2000] [--workers 2] [--rounds 3] [--flux-jobs 300]
+        [--only parsl|worker|snakemake|flux] [--baseline DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -73,43 +77,65 @@ def parsl_rate(make: Callable[[], ParslExecutor], tasks: int, workers: int, run_
         return tasks / (time.perf_counter() - began)
 
 
-def parsl_part(tasks: int, workers: int, rounds: int) -> None:
-    runs: dict[str, tuple[Callable[[], ParslExecutor], int]] = {
-        f"EnsembleExecutor(workers={workers}), local member": (
-            lambda: EnsembleExecutor(label="warm", workers=workers),
-            tasks,
-        ),
-        f"HighThroughputExecutor, {workers} workers": (
-            lambda: HighThroughputExecutor(
-                label="htex",
-                max_workers_per_node=workers,
-                address="127.0.0.1",
-                provider=LocalProvider(init_blocks=1, min_blocks=1, max_blocks=1),
-            ),
-            tasks,
-        ),
-        "EnsembleExecutor, one job per task": (
-            lambda: EnsembleExecutor(label="cold"),
-            max(tasks // 10, 1),
-        ),
+def executor(kind: str, workers: int) -> ParslExecutor:
+    """The executor a row of the Parsl part measures."""
+    if kind == "warm":
+        return EnsembleExecutor(label="warm", workers=workers)
+    if kind == "htex":
+        return HighThroughputExecutor(
+            label="htex",
+            max_workers_per_node=workers,
+            address="127.0.0.1",
+            provider=LocalProvider(init_blocks=1, min_blocks=1, max_blocks=1),
+        )
+    return EnsembleExecutor(label="cold")
+
+
+def rate_apart(kind: str, tasks: int, workers: int, tree: str, directory: str) -> float:
+    """`parsl_rate` in a process of its own (`--measure`), with the code of `tree` (PYTHONPATH):
+    every row starts as fresh as the others, and a baseline tree's executor and workers run its
+    own code (this file runs as it is, importing the rest from that tree)."""
+    command = [sys.executable, "-P", os.path.abspath(__file__), "--measure", kind]
+    command += ["--tasks", str(tasks), "--workers", str(workers)]
+    env = {**os.environ, "PYTHONPATH": tree}
+    done = subprocess.run(command, env=env, cwd=directory, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{kind} with {tree}: exit {done.returncode}\n{done.stderr[-2000:]}")
+    return float(done.stdout.split()[-1])
+
+
+def parsl_part(tasks: int, workers: int, rounds: int, baseline: str | None) -> None:
+    here = str(Path(__file__).resolve().parent.parent)
+    runs: dict[str, tuple[str, int, str]] = {
+        f"EnsembleExecutor(workers={workers}), local member": ("warm", tasks, here),
+        f"HighThroughputExecutor, {workers} workers": ("htex", tasks, here),
+        "EnsembleExecutor, one job per task": ("cold", max(tasks // 10, 1), here),
     }
+    if baseline:
+        old = str(Path(baseline).resolve())
+        runs[f"EnsembleExecutor(workers={workers}), baseline {baseline}"] = ("warm", tasks, old)
     rates: dict[str, list[float]] = {name: [] for name in runs}
+    loads = []
     with tempfile.TemporaryDirectory(prefix="warm-bench-") as directory:
-        os.chdir(directory)
         for _ in range(rounds):
-            for name, (make, count) in runs.items():
-                run_dir = os.path.join(directory, "runinfo")
-                rates[name].append(parsl_rate(make, count, workers, run_dir))
+            for name, (kind, count, tree) in runs.items():
+                rates[name].append(rate_apart(kind, count, workers, tree, directory))
+            loads.append(os.getloadavg()[0])
     medians = {name: statistics.median(values) for name, values in rates.items()}
-    warm, htex, cold = medians.values()
+    warm, htex, cold = list(medians.values())[:3]
     print(f"\n### Parsl: {tasks} no-op apps, median of {rounds} rounds\n")
     print("| executor | apps | tasks/s | rounds |\n|---|---:|---:|---|")
-    for name, (_, count) in runs.items():
+    for name, (_, count, _) in runs.items():
         each = ", ".join(f"{rate:.0f}" for rate in rates[name])
         print(f"| {name} | {count} | {medians[name]:.0f} | {each} |")
     each_round = ", ".join(f"{w / h:.0%}" for w, h in zip(*list(rates.values())[:2], strict=True))
     ratios = f"warm / HTEX: {warm / htex:.0%}, by round {each_round} (target 100%, floor 50%)"
     print(f"\n{ratios}; warm / cold: {warm / cold:.1f}x")
+    if baseline:
+        columns = list(rates.values())
+        new_old = zip(columns[0], columns[3], strict=True)
+        print(f"new / baseline by round: {', '.join(f'{n / o:.0%}' for n, o in new_old)}")
+    print(f"load average (1 min) after each round: {', '.join(f'{x:.1f}' for x in loads)}")
 
 
 def snakemake_part(rounds: int) -> None:
@@ -278,15 +304,23 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--flux-jobs", type=int, default=300)
     parser.add_argument("--only", choices=["parsl", "worker", "snakemake", "flux"])
+    parser.add_argument(
+        "--baseline", metavar="DIR", help="Parsl part: another tree's warm workers, taking turns"
+    )
+    parser.add_argument("--measure", choices=["warm", "htex", "cold"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     bin_dir = str(Path(sys.executable).parent)  # HTEX starts its interchange and workers by name
     os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+    if args.measure:  # one row of the Parsl part, in a process of its own (rate_apart)
+        made = functools.partial(executor, args.measure, args.workers)
+        print(parsl_rate(made, args.tasks, args.workers, os.path.abspath("runinfo")))
+        return
     print(
         f"{os.cpu_count()} CPUs ({cpu_model()}); Python {platform.python_version()}, "
         f"parsl {parsl.__version__}; {time.strftime('%Y-%m-%d')}"
     )
     if args.only in (None, "parsl"):
-        parsl_part(args.tasks, args.workers, args.rounds)
+        parsl_part(args.tasks, args.workers, args.rounds, args.baseline)
     if args.only in (None, "worker"):
         worker_part()
     if args.only in (None, "snakemake"):
