@@ -20,6 +20,15 @@ import pickle
 import sys
 from typing import Any
 
+if __name__ == "__main__":
+    # Run as the importable module, not as __main__: RemoteError must unpickle by reference.
+    # At once, before the rest of this file: a warm worker's reused process runs this file as
+    # `__main__` for every task, and making its class and functions again each time cost more
+    # than the rest of the file does for a no-op app.
+    from parsl_ensemble.worker import main as module_main
+
+    sys.exit(module_main(sys.argv))
+
 #: Where a warm worker's reused process takes a task's result (no file): see main.
 WARM_RESULT = "ensemble_core.members.warm_result"
 
@@ -119,10 +128,3 @@ def _write(path: str, data: bytes) -> None:
     with open(partial, "wb") as stream:
         stream.write(data)
     os.replace(partial, path)
-
-
-if __name__ == "__main__":
-    # Run as the importable module, not as __main__: RemoteError must unpickle by reference.
-    from parsl_ensemble.worker import main as module_main
-
-    sys.exit(module_main(sys.argv))

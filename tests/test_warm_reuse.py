@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -238,3 +239,16 @@ def test_a_forked_task_writes_its_result_itself(tmp_path, log_dir):
         (handle,) = run_all(ensemble, [JobSpec(command=offers("b'forked'", path))])
     assert handle.outcome is Outcome.SUCCESS and handle.attempts[-1].record.result is None
     assert path.read_bytes() == b"forked"
+
+
+def test_the_modules_reused_tasks_import_are_imported_by_their_worker(tmp_path, log_dir):
+    (tmp_path / "sees.py").write_text(
+        "import sys\nseen = ['wave' in sys.modules, 'colorsys' in sys.modules]\n"
+        "open('seen', 'w').write(repr(seen))\n"
+    )
+    reused = [JobSpec(command=in_process(f"import {name}")) for name in ("wave", "colorsys")]
+    forked = JobSpec(command=[sys.executable, "-m", "sees"], cwd=str(tmp_path))  # not in reuse
+    with one_worker(log_dir) as ensemble:
+        assert outcomes(run_all(ensemble, reused)) == [Outcome.SUCCESS] * 2
+        assert outcomes(run_all(ensemble, [forked])) == [Outcome.SUCCESS]
+    assert (tmp_path / "seen").read_text() == "[True, True]"  # forked from a worker that has them

@@ -148,7 +148,7 @@ def _serve_one(
 ) -> int | None:
     """Run one task in the reused process: None if it ended cleanly and the process serves
     the next one, else the exit status the process ends with (after the task's exit)."""
-    known = set(sys.modules)
+    known = state.modules
     for target, fd in enumerate(fds):
         os.dup2(fd, target, inheritable=True)
         os.close(fd)
@@ -170,8 +170,10 @@ def _serve_one(
         _note_learned(learned_path, known, installed)
         return status or 0
     _flush()
-    _note_learned(learned_path, known, installed)
-    state.restore()
+    if len(sys.modules) != len(known):  # most tasks import nothing new: no set to compare
+        _note_learned(learned_path, known, installed)
+        state.modules = set(sys.modules)
+    state.restore(order["changes"])
     return None
 
 
@@ -180,6 +182,9 @@ class _State:
 
     def __init__(self) -> None:
         self.environ = dict(os.environ)
+        self.raw_environ = _raw_environ()
+        #: What the process had imported before its task (tasks report what they add).
+        self.modules = set(sys.modules)
         self.cwd = os.getcwd()
         self.path = list(sys.path)
         self.argv = list(sys.argv)
@@ -206,13 +211,10 @@ class _State:
             and _no_children()
         )
 
-    def restore(self) -> None:
-        """Put back what the task set up, as the next task's fork would find it."""
-        for name in [name for name in os.environ if name not in self.environ]:
-            del os.environ[name]
-        for name, value in self.environ.items():
-            if os.environ.get(name) != value:
-                os.environ[name] = value
+    def restore(self, changes: dict[str, str]) -> None:
+        """Put back what the task set up, as the next task's fork would find it (`changes`:
+        what its order set in the environment)."""
+        self._restore_environ(changes)
         os.chdir(self.cwd)
         sys.path[:] = self.path
         sys.argv[:] = self.argv
@@ -226,6 +228,31 @@ class _State:
         _flush()
         for target, fd in enumerate(self.idle_fds):
             os.dup2(fd, target, inheritable=True)
+
+    def _restore_environ(self, changes: dict[str, str]) -> None:
+        """Put back the names the order set, then compare the whole environment as the
+        bytes `os.environ` keeps (one dictionary comparison); only a task that changed other
+        names has each name compared and put back, which decodes every one of them (most of
+        a reused Parsl task's own cost when done for every task)."""
+        for name in changes:
+            if name in self.environ:
+                os.environ[name] = self.environ[name]
+            else:
+                os.environ.pop(name, None)
+        if self.raw_environ is not None and getattr(os.environ, "_data", None) == self.raw_environ:
+            return
+        for name in [name for name in os.environ if name not in self.environ]:
+            del os.environ[name]
+        for name, value in self.environ.items():
+            if os.environ.get(name) != value:
+                os.environ[name] = value
+
+
+def _raw_environ() -> dict[bytes, bytes] | None:
+    """A copy of the environment as `os.environ` keeps it, encoded (CPython's `_data`; None
+    where there is no such thing: every name is then compared)."""
+    raw = getattr(os.environ, "_data", None)
+    return dict(raw) if isinstance(raw, dict) else None
 
 
 #: The signals a task may set a handler for, as numbers.
