@@ -50,3 +50,19 @@ def test_empty_outputs_go_and_their_files_serve_the_next_tasks(tmp_path, log_dir
     assert sorted(path.name for path in out.iterdir()) == ["before.log", "c.log"]
     assert (out / "c.log").read_text().startswith("said\n")
     assert before.read_text().startswith("kept\nmore\n")
+
+
+def test_an_output_file_in_a_directory_not_made_yet_gets_its_directory(tmp_path, log_dir):
+    records = [tmp_path / f"inode{i}" for i in range(3)]
+    quiet = "import sys; sys.stdout = open(os.devnull, 'w')"
+    specs = [
+        JobSpec(command=stdout_inode(records[0], quiet), stdout=str(tmp_path / "a.log")),
+        # A spare file waits now; this one's directory does not exist yet: made, as for a job.
+        JobSpec(command=stdout_inode(records[1], "print('deep')"), stdout=str(tmp_path / "x/y/b")),
+        JobSpec(command=stdout_inode(records[2], quiet), stdout=str(tmp_path / "z/c.log")),
+    ]
+    with one_worker(log_dir, reuse=None) as ensemble:
+        handles = run_all(ensemble, specs[:1]) + run_all(ensemble, specs[1:])
+    assert outcomes(handles) == [Outcome.SUCCESS] * 3
+    assert (tmp_path / "x/y/b").read_text().startswith("deep\n")
+    assert (tmp_path / "z").is_dir() and not (tmp_path / "z/c.log").exists()

@@ -44,12 +44,11 @@ class Outputs:
             paths.append(Path(stderr))
         try:
             for path in paths:
-                path.parent.mkdir(parents=True, exist_ok=True)
                 try:
-                    fds.append(self._create(path))
-                    created.append(path)
-                except FileExistsError:
-                    fds.append(os.open(path, _APPEND))
+                    fds.append(self._open(path, created))
+                except FileNotFoundError:  # no directory: made (not tried first: a syscall)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    fds.append(self._open(path, created))
         except (OSError, ValueError) as error:
             for fd in fds:
                 os.close(fd)
@@ -72,6 +71,15 @@ class Outputs:
                 path.unlink()
             except OSError:
                 pass
+
+    def _open(self, path: Path, created: list[Path]) -> int:
+        """The file at `path`, for appending: made for the task (noted) unless it is there."""
+        try:
+            fd = self._create(path)
+        except FileExistsError:
+            return os.open(path, _APPEND)
+        created.append(path)
+        return fd
 
     def _create(self, path: Path) -> int:
         """A new file at `path` (FileExistsError if there is one): a spare linked in there."""

@@ -89,10 +89,13 @@ class Running:
     runner: Runner | None = None
 
 
-def plan(argv: list[str], env: dict[str, str], changes: dict[str, str]) -> Plan | None:
-    """The in-process plan for a command, or None to execute it. `env` is the task's whole
-    environment, `changes` what it sets over the worker's."""
-    found = shutil.which(argv[0], path=env.get("PATH")) if argv else None
+def plan(argv: list[str], changes: dict[str, str]) -> Plan | None:
+    """The in-process plan for a command, or None to execute it. `changes`: what the task's
+    environment sets over the worker's."""
+    if not argv:
+        return None
+    # The worker's own interpreter by its own path (what front doors write) needs no search.
+    found = argv[0] if argv[0] == sys.executable else _which(argv[0], changes)
     if found is None or os.path.abspath(found) != os.path.abspath(sys.executable):
         return None
     options = []
@@ -107,6 +110,10 @@ def plan(argv: list[str], env: dict[str, str], changes: dict[str, str]) -> Plan 
     return Plan(rest[1], rest[2:], frozenset(options), warm_child.main_code(rest[1]))
 
 
+def _which(command: str, changes: dict[str, str]) -> str | None:
+    return shutil.which(command, path=changes.get("PATH", os.environ.get("PATH")))
+
+
 def launch(
     order: Order,
     guard: Guard,
@@ -118,8 +125,7 @@ def launch(
     """Open the task's output, hand it to a reused process or fork it, and return at once; a
     TaskError if it cannot start. `scratch`: a path of the task's own in the worker's scratch
     directory, for its TMPDIR (unless a reused process lends it its own) and what it learns."""
-    env = {**os.environ, **order.env}
-    in_process = plan(order.argv, env, order.env)
+    in_process = plan(order.argv, order.env)
     learned = Path(f"{scratch}.modules")
     running = Running(order, 0, None if in_process is None else 0.0, scratch, learned)
     try:
@@ -135,7 +141,7 @@ def launch(
             and _hand(running, runners, in_process, fds)
         )
         if not handed:
-            running.pid = _fork(order, env, in_process, fds, guard, running, installed)
+            running.pid = _fork(order, in_process, fds, guard, running, installed)
     except (OSError, TaskError) as error:
         finish(running, outputs)
         if isinstance(error, TaskError):
@@ -148,7 +154,6 @@ def launch(
 
 def _fork(
     order: Order,
-    env: dict[str, str],
     in_process: Plan | None,
     fds: list[int],
     guard: Guard,
@@ -161,7 +166,7 @@ def _fork(
     except OSError as error:
         raise TaskError(f"the worker could not make the task's TMPDIR: {error}") from None
     changes = {**order.env, "TMPDIR": str(running.tmpdir)}
-    env["TMPDIR"] = changes["TMPDIR"]
+    env = {**os.environ, **changes}  # the whole environment, made only for a fork
     pid = warm_child.fork()
     if pid == 0:
         _child(order, env, changes, in_process, fds, guard, running.learned_path, installed)
