@@ -99,9 +99,11 @@ class Ensemble:
             state.kept_repeats = repeatable(self.engine.job_event_names)
         #: Whether a member's statistics are recorded (`mean.@cloud-pending`): only when a rule
         #: reads one; counters per member are cheap, a statistic costs what a group's does.
-        self._member_series = self._member_group is not None and _reads_member_statistics(
-            self.config.rules
-        )
+        #: Without a rule on a member's metrics, a member's counters changing is not reported
+        #: to the rules either: there is nothing for them to look at.
+        reads_members, reads_statistics = _member_metrics_read(self.config.rules)
+        self._member_series = self._member_group is not None and reads_statistics
+        self.metrics.report_members = reads_members
         self.templates = {group.name: group for group in self.config.jobs}
         self.exit = "completed"
         self.stop_reason = ""
@@ -897,11 +899,9 @@ class Ensemble:
         self._active.clear()
 
 
-def _reads_member_statistics(rules: list[Rule]) -> bool:
-    """Whether a metric rule reads a statistic of a member (`mean.@cloud-pending`)."""
-    return any(
-        rule.trigger == "metric"
-        and not (rule.name or "").startswith(("count.", "queue."))
-        and metric_group(rule.name or "").startswith("@")
-        for rule in rules
-    )
+def _member_metrics_read(rules: list[Rule]) -> tuple[bool, bool]:
+    """Whether a metric rule reads a member's metrics (`count.@cloud.running`), and whether
+    one reads a member's statistic (`mean.@cloud-pending`)."""
+    names = [rule.name or "" for rule in rules if rule.trigger == "metric"]
+    on_members = [name for name in names if metric_group(name).startswith("@")]
+    return bool(on_members), any(not name.startswith("count.") for name in on_members)

@@ -70,11 +70,16 @@ class Metrics:
         self.groups: defaultdict[str, GroupMetrics] = defaultdict(GroupMetrics)
         #: Groups whose metrics changed since the rules last looked (the reader clears it).
         self.changed: set[str] = set()
+        #: Whether a member's pseudo-group goes into `changed` when its counters change: the
+        #: controller turns it off when no rule reads a member's metrics, which spares the
+        #: rules a look at a group no rule is about at every start and end.
+        self.report_members = True
         self._oldest_pending = oldest_pending
 
     def count(self, group: str, key: str, delta: int = 1) -> None:
         self.groups[group].counts[key] += delta
-        self.changed.add(group)
+        if self.report_members or group[:1] != MEMBER_MARK:
+            self.changed.add(group)
 
     def shift(self, group: str, source: str, target: str, member: str | None = None) -> None:
         """One of `source` becomes one of `target` (a job from pending to running): one
@@ -89,7 +94,8 @@ class Metrics:
             counts = groups[member].counts
             counts[source] -= 1
             counts[target] += 1
-            self.changed.add(member)
+            if self.report_members:
+                self.changed.add(member)
 
     def ended(self, group: str, outcome: Outcome, member: str | None = None) -> None:
         """An attempt's outcome, in its group's counters (and its member's, if it has one)."""
@@ -103,7 +109,8 @@ class Metrics:
             counts = groups[member].counts
             for key in keys:
                 counts[key] += 1
-            self.changed.add(member)
+            if self.report_members:
+                self.changed.add(member)
 
     def record(self, group: str, series: str, value: float) -> None:
         self.groups[group].record(series, value)

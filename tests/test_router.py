@@ -18,6 +18,7 @@ from ensemble_core.matching import MEMBER_ATTRIBUTE, REQUIRES_ATTRIBUTE
 from ensemble_core.members import router as router_module
 from ensemble_core.members.local import LocalMember
 from ensemble_core.members.router import RouterMember
+from ensemble_core.metrics import Metrics
 from ensemble_core.rules.loader import parse
 from ensemble_core.spec import JobSpec
 from ensemble_core.state import StateJournal
@@ -495,3 +496,32 @@ def test_a_resumed_job_its_member_forgot_ends_counted_under_that_member(tmp_path
         }
     finally:
         second.close()
+
+
+def test_a_members_counters_are_reported_to_the_rules_only_when_a_rule_reads_a_member():
+    """Without a rule on a member's metrics, counting under a member does not make the rules
+    look at its pseudo-group; the counters are kept all the same (summaries, a later read)."""
+    metrics = Metrics()
+    metrics.report_members = False
+    metrics.count("sim", "pending")
+    metrics.count("@a", "pending")
+    metrics.shift("sim", "pending", "running", "@a")
+    metrics.ended("sim", Outcome.OOM, "@a")
+    assert metrics.changed == {"sim"}
+    assert [metrics.value(f"count.@a.{key}") for key in ("running", "oom", "failed")] == [1, 1, 1]
+    metrics.report_members = True
+    metrics.ended("sim", Outcome.SUCCESS, "@a")
+    assert metrics.changed == {"sim", "@a"}
+
+    reported = {}
+    for name in ("count.@a.running", "mean.@a-pending", "count.sim.running", "queue.pending"):
+        rule = f"rules:\n  - {{trigger: metric, name: {name}, when: 5, action: {{name: grow}}}}\n"
+        ensemble = Ensemble(two(), parse(rule, "t.yaml", ["a", "b"]))
+        reported[name] = ensemble.metrics.report_members
+        ensemble._loop.close()
+    assert reported == {
+        "count.@a.running": True,
+        "mean.@a-pending": True,
+        "count.sim.running": False,
+        "queue.pending": False,
+    }
