@@ -163,6 +163,7 @@ class Actions:
 
         async def resize_and_record() -> None:
             try:
+                await self._ensemble.durable(decided)
                 async with asyncio.timeout(ACTION_TIMEOUT_SECONDS):
                     detail = await resize(value)
             except TimeoutError:
@@ -176,7 +177,8 @@ class Actions:
                 self._ensemble.check_idle()
 
         self.running += 1
-        self._ensemble.flush_state()  # what the rules decided is written before the queue acts
+        # What the rules decided is written before the queue acts (the task waits for it).
+        decided = self._ensemble.flush_state(durable=False)
         self._ensemble.spawn(resize_and_record())
 
     def _custom(self, firing: Firing, action: Action) -> None:

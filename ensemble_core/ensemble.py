@@ -387,7 +387,7 @@ class Ensemble:
                     if item is not None:
                         taken.append(item)
                 if self.journal is not None:
-                    self._intend(taken)
+                    await self.durable(self._intend(taken))
                 for handle, attempt in taken:
                     if self._stopping:
                         why = f"cancelled: {self._ended_why()}"
@@ -425,13 +425,14 @@ class Ensemble:
             self.journal.handed(handle)
         return handle, handle.attempts[-1]
 
-    def _intend(self, taken: list[tuple[JobHandle, Attempt]]) -> None:
-        """Write down, before the member sees them, that these attempts are being submitted."""
+    def _intend(self, taken: list[tuple[JobHandle, Attempt]]) -> int:
+        """Write down, before the member sees them, that these attempts are being submitted:
+        the flush's ticket, to wait for (`durable`) before submitting."""
         assert self.journal is not None
         for handle, attempt in taken:
             attempt.token = self.journal.token(handle.key, len(handle.attempts))
             self.journal.submitting(handle)
-        self.flush_state()
+        return self.flush_state(durable=False)
 
     async def _submit(self, handle: JobHandle, attempt: Attempt) -> None:
         if handle.cancel_requested:
@@ -665,13 +666,13 @@ class Ensemble:
         if self.journal is not None:
             self.journal.changed(handle)
 
-    def flush_state(self, *, durable: bool = True) -> None:
+    def flush_state(self, *, durable: bool = True) -> int:
         """Write what changed to the state journal, with the counters, the rules' state and the
-        metrics, in one transaction: `durable` (it is on disk when this returns) before anything
-        that changes the queue, in the background for the periodic writes."""
+        metrics, in one transaction: `durable` (on disk when this returns), or in the background,
+        returning a ticket to wait for with `durable` before anything that changes the queue."""
         journal = self.journal
         if journal is None:
-            return
+            return 0
         journal.set_meta(
             next_key=next(self._keys),
             reactive_jobs=self._reactive_jobs,
@@ -685,7 +686,13 @@ class Ensemble:
             for item in self._to_submit
             if isinstance(item, _Batch)
         )
-        journal.flush(wait=durable)
+        return journal.flush(wait=durable)
+
+    async def durable(self, ticket: int) -> None:
+        """Wait until the flush `ticket` of the state journal is written, events going on
+        meanwhile."""
+        if ticket and self.journal is not None:
+            await self.journal.durable(ticket)
 
     async def _flush_periodically(self) -> None:
         while True:
@@ -733,7 +740,7 @@ class Ensemble:
     async def _cancel_member_jobs(
         self, jobs: list[tuple[JobHandle, Any]], pause_every: int
     ) -> None:
-        self.flush_state()
+        await self.durable(self.flush_state(durable=False))
         for count, (handle, member_id) in enumerate(jobs, 1):
             if member_id in self._by_member_id:
                 await self._cancel_member_job(handle, member_id)

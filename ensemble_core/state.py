@@ -32,17 +32,13 @@ the next controller waits for that before it reads.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
 import json
 import logging
 import os
 import pickle
-import select
 import sqlite3
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterable
@@ -50,12 +46,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ensemble_core import state_writer
 from ensemble_core.errors import ConfigError
 from ensemble_core.events import AttemptRecord, Outcome
 from ensemble_core.jobs import Attempt, JobHandle
 from ensemble_core.spec import JobSpec
-from ensemble_core.state_writer import ACK, connect, transaction
+from ensemble_core.state_handoff import WriterHandoff
+from ensemble_core.state_writer import connect, transaction
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +63,6 @@ CHECK_SECONDS = 0.05
 #: writer then works beside the controller instead of all at once where the controller waits
 #: for it (before the queue acts, and at the end).
 FLUSH_JOBS = 2048
-#: A flush of this many jobs starts the writer process (`state_writer`): from about there on,
-#: writing in the controller's thread costs it more than handing the rows over does.
-WRITER_ROWS = 500
 #: An outcome as the journal writes it (plain text: the writer's input is marshalled).
 _OUTCOME_TEXT = {outcome: outcome.value for outcome in Outcome}
 #: Specs remembered by identity (a submit action's jobs share one): each is written once.
@@ -140,11 +133,7 @@ class StateJournal:
         self._db = connect(self._database)
         self._db.executescript(_SCHEMA)
         _upgrade(self._db)
-        self._writer: subprocess.Popen[bytes] | None = None
-        #: none (flushes written here), starting (still written here), ready (written by the
-        #: writer), gone (it was killed: written here again).
-        self._writer_state = "none"
-        self._write_failed = False
+        self.handoff = WriterHandoff(self._db, self._database, self._writer_lock)
         self.run_id = self._meta("run_id") or uuid.uuid4().hex[:12]
         #: Open jobs whose row is to be written at the next flush (the controller marks it
         #: inline).
@@ -164,6 +153,9 @@ class StateJournal:
         self._new_specs: dict[int, str] = {}
         self._batches: list[tuple[JobSpec, int, bool]] | None = None
         self._actions: list[tuple[Any, ...]] = []
+        (self._last_action,) = self._db.execute(
+            "SELECT coalesce(max(id), 0) FROM actions"
+        ).fetchone()
         self._meta_pending: dict[str, Any] = {}
         self._flush_by = 0.0
 
@@ -253,8 +245,10 @@ class StateJournal:
 
     def action(self, entry: dict[str, Any]) -> None:
         """What a rule (or an operator) did: every entry is kept, for status and the report."""
+        self._last_action += 1  # numbered here: a flush written twice writes it once
         self._actions.append(
             (
+                self._last_action,
                 entry["time"],
                 entry["rule"],
                 entry["action"],
@@ -288,11 +282,15 @@ class StateJournal:
             return True
         return time.monotonic() >= self._flush_by and self.dirty
 
-    def flush(self, *, wait: bool = True) -> None:
-        """Write everything buffered in one transaction; `wait` until it is durable."""
+    def flush(self, *, wait: bool = True) -> int:
+        """Write everything buffered in one transaction; `wait` until it is durable. Its ticket
+        for `durable` (0: nothing to wait for)."""
         self._flush_by = time.monotonic() + FLUSH_SECONDS
         if not self.dirty and not self._handed:
-            return
+            ticket = self.handoff.last_ticket  # what was handed over before, if anything
+            if wait:
+                self.handoff.wait(ticket)
+            return ticket
         jobs, self._ended = self._ended, []
         earlier, self._ended_earlier = self._ended_earlier, []
         job_row = self._job_row
@@ -326,61 +324,28 @@ class StateJournal:
             ("INSERT OR REPLACE INTO meta", [(key, _encoded(value)) for key, value in meta.items()])
         )
         statements.append(
-            ("INSERT INTO actions (time, rule, action, trigger, grp, job, detail)", self._actions)
+            (
+                "INSERT OR REPLACE INTO actions "
+                "(id, time, rule, action, trigger, grp, job, detail)",
+                self._actions,
+            )
         )
         self._new_specs, self._actions = {}, []
-        self._send(statements, wait, len(jobs))
+        ticket = self.handoff.send(statements, len(jobs))
+        if wait:
+            self.handoff.wait(ticket)
+        return ticket
+
+    async def durable(self, ticket: int) -> None:
+        """Wait, letting the loop go on, until the flush `ticket` is written."""
+        await self.handoff.durable(ticket)
 
     def close(self) -> None:
         self.flush()
-        if self._writer is not None:
-            with contextlib.suppress(BrokenPipeError):
-                self._to_writer.close()  # the writer ends once it has written everything
-            self._writer.wait()
-            self._from_writer.close()
+        self.handoff.close()
         self._db.close()
         self._writer_lock.close()
         self._lock.close()
-
-    def start_writer(self) -> None:
-        """Hand the transactions to a writer process from now on (as soon as it is up)."""
-        self._writer = subprocess.Popen(
-            [sys.executable, "-I", "-S", state_writer.__file__, str(self._database)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,  # its acknowledgements, read here only
-            pass_fds=(self._writer_lock.fileno(),),
-            start_new_session=True,  # the terminal's signals are the controller's
-        )
-        self._to_writer: IO[bytes] = self._writer.stdin  # type: ignore[assignment]
-        self._from_writer: IO[bytes] = self._writer.stdout  # type: ignore[assignment]
-        self._writer_state = "starting"
-
-    def _send(self, statements: list[tuple[str, Any]], wait: bool, jobs: int) -> None:
-        """Hand a flush to the writer; with `wait`, return once it is committed. The writer is
-        started at the first flush of `WRITER_ROWS` jobs: a short run, or a slow one, is written
-        here at less cost than a process's start. Until the writer is up, and after it is gone
-        (killed), flushes are written here: in order, for then nothing is on its way to it."""
-        state = self._writer_state
-        if state == "none" and jobs >= WRITER_ROWS:
-            self.start_writer()
-            state = "starting"
-        if state == "starting" and select.select([self._from_writer], [], [], 0)[0]:
-            state = self._writer_state = "ready" if self._from_writer.read(1) == ACK else "gone"
-        if state == "ready":
-            try:
-                self._to_writer.write(state_writer.pack(wait, statements))
-                self._to_writer.flush()
-                if not wait or self._from_writer.read(1) == ACK:
-                    return
-            except (BrokenPipeError, ValueError):
-                pass
-            self._writer_state = "gone"
-            log.warning(
-                "ensemble: the state journal's writer (pid %s) ended; the controller writes "
-                "the journal itself from now on",
-                self._writer.pid,  # type: ignore[union-attr]
-            )
-        self._write_failed = state_writer.write(self._db, statements, self._write_failed, log.error)
 
     # Reading ----------------------------------------------------------------------------------
 
@@ -396,36 +361,33 @@ class StateJournal:
     # Internals --------------------------------------------------------------------------------
 
     def _job_row(self, handle: JobHandle, earlier: list[tuple[Any, ...]]) -> tuple[Any, ...]:
-        """The job's row; its earlier attempts' rows go to `earlier` (about 1 µs a job: a flush
-        may hold tens of thousands, built on the controller's thread)."""
+        """The job's row; its earlier attempts' rows go to `earlier` (about half a µs a job: a
+        run ends tens of thousands a second, on the controller's thread)."""
         attempts = handle.attempts
         outcome = handle.outcome
+        key = handle.key
         attempt_row = self._attempt_row
         if len(attempts) > 1:
-            key = handle.key
             earlier.extend(
-                (key, number, *attempt_row(attempt))
-                for number, attempt in enumerate(attempts[:-1], 1)
+                attempt_row(attempt, key, number) for number, attempt in enumerate(attempts[:-1], 1)
             )
-        return (
-            handle.key,
+        return attempt_row(
+            attempts[-1],
+            key,
             handle.identity,
             handle.reactive,
             handle.cancel_requested,
             None if outcome is None else _OUTCOME_TEXT[outcome],
             None if outcome is None else handle.reason,
             len(attempts),
-            *attempt_row(attempts[-1]),
         )
 
-    def _attempt_row(self, attempt: Attempt) -> tuple[Any, ...]:
+    def _attempt_row(self, attempt: Attempt, *head: Any) -> tuple[Any, ...]:
+        """An attempt's columns after `head` (its job's columns, or its job and number)."""
         record = attempt.record
         exception = record.exception
-        repeats = None
-        if attempt.repeats and self.kept_repeats:
-            kept = [seen for seen in attempt.repeats if seen[0] in self.kept_repeats]
-            repeats = json.dumps(kept) if kept else None
         return (
+            *head,
             self._spec_id(attempt.spec),
             attempt.token,
             attempt.member_id,
@@ -436,8 +398,13 @@ class StateJournal:
             record.end_time,
             record.status,
             None if exception is None else json.dumps(exception),
-            repeats,
+            self._repeats(attempt) if attempt.repeats else None,
         )
+
+    def _repeats(self, attempt: Attempt) -> str | None:
+        """The repeatable events a rule reacts to, of those the attempt had."""
+        kept = [seen for seen in attempt.repeats if seen[0] in self.kept_repeats]
+        return json.dumps(kept) if kept else None
 
     def _has_row(self, key: int) -> bool:
         return self._db.execute("SELECT 1 FROM jobs WHERE key = ?", (key,)).fetchone() is not None

@@ -13,12 +13,12 @@ lock (inherited from the controller) until it has written everything it was give
 that dies leaves its last flushes written, and the next controller waits for them. It ends when
 its input ends (the controller closed it, or died), after writing what it read.
 
-Input: frames of `!Q` length and a marshalled `(ack, statements)`; `statements` are
-`(head, rows)` pairs, a head being `INSERT ... INTO table (columns)` or a bare statement
-(`DELETE FROM batches`) with rows None. After a frame with `ack` is committed, one byte goes
-back on standard output: the controller is waiting for it before changing the queue. One byte
-goes back at the start too, once the writer is ready: the flushes before it (the first
-submissions of a short run) the controller writes itself rather than wait the writer's start.
+Input: frames of `!Q` length and marshalled `statements`: `(head, rows)` pairs, a head being
+`INSERT ... INTO table (columns)` or a bare statement (`DELETE FROM batches`) with rows None.
+After each frame is committed, one byte goes back on standard output: the controller waits for
+it where durability comes first (before changing the queue), and keeps the frame until then
+(`state_handoff`). One byte goes back at the start too, once the writer is ready: the
+controller holds the flushes made before it.
 """
 
 from __future__ import annotations
@@ -41,16 +41,17 @@ FRAME = struct.Struct("!Q")
 ACK = b"."
 
 
-def pack(ack: bool, statements: list[tuple[str, list[tuple[Any, ...]] | None]]) -> bytes:
-    """One flush as the writer reads it."""
+def pack(statements: list[tuple[str, list[tuple[Any, ...]] | None]]) -> bytes:
+    """One flush as the writer reads it (without its frame's length)."""
     try:
-        payload = marshal.dumps((ack, statements))
+        return marshal.dumps(statements)
     except ValueError:  # a value of a subclass (an IntEnum, numpy's float64...): made plain
-        plain = [
-            (head, rows and [tuple(map(_plain, row)) for row in rows]) for head, rows in statements
-        ]
-        payload = marshal.dumps((ack, plain))
-    return FRAME.pack(len(payload)) + payload
+        return marshal.dumps(
+            [
+                (head, rows and [tuple(map(_plain, row)) for row in rows])
+                for head, rows in statements
+            ]
+        )
 
 
 def _plain(value: Any) -> Any:
@@ -151,15 +152,13 @@ def serve(database: str, source: BinaryIO, acks: BinaryIO) -> None:
     frames: queue.SimpleQueue[Any] = queue.SimpleQueue()
     threading.Thread(target=_frames, args=(source, frames), daemon=True).start()
     failed = False
-    while (frame := frames.get()) is not None:
-        ack, statements = frame
+    while (statements := frames.get()) is not None:
         failed = write(db, statements, failed, lambda text: print(text, file=sys.stderr))
-        if ack:
-            try:
-                acks.write(ACK)
-                acks.flush()
-            except OSError:  # the controller is gone; write what is left all the same
-                pass
+        try:
+            acks.write(ACK)
+            acks.flush()
+        except OSError:  # the controller is gone; write what is left all the same
+            pass
     db.close()
 
 

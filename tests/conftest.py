@@ -26,5 +26,5 @@ def journal_dies(journal) -> None:
     journal._db.close()
     journal._lock.close()
     journal._writer_lock.close()
-    if journal._writer is not None:
-        journal._to_writer.close()
+    if journal.handoff.writer is not None:
+        journal.handoff._to_writer.close()

@@ -7,15 +7,17 @@ counts that are not a power of two, and jobs with earlier attempts, must all arr
 
 from __future__ import annotations
 
+import asyncio
+import os
 import pickle
+import signal
 import sqlite3
-import time
 from pathlib import Path
 
 import pytest
 from conftest import journal_dies
 
-from ensemble_core import state
+from ensemble_core import state, state_handoff
 from ensemble_core.events import AttemptRecord, Outcome
 from ensemble_core.jobs import Attempt, JobHandle
 from ensemble_core.spec import JobSpec
@@ -46,7 +48,7 @@ def test_every_row_of_a_flush_is_written(tmp_path: Path, count: int):
         journal.changed(handle)
     journal.flush()
     # A short run is written by the controller; a big flush starts the writer process.
-    assert (journal._writer is not None) == (count >= state.WRITER_ROWS)
+    assert (journal.handoff.writer is not None) == (count >= state_handoff.WRITER_ROWS)
     open_jobs = sum(1 for key in range(count) if key % 3 == 0)
     expected = {"success": count - open_jobs, "open": open_jobs}
     assert journal.outcomes() == {outcome: n for outcome, n in expected.items() if n}
@@ -97,13 +99,10 @@ def test_a_state_written_before_repeated_events_were_kept_resumes(tmp_path: Path
 
 def ready(journal: StateJournal) -> StateJournal:
     """The journal once its writer process is up (until then the controller writes)."""
-    journal.start_writer()
-    deadline = time.monotonic() + 30
-    while journal._writer_state == "starting" and time.monotonic() < deadline:
-        time.sleep(0.01)
-        journal.set_meta(probe=1)
-        journal.flush()
-    assert journal._writer_state == "ready"
+    journal.handoff.start()
+    journal.set_meta(probe=1)
+    journal.flush()  # held until the writer is ready, and written by it
+    assert journal.handoff.state == "ready"
     return journal
 
 
@@ -125,11 +124,75 @@ def test_a_controller_that_dies_leaves_its_last_flush_written_before_the_next_re
 
 def test_a_killed_writer_leaves_the_controller_writing_its_journal_itself(tmp_path: Path):
     journal = ready(StateJournal(tmp_path / "state"))
-    journal._writer.kill()
-    journal._writer.wait()
+    journal.handoff.writer.kill()
+    journal.handoff.writer.wait()
     for handle in jobs(10):
         journal.changed(handle)
     journal.flush()
-    assert journal._writer_state == "gone"
+    assert journal.handoff.state == "gone"
+    assert journal.outcomes() == {"success": 6, "open": 4}
+    journal.close()
+
+
+def test_flushes_a_killed_writer_had_not_written_are_written_by_the_controller(tmp_path: Path):
+    """Flushes handed over without waiting, still in the pipe when the writer is killed, are
+    kept until written: the controller writes them itself, in order, once it knows."""
+    journal = ready(StateJournal(tmp_path / "state"))
+    writer = journal.handoff.writer
+    os.kill(writer.pid, signal.SIGSTOP)  # reads nothing more (small flushes: the pipe holds them)
+    handles = jobs(30)
+    for start in range(0, 30, 10):
+        for handle in handles[start : start + 10]:
+            journal.changed(handle)
+        journal.flush(wait=False)
+    writer.kill()
+    writer.wait()
+    journal.flush()
+    assert journal.handoff.state == "gone"
+    assert journal.outcomes() == {"success": 20, "open": 10}
+    journal.close()
+
+
+def test_a_flush_is_awaited_while_the_loop_goes_on(tmp_path: Path):
+    """`durable` returns once the writer wrote the flush, and not before; the loop runs
+    meanwhile (the controller handles events while a submission waits for its intent)."""
+    journal = ready(StateJournal(tmp_path / "state"))
+    writer = journal.handoff.writer
+
+    async def scenario() -> list[str]:
+        said = []
+        os.kill(writer.pid, signal.SIGSTOP)
+        for handle in jobs(10):
+            journal.changed(handle)
+        waiting = asyncio.ensure_future(journal.durable(journal.flush(wait=False)))
+        await asyncio.sleep(0.2)
+        said.append("waiting" if not waiting.done() else "done too soon")
+        os.kill(writer.pid, signal.SIGCONT)
+        await asyncio.wait_for(waiting, 30)
+        said.append("written")
+        return said
+
+    assert asyncio.run(scenario()) == ["waiting", "written"]
+    reader = sqlite3.connect(tmp_path / "state" / "state.db")
+    assert reader.execute("SELECT count(*) FROM jobs").fetchone() == (10,)
+    reader.close()
+    journal.close()
+
+
+def test_a_wait_on_a_writer_killed_meanwhile_ends_with_the_flush_written(tmp_path: Path):
+    journal = ready(StateJournal(tmp_path / "state"))
+    writer = journal.handoff.writer
+
+    async def scenario() -> None:
+        os.kill(writer.pid, signal.SIGSTOP)
+        for handle in jobs(10):
+            journal.changed(handle)
+        waiting = asyncio.ensure_future(journal.durable(journal.flush(wait=False)))
+        await asyncio.sleep(0.1)
+        writer.kill()
+        await asyncio.wait_for(waiting, 30)
+
+    asyncio.run(scenario())
+    assert journal.handoff.state == "gone"
     assert journal.outcomes() == {"success": 6, "open": 4}
     journal.close()
