@@ -290,15 +290,18 @@ class EnsembleExecutor(ParslExecutor, RepresentationMixin):
         except Exception as error:
             error.add_note(f"while reading the result of task {task.id} ({task.name})")
             ok, value = False, error
-        self._set(task, ok, value)
+        # A result carried back from the task's only attempt left no file, and its worker
+        # removed the output the task left empty: nothing to look for.
+        self._set(task, ok, value, tidy=carried is None or attempts > 1)
 
     def _fail(self, task: _Task, outcome: str, reason: str, logs: list[str], attempts: int) -> None:
         logs = [path for path in logs if os.path.exists(path) and os.path.getsize(path)]
         label = f"task {task.id} ({task.name})"
         self._set(task, False, EnsembleTaskError(label, outcome, reason, logs, attempts))
 
-    def _set(self, task: _Task, ok: bool, value: Any) -> None:
-        """Resolve the Future; remove the task's files but a job output that holds something."""
+    def _set(self, task: _Task, ok: bool, value: Any, tidy: bool = True) -> None:
+        """Resolve the Future; remove the task's files but a job output that holds something
+        (`tidy`: there may be any)."""
         try:
             if ok:
                 task.future.set_result(value)
@@ -309,10 +312,11 @@ class EnsembleExecutor(ParslExecutor, RepresentationMixin):
         finally:
             if self._tasks.pop(task.id, None) is not None:  # its call is released once
                 self._inputs.release(task.calls)
-            task.out_path.unlink(missing_ok=True)
-            with contextlib.suppress(FileNotFoundError):
-                if not task.log_path.stat().st_size:
-                    task.log_path.unlink()
+            if tidy:
+                task.out_path.unlink(missing_ok=True)
+                with contextlib.suppress(FileNotFoundError):
+                    if not task.log_path.stat().st_size:
+                        task.log_path.unlink()
 
 
 def _tail(path: Path) -> str:
