@@ -252,3 +252,51 @@ def test_the_modules_reused_tasks_import_are_imported_by_their_worker(tmp_path, 
         assert outcomes(run_all(ensemble, reused)) == [Outcome.SUCCESS] * 2
         assert outcomes(run_all(ensemble, [forked])) == [Outcome.SUCCESS]
     assert (tmp_path / "seen").read_text() == "[True, True]"  # forked from a worker that has them
+
+
+def test_a_result_the_socket_cannot_take_in_one_message_goes_to_its_file(tmp_path, monkeypatch):
+    """A reused process driven directly, its socket's buffer made small (as a system whose
+    buffers are smaller than `warm_result.LIMIT` has them): a result that still fits comes
+    back with the report, one that does not is written to the task's file instead."""
+    import select
+    import socket
+
+    from ensemble_core.members.warm_child import Plan, main_code
+    from ensemble_core.members.warm_guard import Guard
+    from ensemble_core.members.warm_runner import Runner
+
+    socketpair = socket.socketpair
+
+    def small_buffers(*args: object) -> tuple[socket.socket, socket.socket]:
+        pair = socketpair(*args)
+        for end in pair:
+            end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        return pair
+
+    monkeypatch.setattr(socket, "socketpair", small_buffers)
+    for name in ("stdout", "stderr"):  # real streams, as a worker has (not pytest's capture)
+        monkeypatch.setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115
+    guard = Guard()
+    (tmp_path / "tmp").mkdir()
+    runner = Runner(guard, (), tmp_path / "tmp")
+    try:
+        reports = []
+        for size in (1000, 50_000):  # the second within LIMIT, not the buffer
+            statement = offers(f"b'y' * {size}", tmp_path / f"result{size}")[-1]
+            plan = Plan("timeit", ["-n", "1", "-r", "1", statement], frozenset({"-P"}))
+            plan.main = main_code("timeit")
+            out = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+            fds = [os.open(os.devnull, os.O_RDONLY), out, out]
+            assert runner.hand(f"t{size}", plan, {}, None, fds, tmp_path / "learned")
+            for fd in set(fds):
+                os.close(fd)
+            assert select.select([runner.channel], [], [], 30)[0], "no report"
+            reports.append(runner.report())
+    finally:
+        os.killpg(runner.pid, signal.SIGKILL)
+        os.waitpid(runner.pid, 0)
+        runner.close()
+        os.close(guard.fd)
+    assert reports == [b"\0" + b"y" * 1000, b"\0"]
+    assert not (tmp_path / "result1000").exists()
+    assert (tmp_path / "result50000").read_bytes() == b"y" * 50_000

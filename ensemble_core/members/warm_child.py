@@ -135,12 +135,24 @@ def serve(channel: socket.socket, guard: Guard, installed: tuple[str, ...]) -> N
             status = _serve_one(json.loads(data), fds, state, installed)
             if status is not None:
                 break
-            channel.send(b"\0" + warm_result.take())
+            _report(channel, warm_result.take())
     except BaseException as error:
         say(f"ensemble: a reused task process failed: {error}\n")
         status = 127
     finally:
         os._exit(status or 0)
+
+
+def _report(channel: socket.socket, result: bytes) -> None:
+    """Tell the worker the task ended cleanly, with its result; a result this system's socket
+    buffers cannot take in one message goes to the task's file instead."""
+    try:
+        channel.send(b"\0" + result)
+    except OSError:
+        if not result:
+            raise  # the worker is gone
+        warm_result.fall_back()
+        channel.send(b"\0")
 
 
 def _serve_one(

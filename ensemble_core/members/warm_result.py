@@ -47,11 +47,11 @@ def accept() -> None:
 
 
 def take() -> bytes:
-    """After a task that ended cleanly: what it offered (b"" for nothing)."""
-    global _accepting, _offered
-    data = _offered[0] if _offered is not None else b""
-    _accepting, _offered = False, None
-    return data
+    """After a task that ended cleanly: what it offered (b"" for nothing), to send; should
+    that fail, `fall_back` still writes it."""
+    global _accepting
+    _accepting = False
+    return _offered[0] if _offered is not None else b""
 
 
 def fall_back() -> None:
