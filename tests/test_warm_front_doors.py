@@ -22,6 +22,7 @@ from test_snakemake_plugin import ALLOCATE, run_snakemake, write_snakefile
 
 from ensemble_core.members.warm import WarmMember
 from parsl_ensemble import EnsembleExecutor, inputs
+from parsl_ensemble.errors import EnsembleTaskError
 from snakemake_executor_plugin_ensemble.settings import WARM_PRELOAD
 
 WARM_WORKER = "ensemble_core.members.warm_worker"
@@ -165,6 +166,30 @@ def test_parsl_results_with_workers_small_large_unreadable_and_in_an_ending_proc
         assert leaves_a_thread().result() == "kept"
         assert pid_and_sum(3, 4).result()[1] == 7
     assert not list(work.iterdir())  # no result file left
+
+
+@python_app
+def kills_its_worker() -> int:
+    import os
+    import signal
+
+    os.kill(os.getppid(), signal.SIGKILL)  # the worker that forked this reused process
+    return 42  # its result is on its way when the worker is gone
+
+
+def test_a_worker_killed_while_an_app_returns_fails_the_app_as_node_failure(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    work = tmp_path / "work"
+    executor = EnsembleExecutor(
+        workers=1, working_dir=str(work), member_settings={"log_dir": str(tmp_path / "logs")}
+    )
+    with parsl.load(Config(executors=[executor], run_dir=str(tmp_path / "runinfo"))):
+        with pytest.raises(EnsembleTaskError) as lost:
+            kills_its_worker().result(timeout=60)
+        assert pid_and_sum(2, 3).result(timeout=60)[1] == 5  # a new worker serves the next
+    assert lost.value.outcome == "node-failure"
+    assert "ended while the task ran" in lost.value.reason
+    assert not list(work.iterdir())
 
 
 def test_snakemake_with_workers(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import _signal
 import atexit
 import contextlib
+import errno
 import importlib.util
 import json
 import os
@@ -148,9 +149,9 @@ def _report(channel: socket.socket, result: bytes) -> None:
     buffers cannot take in one message goes to the task's file instead."""
     try:
         channel.send(b"\0" + result)
-    except OSError:
-        if not result:
-            raise  # the worker is gone
+    except OSError as error:
+        if error.errno != errno.EMSGSIZE or not result:
+            raise  # the worker is gone: so is the task, whatever its result
         warm_result.fall_back()
         channel.send(b"\0")
 
