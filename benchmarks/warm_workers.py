@@ -219,6 +219,9 @@ def worker_cpu(argv: list[str], tasks: int, scratch: Path, reuse: list[str]) -> 
     server = socket.create_server(("127.0.0.1", 0))
     environment = {
         **os.environ,
+        # This tree's worker, also when the benchmark runs from a worktree of another commit
+        # (`-P` leaves the working directory off the worker's path: it would find the install).
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
         ADDRESS_ENV: f"127.0.0.1:{server.getsockname()[1]}",
         NAME_ENV: "w1",
         SECRET_ENV: "benchmark",
