@@ -10,7 +10,7 @@ yet (their submission has not returned, or they are being adopted) take the rela
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ensemble_core.events import JobEvent
@@ -26,15 +26,17 @@ class DirectIntake:
     def __init__(
         self,
         split: Callable[[Any], tuple[str, Any] | None],
+        open_jobs: Mapping[Any, tuple[str, Any]],
         handle: Callable[[Entry, JobEvent], None],
         failed: Callable[[JobEvent, Exception, Entry], None],
     ) -> None:
         self._split = split
+        #: The router's own table of its open jobs, read where it has the job (a dict's
+        #: lookup, no call into the router): `split` for the others.
+        self._open_jobs = open_jobs
         self._handle = handle
         self._failed = failed
         self._tables: dict[str, dict[Any, Entry]] = {}
-        #: Where each followed job is: router id -> (its member's table, the member's id).
-        self._places: dict[Any, tuple[dict[Any, Entry], Any]] = {}
 
     def intake(
         self, name: str, relay: EmitEvent, note: EmitEvent, followed: frozenset[str]
@@ -48,23 +50,26 @@ class DirectIntake:
             if entry is None:
                 relay(event)
                 return
-            if event.name in followed:
-                note(event)
             try:  # the controller's containment boundary, as in its own intake
                 handle(entry, event)
             except Exception as error:
                 failed(event, error, entry)
+            # Noted after the controller's turn: the router still knows the job while the
+            # controller ends it (its id found, not read, when it is forgotten here and its
+            # log paths asked for).
+            if event.name in followed:
+                note(event)
 
         return take
 
     def follow(self, member_id: Any, entry: Entry) -> None:
-        where = self._split(member_id)
+        where = self._open_jobs.get(member_id) or self._split(member_id)
         if where is not None:
-            table = self._tables.setdefault(where[0], {})
-            table[where[1]] = entry
-            self._places[member_id] = (table, where[1])
+            self._tables.setdefault(where[0], {})[where[1]] = entry
 
     def forget(self, member_id: Any) -> None:
-        place = self._places.pop(member_id, None)
-        if place is not None:
-            place[0].pop(place[1], None)
+        where = self._open_jobs.get(member_id) or self._split(member_id)
+        if where is not None:
+            table = self._tables.get(where[0])
+            if table is not None:
+                table.pop(where[1], None)

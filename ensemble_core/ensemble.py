@@ -117,7 +117,9 @@ class Ensemble:
         #: come straight here (direct_intake.py).
         self._direct: DirectIntake | None = None
         if isinstance(member, RouterMember):
-            self._direct = DirectIntake(member.split_id, self._handle_event, self._event_failed)
+            self._direct = DirectIntake(
+                member.split_id, member.open_jobs, self._handle_event, self._event_failed
+            )
             member.take_events_by(self._direct.intake)
         #: Attempts submitted and not started, oldest first (events arrive in time order).
         self._waiting: dict[Any, Attempt] = {}

@@ -525,3 +525,53 @@ def test_a_members_counters_are_reported_to_the_rules_only_when_a_rule_reads_a_m
         "count.sim.running": False,
         "queue.pending": False,
     }
+
+
+def test_the_router_knows_a_job_while_the_controller_ends_it_and_reads_no_id_for_it(
+    monkeypatch,
+):
+    """A job's end reaches the controller before the router's note of it: while the controller
+    ends the job (its done callbacks run then), the router still has it among its open jobs, so
+    forgetting it and asking for its log paths read no id. Afterwards nothing of it is left,
+    in the router or in the controller's tables per member."""
+    a = replay("hold")
+    member = two(a)
+    ensemble = started(member)
+    read: list[str] = []
+    split = RouterMember._split
+
+    def reading(router, jobid):
+        if jobid not in router.open_jobs:
+            read.append(jobid)
+        return split(router, jobid)
+
+    monkeypatch.setattr(RouterMember, "_split", reading)
+    try:
+        seen = []
+        handles = [ensemble.submit(spec()) for _ in range(3)]
+        for handle in handles:
+            handle.add_done_callback(lambda h: seen.append(h.member_id in member.open_jobs))
+        until(lambda: ensemble.snapshot()["groups"]["sim"]["running"] == 3)
+        on_loop(ensemble, a.finish_held, 3)
+        assert [h.wait(10) for h in handles] == [Outcome.SUCCESS] * 3
+        assert seen == [True] * 3
+        assert read == []
+        assert not member.open_jobs and not any(ensemble._direct._tables.values())
+    finally:
+        ensemble.close()
+
+
+def test_a_lost_members_jobs_leave_nothing_in_the_router_or_the_controllers_tables():
+    a = replay("hold")
+    member = two(a)
+    ensemble = started(member)
+    try:
+        handles = [ensemble.submit(spec(attributes={MEMBER_ATTRIBUTE: "a"})) for _ in range(2)]
+        until(lambda: ensemble.snapshot()["groups"]["sim"]["running"] == 2)
+        assert len(member.open_jobs) == 2
+        on_loop(ensemble, a.on_lost, "gone")
+        assert [h.wait(10) for h in handles] == [Outcome.FAILED] * 2
+        assert not member.open_jobs and not member._parts["a"].ids
+        assert not any(ensemble._direct._tables.values())
+    finally:
+        ensemble.close()

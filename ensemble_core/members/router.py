@@ -16,7 +16,9 @@ ends itself have ids `/<n>`. Each member's events are passed on under those ids.
 A controller may take a member's events straight from the member (`take_events_by`): it is
 given, per member, the relay below, and `note` with the events the router must see itself
 (`FOLLOWED`, a job's start and end). An event of a job the controller follows goes to that job
-without a rewritten id (after `note`, if the router follows it); the others, through the relay.
+without a rewritten id, then to `note` if the router follows it: the router still knows the job
+while the controller handles its end (`open_jobs`, `split_id` and `log_paths` answer without
+reading its id); the others, through the relay.
 
 A member whose event stream is lost for good does not end the ensemble: its active jobs end as
 `failed` (the reason names the member) and no job goes to it any more. Only when every member
@@ -82,10 +84,16 @@ class _Part:
         "prefix",
         "submitting",
         "waiting",
+        "where",
     )
 
     def __init__(
-        self, name: str, member: Member, features: Iterable[str], declared: Mapping[str, Any]
+        self,
+        name: str,
+        member: Member,
+        features: Iterable[str],
+        declared: Mapping[str, Any],
+        where: dict[str, tuple[str, Any]],
     ) -> None:
         self.name = name
         self.member = member
@@ -97,6 +105,9 @@ class _Part:
         self.emit: EmitEvent = lambda event: None
         #: The router's id of each job of this member not yet clean, by the member's id.
         self.ids: dict[Any, str] = {}
+        #: The same jobs the other way round, for every member of the router (shared): router
+        #: id -> (member name, its own id), so that an open job is found without reading its id.
+        self.where = where
         #: Of those, the ones not started: id -> when submitted (monotonic), oldest first.
         self.waiting: dict[Any, float] = {}
         #: Events of jobs whose submission has not returned yet (the local member starts and
@@ -150,8 +161,7 @@ class _Part:
             if submitted is not None:
                 self.pending_times.append(time.monotonic() - submitted)
         else:
-            self.ids.pop(jobid, None)
-            self.waiting.pop(jobid, None)
+            self.forget(jobid)
 
     def submitted(self, jobid: Any, since: float) -> str:
         """The member returned the id of a job it took: follow it unless it has ended; the
@@ -159,13 +169,26 @@ class _Part:
         outer = self.outer(jobid)
         early = self.early.pop(jobid, 0)
         if early != _EARLY_END:
-            self.ids[jobid] = outer
+            self.follow(jobid, outer)
             if early == _EARLY_START:
                 self.pending_times.append(time.monotonic() - since)
             else:
                 self.waiting[jobid] = since
         if not self.submitting:
             self.early.clear()
+        return outer
+
+    def follow(self, jobid: Any, outer: str) -> None:
+        """A job of this member is open: until its end, its ids map to each other."""
+        self.ids[jobid] = outer
+        self.where[outer] = (self.name, jobid)
+
+    def forget(self, jobid: Any) -> str | None:
+        """A job of this member has ended (or is given up): its router id, if it was open."""
+        self.waiting.pop(jobid, None)
+        outer = self.ids.pop(jobid, None)
+        if outer is not None:
+            self.where.pop(outer, None)
         return outer
 
     def pending_time(self, now: float) -> float:
@@ -195,8 +218,17 @@ class RouterMember(Member):
             raise MemberError(f"routing policy {policy!r}: choose one of {', '.join(POLICIES)}")
         if default is not None and default not in members:
             raise MemberError(_unknown(default, members))
+        #: Each open job's member and its own id, by router id (see `_Part.where`): what
+        #: `split_id` answers without reading the id, for a controller to look up itself.
+        self.open_jobs: dict[str, tuple[str, Any]] = {}
         self._parts = {
-            name: _Part(name, member, (features or {}).get(name, ()), (offers or {}).get(name, {}))
+            name: _Part(
+                name,
+                member,
+                (features or {}).get(name, ()),
+                (offers or {}).get(name, {}),
+                self.open_jobs,
+            )
             for name, member in members.items()
         }
         self.name = "+".join(members)
@@ -289,8 +321,7 @@ class RouterMember(Member):
             return self._refuse("exec", f"submission to the {part.name} member failed: {said}")
         part.submitting -= 1
         outer = part.submitted(jobid, since)
-        if part.lost is not None and part.ids.pop(jobid, None):  # lost while it was submitted
-            part.waiting.pop(jobid, None)
+        if part.lost is not None and part.forget(jobid):  # lost while it was submitted
             self._end(outer, "exec", _lost_note(part))
         return outer
 
@@ -347,7 +378,8 @@ class RouterMember(Member):
                     continue
                 for token, inner in (await part.member.adopt(mine)).items():
                     if token not in found:
-                        found[token] = part.ids[inner] = part.outer(inner)
+                        found[token] = outer = part.outer(inner)
+                        part.follow(inner, outer)
                         part.waiting[inner] = now
         finally:
             for part in self._parts.values():
@@ -459,8 +491,7 @@ class RouterMember(Member):
         part.lost = reason or "its event stream ended"
         log.error("the %s member was lost: %s", part.name, part.lost)
         note = _lost_note(part)
-        ending = list(part.ids.values())
-        part.ids.clear()
+        ending = [outer for jobid in list(part.ids) if (outer := part.forget(jobid))]
         part.waiting.clear()
         for outer in ending:
             self._end(outer, "exec", note)
@@ -472,6 +503,9 @@ class RouterMember(Member):
         """The member and its own id of a router id (None for the router's own jobs)."""
         if type(jobid) is not str:
             return None, None
+        found = self.open_jobs.get(jobid)  # an open job: no id to read
+        if found is not None:
+            return self._parts[found[0]], found[1]
         name, _, inner = jobid.partition("/")
         part = self._parts.get(name)
         if part is None:
