@@ -4,8 +4,10 @@ The controller follows each job by its router id (`hpc/1234`, members/router.py)
 member behind the router it also keeps the jobs by the member's own id, so that an event the
 member sends reaches its job with one lookup, as with a single member, instead of through the
 router's relay, which finds the router id and lends it to the event. The router still notes what
-it follows itself (a job's start and end), and the events of jobs the controller does not follow
-yet (their submission has not returned, or they are being adopted) take the relay's way.
+it follows itself (a job's start and end), after the controller's turn, and the events of jobs
+the controller does not follow yet (their submission has not returned, or they are being
+adopted) take the relay's way. Which member and which of its ids a router id stands for is read
+from the router's own table of open jobs (`RouterMember.open_jobs`), not from the id.
 """
 
 from __future__ import annotations
