@@ -43,7 +43,7 @@ def test_parsl_suite_passes(config, tmp_path):
         KEYWORDS,
         *(f"--deselect={test}" for test in DESELECTED),
         "-q",
-        "-rs",
+        "-rfEs",  # the short summary names failures and errors too (the tail is shown)
         "-p",
         "no:cacheprovider",
         "-c",
