@@ -286,11 +286,17 @@ class StateJournal:
         """Write everything buffered in one transaction; `wait` until it is durable. Its ticket
         for `durable` (0: nothing to wait for)."""
         self._flush_by = time.monotonic() + FLUSH_SECONDS
-        if not self.dirty and not self._handed:
+        if self.dirty or self._handed:
+            ticket = self.handoff.send(*self._take_statements())
+        else:
             ticket = self.handoff.last_ticket  # what was handed over before, if anything
-            if wait:
-                self.handoff.wait(ticket)
-            return ticket
+        if wait:
+            self.handoff.wait(ticket)
+        return ticket
+
+    def _take_statements(self) -> tuple[list[tuple[str, Any]], int]:
+        """What is buffered, as the statements of one transaction (the buffers emptied), and
+        how many jobs they write."""
         jobs, self._ended = self._ended, []
         earlier, self._ended_earlier = self._ended_earlier, []
         job_row = self._job_row
@@ -331,10 +337,7 @@ class StateJournal:
             )
         )
         self._new_specs, self._actions = {}, []
-        ticket = self.handoff.send(statements, len(jobs))
-        if wait:
-            self.handoff.wait(ticket)
-        return ticket
+        return statements, len(jobs)
 
     async def durable(self, ticket: int) -> None:
         """Wait, letting the loop go on, until the flush `ticket` is written."""
