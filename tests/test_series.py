@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import random
 import statistics
+import threading
 
 import pytest
 
-from ensemble_core.series import EXACT_LIMIT, STATISTICS, Series
+from ensemble_core import series as series_module
+from ensemble_core.series import EXACT_LIMIT, PREPARE_AT, STATISTICS, Series, StreamingLoader
 
 
 def test_a_small_series_has_exact_statistics():
@@ -32,6 +35,7 @@ def test_a_long_series_keeps_no_values_and_stays_close_to_the_truth():
     draw = random.Random(7)
     values = [draw.expovariate(1.0) for _ in range(20 * EXACT_LIMIT)]
     series = Series()
+    series_module.LOADER.ready(wait=True)  # river imported: values stream from the limit on
     for value in values:
         series.record(value)
     assert series._values == []  # memory is flat: river's estimators hold the rest
@@ -41,3 +45,47 @@ def test_a_long_series_keeps_no_values_and_stays_close_to_the_truth():
     q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
     assert series.get("iqr") == pytest.approx(q3 - q1, rel=0.05)
     assert set(STATISTICS) == {"mean", "variance", "min", "max", "iqr", "mad"}
+
+
+def test_river_is_imported_in_the_background_and_a_series_stays_exact_until_it_is(monkeypatch):
+    """The recording thread never waits for river: past the limit, values stay exact until
+    the import is done, then stream from the next value on."""
+    imported = threading.Event()
+    loads: list[str] = []
+
+    @functools.cache
+    def slow_import():
+        loads.append(threading.current_thread().name)
+        imported.wait(10)
+        return series_module._streaming()
+
+    monkeypatch.setattr(series_module, "LOADER", StreamingLoader(slow_import))
+    series = Series()
+    for value in range(PREPARE_AT):
+        series.record(float(value))
+    assert loads == ["river-import"]  # started half-way, on a thread of its own
+    for value in range(PREPARE_AT, EXACT_LIMIT + 50):
+        series.record(float(value))
+    assert len(series._values) == EXACT_LIMIT + 50
+    assert series.get("max") == EXACT_LIMIT + 49  # exact meanwhile
+    imported.set()
+    series_module.LOADER.ready(wait=True)
+    series.record(-1.0)
+    assert series._values == []
+    assert series.get("min") == -1.0 and series.get("max") == EXACT_LIMIT + 49
+    assert series.get("mean") == pytest.approx(statistics.fmean([*range(EXACT_LIMIT + 50), -1]))
+    assert loads == ["river-import"]
+
+
+def test_a_failed_import_of_river_raises_where_values_are_recorded(monkeypatch):
+    def broken():
+        raise ImportError("no river here")
+
+    monkeypatch.setattr(series_module, "LOADER", StreamingLoader(broken))
+    series = Series()
+    for value in range(EXACT_LIMIT):
+        series.record(float(value))
+    with pytest.raises(ImportError, match="no river here"):
+        series_module.LOADER.ready(wait=True)
+    with pytest.raises(ImportError, match="no river here"):
+        series.record(1.0)
