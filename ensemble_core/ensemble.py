@@ -117,9 +117,7 @@ class Ensemble:
         #: come straight here (direct_intake.py).
         self._direct: DirectIntake | None = None
         if isinstance(member, RouterMember):
-            self._direct = DirectIntake(
-                member.split_id, member.open_jobs, self._handle_event, self._event_failed
-            )
+            self._direct = DirectIntake(member, self._handle_event, self._event_failed)
             member.take_events_by(self._direct.intake)
         #: Attempts submitted and not started, oldest first (events arrive in time order).
         self._waiting: dict[Any, Attempt] = {}
@@ -516,6 +514,8 @@ class Ensemble:
             attempt.phase = 2
             self._waiting.pop(attempt.member_id, None)
             self._started(group, attempt)
+            if self._direct is not None:  # the router's pending times
+                self._direct.started(attempt.member_id)
         elif name == "clean":
             if journal_dirty is not None:
                 journal_dirty[handle.key] = handle
@@ -572,15 +572,18 @@ class Ensemble:
                 metrics.record(at, "pending", waited)
 
     def _attempt_ended(self, handle: JobHandle, attempt: Attempt) -> None:
-        self.forget_member_job(attempt.member_id)
-        self._waiting.pop(attempt.member_id, None)
+        member_id = attempt.member_id
+        self._waiting.pop(member_id, None)
         record = attempt.record
         outcome = record.outcome
         group = attempt.spec.group
         self._count_end(group, attempt, outcome)
         attempt.phase = 3
-        if not self._resubmitted(handle, outcome):
-            self._finish_job(handle, outcome, record.reason, self._log_paths(attempt.member_id))
+        try:
+            if not self._resubmitted(handle, outcome):
+                self._finish_job(handle, outcome, record.reason, self._log_paths(member_id))
+        finally:  # forgotten after its log paths: a router still knows the job when asked
+            self.forget_member_job(member_id)
         self._perform_all(self.engine.job_outcome(outcome.value, group, handle))
 
     def _count_end(self, group: str, attempt: Attempt, outcome: Outcome) -> None:

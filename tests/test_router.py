@@ -422,8 +422,8 @@ def test_a_members_events_reach_their_jobs_directly_and_the_router_still_notes_s
     monkeypatch,
 ):
     """With a router, each member emits to the controller's own intake for it: the events of a
-    job the controller follows go to the job without the router's relay; its start and end are
-    still noted by the router (pending times, open jobs)."""
+    job the controller follows go to the job without the router's relay; the controller tells
+    the router their start and end (pending times, open jobs)."""
     relayed: list[str] = []
     relay = router_module._Part.relay
 
@@ -438,7 +438,8 @@ def test_a_members_events_reach_their_jobs_directly_and_the_router_still_notes_s
         handles = [ensemble.submit(spec()) for _ in range(4)]
         assert [h.wait(10) for h in handles] == [Outcome.SUCCESS] * 4
         parts = member._parts.values()
-        assert all(not part.ids and not part.waiting for part in parts)  # the ends were noted
+        assert not member.open_jobs  # the ends were told
+        assert all(not part.waiting for part in parts)
         assert sum(len(part.pending_times) for part in parts) == 4  # and the starts
         # The replay member plays a job's events after its submission returned, when the
         # controller follows the job already: none needed the relay.
@@ -530,10 +531,10 @@ def test_a_members_counters_are_reported_to_the_rules_only_when_a_rule_reads_a_m
 def test_the_router_knows_a_job_while_the_controller_ends_it_and_reads_no_id_for_it(
     monkeypatch,
 ):
-    """A job's end reaches the controller before the router's note of it: while the controller
-    ends the job (its done callbacks run then), the router still has it among its open jobs, so
-    forgetting it and asking for its log paths read no id. Afterwards nothing of it is left,
-    in the router or in the controller's tables per member."""
+    """The controller tells the router a job's end after it ended the job: while it does (its
+    done callbacks run then), the router still has the job among its open jobs, so asking for
+    its log paths and forgetting it read no id. Afterwards nothing of it is left, in the router
+    or in the controller's tables per member."""
     a = replay("hold")
     member = two(a)
     ensemble = started(member)
@@ -571,7 +572,7 @@ def test_a_lost_members_jobs_leave_nothing_in_the_router_or_the_controllers_tabl
         assert len(member.open_jobs) == 2
         on_loop(ensemble, a.on_lost, "gone")
         assert [h.wait(10) for h in handles] == [Outcome.FAILED] * 2
-        assert not member.open_jobs and not member._parts["a"].ids
+        assert not member.open_jobs and not member._parts["a"].waiting
         assert not any(ensemble._direct._tables.values())
     finally:
         ensemble.close()

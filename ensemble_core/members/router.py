@@ -14,11 +14,13 @@ JSON>` (`hpc/1234`, `cloud/"ens-7"`), which the state journal keeps like any id;
 ends itself have ids `/<n>`. Each member's events are passed on under those ids.
 
 A controller may take a member's events straight from the member (`take_events_by`): it is
-given, per member, the relay below, and `note` with the events the router must see itself
-(`FOLLOWED`, a job's start and end). An event of a job the controller follows goes to that job
-without a rewritten id, then to `note` if the router follows it: the router still knows the job
-while the controller handles its end (`open_jobs`, `split_id` and `log_paths` answer without
-reading its id); the others, through the relay.
+given, per member, the relay below, for the events of jobs it does not follow (yet); an event of
+a job it follows goes to that job without a rewritten id. Such a controller tells the router the
+start (`started`) and the end (`ended`) of the jobs it follows, from its own start and end:
+what the router keeps of its jobs is then noted without a look at every event's name, and the
+router still knows a job while the controller ends it (`open_jobs`, `split_id` and `log_paths`
+answer without reading its id). The relay notes the start and end of the jobs it passes on, so
+a job the controller never follows is forgotten too.
 
 A member whose event stream is lost for good does not end the ensemble: its active jobs end as
 `failed` (the reason names the member) and no job goes to it any more. Only when every member
@@ -55,8 +57,8 @@ from ensemble_core.spec import JobSpec
 
 log = logging.getLogger(__name__)
 
-#: How a controller takes one member's events: (member name, relay, note, followed) -> emit.
-Intake = Callable[[str, EmitEvent, EmitEvent, frozenset[str]], EmitEvent]
+#: How a controller takes one member's events: (member name, relay) -> emit.
+Intake = Callable[[str, EmitEvent], EmitEvent]
 
 #: Pending times per member that `least-pending` averages.
 RECENT_PENDING = 20
@@ -74,7 +76,6 @@ class _Part:
         "early",
         "emit",
         "features",
-        "ids",
         "lost",
         "member",
         "metric_group",
@@ -103,12 +104,11 @@ class _Part:
         self.declared = dict(declared)
         self.offer = Offer(features=self.features)
         self.emit: EmitEvent = lambda event: None
-        #: The router's id of each job of this member not yet clean, by the member's id.
-        self.ids: dict[Any, str] = {}
-        #: The same jobs the other way round, for every member of the router (shared): router
-        #: id -> (member name, its own id), so that an open job is found without reading its id.
+        #: The jobs not yet clean, of every member of the router (shared): router id ->
+        #: (member name, its own id), so that an open job is found without reading its id.
         self.where = where
-        #: Of those, the ones not started: id -> when submitted (monotonic), oldest first.
+        #: Of this member's, the ones not started: its id -> when submitted (monotonic), oldest
+        #: first.
         self.waiting: dict[Any, float] = {}
         #: Events of jobs whose submission has not returned yet (the local member starts and
         #: ends jobs inside `submit`): id -> _EARLY_START | _EARLY_END.
@@ -133,16 +133,18 @@ class _Part:
         controller may hold those until it learns the id."""
         jobid = event.jobid
         name = event.name
-        outer = self.ids.get(jobid)  # none once the member is lost: `ids` is emptied then
-        if outer is None:
+        outer = self.outer(jobid)
+        if outer not in self.where:  # nor any once the member is lost: they were forgotten
             if self.lost is not None:
                 return
-            if self.submitting and name in ("start", "clean"):
+            if self.submitting and name in FOLLOWED:
                 self.early[jobid] = _EARLY_START if name == "start" else _EARLY_END
-            self.emit(JobEvent(self.outer(jobid), name, event.timestamp, event.context))
+            self.emit(JobEvent(outer, name, event.timestamp, event.context))
             return
-        if name in FOLLOWED:
-            self.note(event)
+        if name == "start":
+            self.started(jobid)
+        elif name == "clean":
+            self.forget(outer)
         if self.adopting:  # held by the controller until the router's adopt returns: a copy
             self.emit(JobEvent(outer, name, event.timestamp, event.context))
             return
@@ -152,16 +154,12 @@ class _Part:
         finally:
             event.jobid = jobid
 
-    def note(self, event: JobEvent) -> None:
-        """What the router keeps of the start and end of a job it follows: the pending times
-        `least-pending` uses, and which jobs are open."""
-        jobid = event.jobid
-        if event.name == "start":
-            submitted = self.waiting.pop(jobid, None)
-            if submitted is not None:
-                self.pending_times.append(time.monotonic() - submitted)
-        else:
-            self.forget(jobid)
+    def started(self, jobid: Any) -> None:
+        """A job of this member started: its pending time joins the recent ones that
+        `least-pending` uses (once: a start noted twice finds it no longer waiting)."""
+        submitted = self.waiting.pop(jobid, None)
+        if submitted is not None:
+            self.pending_times.append(time.monotonic() - submitted)
 
     def submitted(self, jobid: Any, since: float) -> str:
         """The member returned the id of a job it took: follow it unless it has ended; the
@@ -169,7 +167,7 @@ class _Part:
         outer = self.outer(jobid)
         early = self.early.pop(jobid, 0)
         if early != _EARLY_END:
-            self.follow(jobid, outer)
+            self.where[outer] = (self.name, jobid)
             if early == _EARLY_START:
                 self.pending_times.append(time.monotonic() - since)
             else:
@@ -178,18 +176,13 @@ class _Part:
             self.early.clear()
         return outer
 
-    def follow(self, jobid: Any, outer: str) -> None:
-        """A job of this member is open: until its end, its ids map to each other."""
-        self.ids[jobid] = outer
-        self.where[outer] = (self.name, jobid)
-
-    def forget(self, jobid: Any) -> str | None:
-        """A job of this member has ended (or is given up): its router id, if it was open."""
-        self.waiting.pop(jobid, None)
-        outer = self.ids.pop(jobid, None)
-        if outer is not None:
-            self.where.pop(outer, None)
-        return outer
+    def forget(self, outer: str) -> bool:
+        """A job of this member has ended (or is given up): whether it was open."""
+        found = self.where.pop(outer, None)
+        if found is None:
+            return False
+        self.waiting.pop(found[1], None)
+        return True
 
     def pending_time(self, now: float) -> float:
         """The recent pending time: the mean of the last pending times, or the wait of the
@@ -259,6 +252,20 @@ class RouterMember(Member):
         the way the controller takes that member's events (see the module's docstring)."""
         self._intake = intake
 
+    def started(self, member_id: Any) -> None:
+        """The controller saw the start of a job it follows (see the module's docstring)."""
+        found = self.open_jobs.get(member_id)
+        if found is not None:
+            self._parts[found[0]].started(found[1])
+
+    def ended(self, member_id: Any) -> tuple[str, Any] | None:
+        """The controller is done with a job it followed (its end, or it gave it up): the
+        router forgets it; (member name, the member's own id) if it was open."""
+        found = self.open_jobs.pop(member_id, None)
+        if found is not None:
+            self._parts[found[0]].waiting.pop(found[1], None)
+        return found
+
     def split_id(self, member_id: Any) -> tuple[str, Any] | None:
         """(member name, the member's own id) of a router id; None for the router's own."""
         part, inner = self._split(member_id)
@@ -300,9 +307,7 @@ class RouterMember(Member):
         part.emit = self._emit
         part.member.on_lost = lambda reason: self._part_lost(part, reason)
         intake = self._intake
-        await part.member.start(
-            part.relay if intake is None else intake(part.name, part.relay, part.note, FOLLOWED)
-        )
+        await part.member.start(part.relay if intake is None else intake(part.name, part.relay))
         part.offer = offer_of(part.member.offers(), part.declared, part.features)
 
     async def submit(self, spec: JobSpec) -> str:
@@ -321,7 +326,7 @@ class RouterMember(Member):
             return self._refuse("exec", f"submission to the {part.name} member failed: {said}")
         part.submitting -= 1
         outer = part.submitted(jobid, since)
-        if part.lost is not None and part.forget(jobid):  # lost while it was submitted
+        if part.lost is not None and part.forget(outer):  # lost while it was submitted
             self._end(outer, "exec", _lost_note(part))
         return outer
 
@@ -379,7 +384,7 @@ class RouterMember(Member):
                 for token, inner in (await part.member.adopt(mine)).items():
                     if token not in found:
                         found[token] = outer = part.outer(inner)
-                        part.follow(inner, outer)
+                        self.open_jobs[outer] = (name, inner)
                         part.waiting[inner] = now
         finally:
             for part in self._parts.values():
@@ -399,6 +404,9 @@ class RouterMember(Member):
         return {**described, "members": members}
 
     def log_paths(self, jobid: Any) -> list[str]:
+        found = self.open_jobs.get(jobid)  # an open job (the controller asks before `ended`)
+        if found is not None:
+            return self._parts[found[0]].member.log_paths(found[1])
         part, inner = self._split(jobid)
         return [] if part is None else part.member.log_paths(inner)
 
@@ -491,8 +499,9 @@ class RouterMember(Member):
         part.lost = reason or "its event stream ended"
         log.error("the %s member was lost: %s", part.name, part.lost)
         note = _lost_note(part)
-        ending = [outer for jobid in list(part.ids) if (outer := part.forget(jobid))]
-        part.waiting.clear()
+        ending = [outer for outer, (name, _) in list(self.open_jobs.items()) if name == part.name]
+        for outer in ending:
+            part.forget(outer)
         for outer in ending:
             self._end(outer, "exec", note)
         if all(p.lost is not None for p in self._parts.values()):
