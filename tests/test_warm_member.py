@@ -90,6 +90,7 @@ def test_a_task_runs_forked_and_reports_the_events_of_a_job(tmp_path, log_dir):
         JobSpec(command=in_process(probe), group="probe"),
         JobSpec(command=["sh", "-c", "echo out; echo err >&2; exit 3"], group="fails"),
         JobSpec(command=["no-such-command-here"], group="missing"),
+        JobSpec(command=["true"], group="quiet"),
     ]
 
     async def scenario() -> tuple[flux_fake.Emitted, list[str]]:
@@ -104,7 +105,11 @@ def test_a_task_runs_forked_and_reports_the_events_of_a_job(tmp_path, log_dir):
         return emitted, ids
 
     emitted, ids = asyncio.run(scenario())
-    probe_id, fails_id, missing_id = ids
+    probe_id, fails_id, missing_id, quiet_id = ids
+    # Its output files were left empty: the worker removed them and said so, so the member
+    # has none to look for; timeit's line kept the probe's output.
+    assert emitted.logs[quiet_id] == [] and emitted.member._recent[quiet_id] == ("", "")
+    assert [Path(path).name for path in emitted.logs[probe_id]] == [f"probe-{probe_id}.out"]
     assert [e.name for e in emitted.events[probe_id]] == [
         *("submit", "validate", "depend", "priority", "alloc", "start"),
         *("finish", "release", "free", "clean"),

@@ -562,6 +562,8 @@ class WarmMember(Member):
                 context = {"type": message.get("type"), "severity": 0, "note": message.get("note")}
                 self._event(task.id, "exception", context)
             elif op == "done":
+                if message.get("tidied"):  # its output files are gone: none to look for
+                    task.stdout = task.stderr = ""
                 self._done(task, message.get("status"), message.get("result"))
         except Exception:  # one report that cannot be read must not end the connection
             log.exception("warm workers: a report of worker %s could not be handled", worker.name)

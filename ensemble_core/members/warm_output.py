@@ -56,8 +56,10 @@ class Outputs:
             raise TaskError(f"cannot open the job's output file {path}: {reason}") from None
         return [fds[0], fds[1], fds[-1]]
 
-    def tidy(self, created: list[Path]) -> None:
-        """After the task: the files made for it that it left empty go (kept as spares)."""
+    def tidy(self, created: list[Path]) -> int:
+        """After the task: the files made for it that it left empty go (kept as spares); how
+        many went."""
+        gone = 0
         for path in created:
             try:
                 if path.stat().st_size:
@@ -67,10 +69,13 @@ class Outputs:
                     with contextlib.suppress(OSError):
                         os.rename(path, spare)
                         self.spares.append(spare)
+                        gone += 1
                         continue
                 path.unlink()
+                gone += 1
             except OSError:
                 pass
+        return gone
 
     def _open(self, path: Path, created: list[Path]) -> int:
         """The file at `path`, for appending: made for the task (noted) unless it is there."""

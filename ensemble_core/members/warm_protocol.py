@@ -10,7 +10,8 @@ Member to worker: `run` (a task), `cancel`, `preload` (modules to import before 
 `reuse` (modules whose in-process tasks may share a process, `warm_runner`), `stop`.
 Worker to member: `hello`, then per task `start`, `exception` (type, note) and `done` (the wait
 status, or none when the task never ran; `result`, base64, when its reused process sent the
-task's result back: `warm_result`), and `learned` (modules its tasks imported).
+task's result back: `warm_result`; `tidied` when the task left its output files empty and the
+worker removed them), and `learned` (modules its tasks imported).
 """
 
 from __future__ import annotations

@@ -87,6 +87,9 @@ class Running:
     created: list[Path] = field(default_factory=list)
     #: The reused process it runs in (None: a process of its own).
     runner: Runner | None = None
+    #: Set by `finish`: the task left its output files empty and they were removed (its
+    #: member need not look for them).
+    outputs_gone: bool = False
 
 
 def plan(argv: list[str], changes: dict[str, str]) -> Plan | None:
@@ -196,7 +199,8 @@ def _hand(running: Running, runners: Runners, plan: Plan, fds: list[int]) -> boo
 
 def finish(running: Running, outputs: Outputs) -> list[str]:
     """After the task's end: remove its TMPDIR (empty a reused process's for its next task)
-    and the output files it created and left empty; the modules it learned."""
+    and the output files it created and left empty (`outputs_gone` if that was all of them);
+    the modules it learned."""
     learned = []
     with contextlib.suppress(OSError):
         learned = running.learned_path.read_text().split()
@@ -210,7 +214,8 @@ def finish(running: Running, outputs: Outputs) -> list[str]:
             pass
         except OSError:  # the task left files behind
             shutil.rmtree(running.tmpdir, ignore_errors=True)
-    outputs.tidy(running.created)
+    order = running.order
+    running.outputs_gone = outputs.tidy(running.created) == len({order.stdout, order.stderr})
     return learned
 
 

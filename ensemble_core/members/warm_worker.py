@@ -330,6 +330,8 @@ class Worker:
         learned = warm_task.finish(running, self.outputs)
         self.room.take(running.order, -1)
         done: dict[str, Any] = {"op": "done", "id": task_id, "status": status}
+        if running.outputs_gone:
+            done["tidied"] = True
         if result:
             done["result"] = base64.b64encode(result).decode()
         self._send(done)
