@@ -126,6 +126,30 @@ def test_a_task_runs_forked_and_reports_the_events_of_a_job(tmp_path, log_dir):
     assert "start failed" in Path(emitted.logs[missing_id][0]).read_text()
 
 
+def test_a_task_cancelled_as_it_is_submitted_reports_its_submission_first(log_dir):
+    """A task's first events follow its submission's return (its submitter knows the id by
+    then); a cancel in the same turn of the loop comes after them."""
+
+    async def scenario() -> tuple[flux_fake.Emitted, str]:
+        member = WarmMember(LocalMember(log_dir=log_dir), workers=1)
+        emitted = flux_fake.Emitted(member)
+        await member.start(emitted.emit)
+        try:
+            task_id = await member.submit(JobSpec(command=["true"]))
+            assert emitted.events[task_id] == []  # not before the id is returned
+            await member.cancel(task_id)
+            await emitted.until_clean([task_id], timeout=30)
+        finally:
+            await member.close()
+        return emitted, task_id
+
+    emitted, task_id = asyncio.run(scenario())
+    assert [e.name for e in emitted.events[task_id]] == [
+        *("submit", "validate", "depend", "priority", "exception", "clean")
+    ]
+    assert emitted.record(task_id).outcome is Outcome.CANCELLED
+
+
 def test_oom_and_timeout_in_a_worker_are_resubmitted_by_the_rules(log_dir):
     hog = "import time; x = b'x' * (250 * 2**20); time.sleep(0.5)"
     with warm_ensemble(log_dir, RETRY, worker_memory_mb=300) as ensemble:

@@ -81,6 +81,8 @@ PREFETCH = 1
 #: Warm task ids are `warm_1`, `warm_2`, ...: no member's id looks so (Kubernetes names have no
 #: underscore, Flux and local ids are numbers).
 TASK_PREFIX = "warm_"
+#: The most a worker's connection is read at once.
+READ_SIZE = 1 << 18
 
 
 @dataclass(slots=True, eq=False)
@@ -208,6 +210,8 @@ class WarmMember(Member):
         self._task_ids = itertools.count(1)
         self._tasks: dict[str, _Task] = {}
         self._queue: deque[_Task] = deque()
+        #: Tasks submitted in this turn of the loop (`_take_submitted`).
+        self._submitted: list[_Task] = []
         self._queued_cores = 0
         #: Output paths of the tasks that ended last (checked for existence when asked).
         self._recent: OrderedDict[str, tuple[str, str]] = OrderedDict()
@@ -252,17 +256,27 @@ class WarmMember(Member):
         task_id = f"{TASK_PREFIX}{next(self._task_ids)}"
         stdout, stderr = self._output_paths(task_id, spec)
         task = self._tasks[task_id] = _Task(task_id, spec, stdout, stderr)
-        self._event(task_id, "submit", {"urgency": 16, "flags": 0, "version": 1})
-        self._event(task_id, "validate")
-        self._event(task_id, "depend")
-        self._event(task_id, "priority", {"priority": 16})
-        if self._broken:
-            self._fail(task, "exec", f"no warm worker could start: {self._broken}")
-            return task_id
-        self._queue.append(task)
-        self._queued_cores += spec.cores_per_task
-        self._dispatch()
+        self._submitted.append(task)
+        if len(self._submitted) == 1:
+            asyncio.get_running_loop().call_soon(self._take_submitted)
         return task_id
+
+    def _take_submitted(self) -> None:
+        """The tasks submitted since the last turn of the loop: their first events, now that
+        their submitter knows their ids (it would hold the events meanwhile, as a member's that
+        come before the id), then their placement, all of them at once."""
+        submitted, self._submitted = self._submitted, []
+        for task in submitted:
+            self._event(task.id, "submit", {"urgency": 16, "flags": 0, "version": 1})
+            self._event(task.id, "validate")
+            self._event(task.id, "depend")
+            self._event(task.id, "priority", {"priority": 16})
+            if self._broken:
+                self._fail(task, "exec", f"no warm worker could start: {self._broken}")
+                continue
+            self._queue.append(task)
+            self._queued_cores += task.spec.cores_per_task
+        self._dispatch()
 
     async def cancel(self, jobid: Any) -> None:
         if not _is_task(jobid):
@@ -271,6 +285,10 @@ class WarmMember(Member):
         task = self._tasks.get(jobid)
         if task is None:
             return  # it has ended already
+        if task in self._submitted:
+            self._take_submitted()  # its first events come before its end
+            if task.id not in self._tasks:
+                return  # no worker could start: it has ended
         if task.worker is None:
             self._queue.remove(task)
             self._queued_cores -= task.spec.cores_per_task
@@ -506,10 +524,17 @@ class WarmMember(Member):
             writer.close()
             return
         why = "its connection ended"
+        rest = b""
         try:
-            while line := await reader.readline():
-                self._on_message(worker, line)
-        except (OSError, ValueError, asyncio.IncompleteReadError) as error:
+            # Whatever arrived since the last turn at once: one wakeup of this coroutine per
+            # burst of reports (a task's end and the next one's start), not one per line.
+            while chunk := await reader.read(READ_SIZE):
+                *lines, rest = (rest + chunk).split(b"\n")
+                if len(rest) > MAX_LINE:
+                    raise ValueError(f"a report longer than {MAX_LINE} bytes")
+                for line in lines:
+                    self._on_message(worker, line)
+        except (OSError, ValueError) as error:
             why = f"its connection failed: {error}"
         finally:
             self._connection_ended(worker, why)
