@@ -29,6 +29,7 @@ import io
 import logging
 import pickle
 import sys
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -105,6 +106,28 @@ class _Pickler(dill.Pickler):
         return NotImplemented
 
 
+class _NotData(Exception):
+    """An argument `_DataPickler` leaves to dill."""
+
+
+class _DataPickler(pickle.Pickler):
+    """The C pickler, for arguments that are data: on this project's test machine dill took
+    14 us for an app's empty arguments, this one 0.5 us. What dill packs otherwise than
+    pickle would (functions, classes and modules, by value where they come from `__main__`;
+    objects of classes defined in `__main__`) makes it give up, and dill packs the arguments
+    as before; parsl Files go as their lean twin, as with dill."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is ParslFile:
+            return files.File, (obj.url, obj.local_path)
+        if isinstance(obj, _NOT_DATA) or type(obj).__module__ == "__main__":
+            raise _NotData
+        return NotImplemented
+
+
+_NOT_DATA = (type, types.FunctionType, types.MethodType, types.ModuleType, types.CodeType)
+
+
 def pack(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
     """The lean worker's input: this process's import path, the function and the arguments,
     functions by value. The function is packed once per function object, as Parsl's own
@@ -114,7 +137,17 @@ def pack(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
         function = _packed_function(func)
     except TypeError:  # unhashable
         function = _dumps(unwrap(func))
-    return pickle.dumps((list(sys.path), function, _dumps((args, kwargs))))
+    return pickle.dumps((list(sys.path), function, _pack_arguments((args, kwargs))))
+
+
+def _pack_arguments(arguments: tuple[tuple[Any, ...], dict[str, Any]]) -> bytes:
+    """Data by the C pickler, anything else by dill (the worker loads both with dill)."""
+    buffer = io.BytesIO()
+    try:
+        _DataPickler(buffer, dill.settings["protocol"]).dump(arguments)
+    except (_NotData, pickle.PicklingError, TypeError, AttributeError):
+        return _dumps(arguments)
+    return buffer.getvalue()
 
 
 @functools.lru_cache(maxsize=128)

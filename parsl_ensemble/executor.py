@@ -72,17 +72,19 @@ class _Task:
     id: int
     name: str
     future: TaskFuture
-    base: Path
+    #: Its files' path without their suffix (a string: pathlib's joins and suffixes were a
+    #: tenth of the executor's own work per task).
+    base: str
     #: The file its call was appended to (`inputs`).
     calls: Path
 
     @property
     def out_path(self) -> Path:
-        return self.base.with_suffix(".out")
+        return Path(self.base + ".out")
 
     @property
     def log_path(self) -> Path:
-        return self.base.with_suffix(".log")
+        return Path(self.base + ".log")
 
 
 class EnsembleExecutor(ParslExecutor, RepresentationMixin):
@@ -152,7 +154,9 @@ class EnsembleExecutor(ParslExecutor, RepresentationMixin):
         self._lock = threading.Lock()
         self._closed = False
         self._warned: set[str] = set()
-        self._made_dir: Path | None = None
+        self._made_dir = Path()
+        #: What `_made_dir` was made from (working_dir, run_dir, label, working directory).
+        self._made_from: tuple[Any, ...] = ()
         self._results = Resolver(f"{label}-results", self._resolve)
         self._inputs = Inputs()
         self._exit_guard: ExitGuard | None = None
@@ -188,14 +192,15 @@ class EnsembleExecutor(ParslExecutor, RepresentationMixin):
         except Exception as error:
             raise SerializationError(name) from error
         task_id = next(self._ids)
-        directory = self._directory()
-        base = directory / f"task-{task_id}"
+        cwd = os.getcwd()
+        directory = self._directory(cwd)
+        base = f"{directory}/task-{task_id}"
         with self._lock:
             if self._closed or self.ensemble is None:
                 raise ExecutorError(self, "not running: start() it first, or it was shut down")
             call, calls_file = self._inputs.write(directory, data)
             try:
-                spec = self._spec(resource_specification, name, task_id, base, call)
+                spec = self._spec(resource_specification, name, task_id, base, call, cwd)
                 handle = self.ensemble.submit(spec)
             except BaseException:
                 self._inputs.release(calls_file)
@@ -230,8 +235,9 @@ class EnsembleExecutor(ParslExecutor, RepresentationMixin):
         resource_specification: dict[str, Any] | None,
         name: str,
         task_id: int,
-        base: Path,
+        base: str,
         call: str,
+        cwd: str,
     ) -> JobSpec:
         """The task's job: the worker on its call and result file, with the resources the keys
         ask for."""
@@ -247,10 +253,10 @@ class EnsembleExecutor(ParslExecutor, RepresentationMixin):
         fields.setdefault("group", name)
         try:
             return JobSpec(
-                command=[*self.worker_command, call, str(base.with_suffix(".out"))],
+                command=[*self.worker_command, call, base + ".out"],
                 name=f"{self.label}-{task_id}",
-                cwd=os.getcwd(),
-                stdout=str(base.with_suffix(".log")),
+                cwd=cwd,
+                stdout=base + ".log",
                 **fields,
             )
         except pydantic.ValidationError as error:
@@ -260,12 +266,15 @@ class EnsembleExecutor(ParslExecutor, RepresentationMixin):
             problems = "; ".join(f"{key}: {message}" for key, message in found)
             raise InvalidResourceSpecification({key for key, _ in found}, problems) from None
 
-    def _directory(self) -> Path:
-        directory = Path(self.working_dir or Path(self.run_dir) / self.label).absolute()
-        if directory != self._made_dir:
+    def _directory(self, cwd: str) -> Path:
+        """Where task files go, made when what it is made from changes (a relative
+        working_dir is relative to the working directory of each submission)."""
+        made_from = (self.working_dir, self.run_dir, self.label, cwd)
+        if made_from != self._made_from:
+            directory = Path(cwd, self.working_dir or Path(self.run_dir) / self.label)
             directory.mkdir(parents=True, exist_ok=True)
-            self._made_dir = directory
-        return directory
+            self._made_dir, self._made_from = directory, made_from
+        return self._made_dir
 
     def _job_done(self, task: _Task, handle: JobHandle) -> None:
         """On the controller's thread: hand the Future's resolution to the results thread."""

@@ -29,6 +29,8 @@ class Inputs:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._current: Path | None = None
+        #: The directory of `_current`.
+        self._directory = Path()
         self._size = 0
         self._calls = 0
         #: Tasks not yet resolved, per file.
@@ -38,7 +40,7 @@ class Inputs:
         """Append a call: (the worker's argument for it, the file to `release` it from)."""
         with self._lock:
             path = self._current
-            if path is None or path.parent != directory or self._calls >= CALLS_PER_FILE:
+            if path is None or directory != self._directory or self._calls >= CALLS_PER_FILE:
                 path = self._rotate(directory)
             fd = os.open(path, _APPEND)
             try:
@@ -73,6 +75,7 @@ class Inputs:
         # `task-*.in`, as each task's input file was named: whoever looks for task files (a
         # clean-up, a test that none is left) finds these too.
         self._current = directory / f"task-calls-{os.getpid()}-{next(_NAMES)}.in"
+        self._directory = directory
         os.close(os.open(self._current, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666))
         self._size = self._calls = 0
         if previous is not None:

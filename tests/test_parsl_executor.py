@@ -8,6 +8,7 @@ import traceback
 import warnings
 from pathlib import Path
 
+import dill
 import parsl
 import pytest
 from parsl import bash_app, python_app
@@ -19,7 +20,7 @@ from parsl.executors.errors import InvalidResourceSpecification
 from parsl.serialize.errors import SerializationError
 from parsl.utils import RepresentationMixin
 
-from parsl_ensemble import EnsembleExecutor
+from parsl_ensemble import EnsembleExecutor, calls
 from parsl_ensemble.errors import EnsembleTaskError
 from parsl_ensemble.worker import RemoteError
 
@@ -320,3 +321,21 @@ def test_the_example_shows_retry_oom_saving_a_task(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "held (MB): [20, 40, 60, 80, 200]" in done.stdout
     assert "(resubmit) job 5: attempt 2: memory_mb 256" in done.stdout
+
+
+def test_arguments_that_are_data_skip_dill_and_the_rest_go_as_before():
+    """The C pickler packs data (and parsl Files, as their lean twin); functions, classes and
+    what only dill can pack go by dill, by value, as they did."""
+    data = ((1, "a", [2.0], {"k": b"x"}, File("file:///tmp/in.txt")), {"n": None})
+    packed = calls._pack_arguments(data)
+    assert b"dill" not in packed and b"parsl_ensemble.files" in packed
+    (number, text, floats, mapping, file), keywords = dill.loads(packed)
+    assert (number, text, floats, mapping, keywords) == (1, "a", [2.0], {"k": b"x"}, {"n": None})
+    assert (type(file).__module__, file.url) == ("parsl_ensemble.files", "file:///tmp/in.txt")
+
+    class Local:
+        value = 5
+
+    for value in (lambda: 5, Local, add, Local()):
+        packed = calls._pack_arguments(((value,), {}))
+        assert packed == calls._dumps(((value,), {}))  # exactly as dill packed it before
