@@ -35,7 +35,6 @@ import traceback
 import types
 from dataclasses import dataclass
 from importlib.machinery import ModuleSpec
-from pathlib import Path
 from types import CodeType
 from typing import Any, NoReturn
 
@@ -106,7 +105,7 @@ def detach(guard: Guard) -> None:
 
 
 def run_module(
-    plan: Plan, changes: dict[str, str], learned_path: Path, installed: tuple[str, ...]
+    plan: Plan, changes: dict[str, str], learned_path: str, installed: tuple[str, ...]
 ) -> int:
     """`python -m module args` in this (forked) process, up to the interpreter's exit; its exit
     status. `changes`: the task's environment over the worker's."""
@@ -165,7 +164,7 @@ def _serve_one(
     for target, fd in enumerate(fds):
         os.dup2(fd, target, inheritable=True)
         os.close(fd)
-    learned_path = Path(order["learned"])
+    learned_path = order["learned"]
     plan = Plan(order["module"], order["args"], frozenset(order["options"]))
     try:
         if order["cwd"]:
@@ -379,7 +378,7 @@ def _flush() -> None:
             stream.flush()
 
 
-def _note_learned(path: Path, known: set[str], installed: tuple[str, ...]) -> None:
+def _note_learned(path: str, known: set[str], installed: tuple[str, ...]) -> None:
     """Write the installed modules this task imported, for the worker to import."""
     names = []
     for name in set(sys.modules) - known:
@@ -387,8 +386,8 @@ def _note_learned(path: Path, known: set[str], installed: tuple[str, ...]) -> No
         if isinstance(origin, str) and origin.startswith(installed):
             names.append(name)
     if names:
-        with contextlib.suppress(OSError):
-            path.write_text("\n".join(names))
+        with contextlib.suppress(OSError), open(path, "w") as modules:
+            modules.write("\n".join(names))
 
 
 def say(text: str) -> None:

@@ -45,7 +45,7 @@ class Runner:
             warm_child.serve(theirs, guard, installed)
         theirs.close()
         ours.setblocking(False)
-        self.tmpdir = tmpdir
+        self.tmpdir = str(tmpdir)
         self.pid = pid
         self.channel = ours
         self.pidfd = os.pidfd_open(pid)

@@ -27,7 +27,6 @@ import signal
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, NoReturn
 
 from ensemble_core.members import warm_child
@@ -81,10 +80,11 @@ class Running:
     #: What of its process's private memory is not the task's (None: an executed command,
     #: whose whole resident memory counts).
     baseline_mb: float | None
-    #: Its TMPDIR, and where it writes the modules it learned.
-    tmpdir: Path
-    learned_path: Path
-    created: list[Path] = field(default_factory=list)
+    #: Its TMPDIR, and where it writes the modules it learned (strings, as the task's other
+    #: paths: pathlib's joins were a quarter of a worker's own work per reused task).
+    tmpdir: str
+    learned_path: str
+    created: list[str] = field(default_factory=list)
     #: The reused process it runs in (None: a process of its own).
     runner: Runner | None = None
     #: Set by `finish`: the task left its output files empty and they were removed (its
@@ -121,7 +121,7 @@ def launch(
     order: Order,
     guard: Guard,
     installed: tuple[str, ...],
-    scratch: Path,
+    scratch: str,
     runners: Runners | None,
     outputs: Outputs,
 ) -> Running:
@@ -129,7 +129,7 @@ def launch(
     TaskError if it cannot start. `scratch`: a path of the task's own in the worker's scratch
     directory, for its TMPDIR (unless a reused process lends it its own) and what it learns."""
     in_process = plan(order.argv, order.env)
-    learned = Path(f"{scratch}.modules")
+    learned = f"{scratch}.modules"
     running = Running(order, 0, None if in_process is None else 0.0, scratch, learned)
     try:
         fds = outputs.open(order.stdout, order.stderr, running.created)
@@ -168,7 +168,7 @@ def _fork(
         os.mkdir(running.tmpdir)
     except OSError as error:
         raise TaskError(f"the worker could not make the task's TMPDIR: {error}") from None
-    changes = {**order.env, "TMPDIR": str(running.tmpdir)}
+    changes = {**order.env, "TMPDIR": running.tmpdir}
     env = {**os.environ, **changes}  # the whole environment, made only for a fork
     pid = warm_child.fork()
     if pid == 0:
@@ -183,7 +183,7 @@ def _hand(running: Running, runners: Runners, plan: Plan, fds: list[int]) -> boo
     runner = runners.take()
     order = running.order
     baseline = _private_mb(runner.pid, 0.0) if order.memory_mb else 0.0
-    changes = {**order.env, "TMPDIR": str(runner.tmpdir)}
+    changes = {**order.env, "TMPDIR": runner.tmpdir}
     try:
         if not runner.hand(order.id, plan, changes, order.cwd, fds, running.learned_path):
             runners.idle.append(runner)
@@ -203,8 +203,9 @@ def finish(running: Running, outputs: Outputs) -> list[str]:
     the modules it learned."""
     learned = []
     with contextlib.suppress(OSError):
-        learned = running.learned_path.read_text().split()
-        running.learned_path.unlink()
+        with open(running.learned_path) as modules:
+            learned = modules.read().split()
+        os.unlink(running.learned_path)
     if running.runner is not None:
         _empty(running.tmpdir)
     else:
@@ -219,7 +220,7 @@ def finish(running: Running, outputs: Outputs) -> list[str]:
     return learned
 
 
-def _empty(directory: Path) -> None:
+def _empty(directory: str) -> None:
     """Remove what a task left in a directory (made again if the task removed it)."""
     try:
         with os.scandir(directory) as scan:
@@ -273,7 +274,7 @@ def _child(
     in_process: Plan | None,
     fds: list[int],
     guard: Guard,
-    learned_path: Path,
+    learned_path: str,
     installed: tuple[str, ...],
 ) -> NoReturn:
     """The forked task: its own group, streams and directory; then exec, or run the module."""

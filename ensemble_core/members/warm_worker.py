@@ -216,7 +216,7 @@ class Worker:
         if order.id in self.tasks:
             return
         try:
-            scratch = self.scratch / str(next(self._sequence))
+            scratch = f"{self.scratch}/{next(self._sequence)}"
             running = warm_task.launch(
                 order, self.guard, self.installed, scratch, self.runners, self.outputs
             )
