@@ -881,13 +881,7 @@ class Ensemble:
             await asyncio.sleep(0.02)
         for handle in list(self._active.values()):
             attempt = handle.attempts[-1]
-            said = self._cancel_errors.get(handle.key)
-            why = (
-                f"cancelled: the {self.member.name} member did not confirm the end of job "
-                f"{attempt.member_id} within {CLOSE_WAIT_SECONDS:g} s"
-                + (f" (its cancel failed: {said})" if said else "")
-            )
-            self._abandon(handle, attempt, Outcome.CANCELLED, why)
+            self._abandon(handle, attempt, Outcome.CANCELLED, self._left_at_close(handle, attempt))
         for task in list(self._tasks):
             task.cancel()
         try:
@@ -901,6 +895,27 @@ class Ensemble:
             self.journal.close()
             self.journal, self._journal_dirty = None, None
         self._finished.set()
+
+    def _left_at_close(self, handle: JobHandle, attempt: Attempt) -> str:
+        """Why a job still active `CLOSE_WAIT_SECONDS` after the stop ends cancelled: its
+        member did not confirm its end, or it never reached its member (a submission that did
+        not return, or one waiting for its intent to be written by a stalled journal)."""
+        member = self.member.name
+        if attempt.member_id is None:
+            why = f"cancelled: the run ended before the {member} member took the job"
+            if self.journal is not None and self.journal.handoff.behind:
+                why += (
+                    "; the state journal's writer had not written its intent to submit it "
+                    f"{CLOSE_WAIT_SECONDS:g} s after the stop (is the disk of the state "
+                    "directory stalled?)"
+                )
+            return why
+        said = self._cancel_errors.get(handle.key)
+        return (
+            f"cancelled: the {member} member did not confirm the end of job "
+            f"{attempt.member_id} within {CLOSE_WAIT_SECONDS:g} s"
+            + (f" (its cancel failed: {said})" if said else "")
+        )
 
     def _resolve_leftovers(self, why: str) -> None:
         """After the loop stopped: jobs it never took in, or never ended, end here."""

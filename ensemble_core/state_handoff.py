@@ -86,6 +86,11 @@ class WriterHandoff:
     def last_ticket(self) -> int:
         return self._sent
 
+    @property
+    def behind(self) -> bool:
+        """Whether the writer has flushes it did not say it wrote (a stalled disk, or busy)."""
+        return self._acked < self._sent and self.state in ("starting", "ready")
+
     def wait(self, ticket: int) -> None:
         """Return once flush `ticket` is written (by the writer, or here if it is gone)."""
         while self._acked < ticket and self.state in ("starting", "ready"):

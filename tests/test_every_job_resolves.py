@@ -8,6 +8,9 @@ the controller as it was before containment (a hang, a lost job or a cancelled w
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -25,6 +28,7 @@ from ensemble_core.jobs import JobHandle
 from ensemble_core.rules.loader import parse
 from ensemble_core.rules.schema import EnsembleFile, JobGroup, Rule
 from ensemble_core.spec import JobSpec
+from ensemble_core.state import StateJournal
 from ensemble_core.testing.replay import ReplayMember
 
 JOURNALS = [FIXTURES / "flux" / "journal-basic.jsonl", FIXTURES / "flux" / "journal-300.jsonl"]
@@ -221,7 +225,42 @@ def test_a_submission_in_flight_resolves_when_closing(monkeypatch):
     ensemble.close()
     assert time.monotonic() - started < 3
     assert handle.outcome is Outcome.CANCELLED
+    assert "the run ended before the replay member took the job" in handle.reason
     assert seen.each_once([handle])
+
+
+def test_a_job_whose_intent_a_stalled_journal_never_wrote_resolves_when_closing(
+    monkeypatch, tmp_path: Path
+):
+    """A state directory on a stalled disk: the writer never confirms the intent to submit, so
+    the job is never submitted, and at close it ends saying why."""
+    monkeypatch.setattr(ensemble_module, "CLOSE_WAIT_SECONDS", 0.3)
+    journal = StateJournal(tmp_path / "state")
+    journal.handoff.start()
+    journal.set_meta(ended="done")  # (a run that ended: the ensemble starts anew)
+    journal.flush()  # written by the writer, once it is up
+    writer = journal.handoff.writer
+    assert writer is not None
+    ensemble = run(Ensemble(replay(), state=journal))
+    os.kill(writer.pid, signal.SIGSTOP)
+    seen = Resolutions()
+    try:
+        handle = seen.track(ensemble.submit(spec()))
+        time.sleep(0.3)
+        assert not handle.done()  # its submission waits for its intent to be written
+        # The close's last flush waits for the writer: it goes on once the job has ended.
+        handle.add_done_callback(lambda _: os.kill(writer.pid, signal.SIGCONT))
+        ensemble.close()
+    finally:
+        if writer.poll() is None:  # the test failed before the close resumed it
+            os.kill(writer.pid, signal.SIGCONT)
+    assert handle.outcome is Outcome.CANCELLED
+    assert "the run ended before the replay member took the job" in handle.reason
+    assert "the state journal's writer had not written its intent" in handle.reason
+    assert seen.each_once([handle])
+    written = sqlite3.connect(tmp_path / "state" / "state.db")
+    assert written.execute("SELECT outcome FROM jobs").fetchall() == [("cancelled",)]
+    written.close()
 
 
 # Limits that stop loops, not workflows ---------------------------------------------------------
