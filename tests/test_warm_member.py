@@ -150,6 +150,20 @@ def test_a_task_cancelled_as_it_is_submitted_reports_its_submission_first(log_di
     assert emitted.record(task_id).outcome is Outcome.CANCELLED
 
 
+def test_an_order_longer_than_a_read_reaches_its_worker_whole(log_dir):
+    """The worker reads its connection 64 kB at a time: a task's order that is longer (its
+    environment) is put together from many reads."""
+    value = "0123456789" * 30_000
+    check = f"import os; assert os.environ['LONG'] == {value[:10]!r} * 30_000"
+    with warm_ensemble(log_dir, workers=1) as ensemble:
+        handles = [
+            ensemble.submit(JobSpec(command=in_process(check), environment={"LONG": value}))
+            for _ in range(3)
+        ]
+        for handle in handles:
+            assert handle.wait(30) is Outcome.SUCCESS, handle.reason
+
+
 def test_oom_and_timeout_in_a_worker_are_resubmitted_by_the_rules(log_dir):
     hog = "import time; x = b'x' * (250 * 2**20); time.sleep(0.5)"
     with warm_ensemble(log_dir, RETRY, worker_memory_mb=300) as ensemble:

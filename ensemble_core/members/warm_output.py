@@ -36,10 +36,13 @@ class Outputs:
         #: Paths are strings: pathlib's joins were a quarter of a worker's own work per task.
         self.spares: list[str] = []
         self._names = itertools.count(1)
+        #: Every task's stdin, opened once (the worker hands each task a copy).
+        self.stdin = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
 
     def open(self, stdout: str, stderr: str, created: list[str]) -> list[int]:
-        """stdin, stdout and stderr of a task (appended to; files made for it are noted)."""
-        fds = [os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)]
+        """stdin, stdout and stderr of a task (appended to; files made for it are noted);
+        `close` them once the task has them."""
+        fds = [self.stdin]
         paths = [stdout] if stderr == stdout else [stdout, stderr]
         try:
             for path in paths:
@@ -49,11 +52,16 @@ class Outputs:
                     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
                     fds.append(self._open(path, created))
         except (OSError, ValueError) as error:
-            for fd in fds:
-                os.close(fd)
+            self.close(fds)
             reason = getattr(error, "strerror", None) or error
             raise TaskError(f"cannot open the job's output file {path}: {reason}") from None
         return [fds[0], fds[1], fds[-1]]
+
+    def close(self, fds: list[int]) -> None:
+        """Close what `open` opened for a task (its stdin stays open for the next)."""
+        for fd in set(fds):
+            if fd != self.stdin:
+                os.close(fd)
 
     def tidy(self, created: list[str]) -> int:
         """After the task: the files made for it that it left empty go (kept as spares); how

@@ -25,7 +25,6 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -151,7 +150,7 @@ def launch(
             raise
         raise TaskError(f"the worker could not start the task: {error}") from None
     finally:
-        _close(fds)
+        outputs.close(fds)
     return running
 
 
@@ -260,11 +259,6 @@ def _private_mb(pid: int, otherwise: float) -> float:
         return otherwise
     kilobytes = sum(int(line.split()[1]) for line in lines if line.startswith(b"Private_"))
     return kilobytes / 1024
-
-
-def _close(fds: Iterable[int]) -> None:
-    for fd in set(fds):
-        os.close(fd)
 
 
 def _child(

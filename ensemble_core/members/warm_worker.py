@@ -59,6 +59,9 @@ MEMORY_CHECK_SECONDS = 0.1
 #: Without pidfds (not Linux 5.3+), how often exits are looked for.
 EXIT_POLL_SECONDS = 0.02
 CONNECT_SECONDS = 30.0
+#: The most read from the member at once. A read of 1 MiB was a fresh mapping of memory each
+#: time (three system calls a task: the allocator maps a block that large for each request).
+RECEIVE_SIZE = 1 << 16
 
 
 class Stopped(Exception):
@@ -107,7 +110,7 @@ class Worker:
         self.ending: set[str] = set()
         self.limited: set[str] = set()
         self.stopping = False
-        self._inbox = b""
+        self._inbox = bytearray()
         self._outbox: list[bytes] = []
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._sequence = itertools.count()
@@ -154,12 +157,15 @@ class Worker:
 
     def _receive(self) -> None:
         try:
-            data = self.connection.recv(1 << 20)
+            data = self.connection.recv(RECEIVE_SIZE)
         except OSError:
             data = b""
         if not data:
             raise Stopped(1)  # the member closed or is gone: nobody waits for a report
-        *lines, self._inbox = (self._inbox + data).split(b"\n")
+        self._inbox += data  # a long line comes in many reads: appended to, not copied whole
+        lines = []
+        if b"\n" in data:
+            *lines, self._inbox = self._inbox.split(b"\n")
         if len(self._inbox) > MAX_LINE:
             raise Stopped(1)
         for line in lines:
