@@ -692,9 +692,9 @@ class WarmMember(Member):
                 finish["result"] = base64.b64decode(result)
             self._event(task.id, "finish", finish)
         self._release(task)
-        if worker is not None:
-            self._idle(worker)
         self._dispatch()
+        if worker is not None:  # idle only if nothing waited for it (no idle timer made)
+            self._idle(worker)
 
     def _fail(self, task: _Task, kind: str, note: str) -> None:
         """End a task for a reason of the member's (never started, lost, cancelled waiting)."""
