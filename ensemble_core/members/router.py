@@ -75,6 +75,7 @@ class _Part:
         "declared",
         "early",
         "emit",
+        "ended",
         "features",
         "lost",
         "member",
@@ -83,6 +84,7 @@ class _Part:
         "offer",
         "pending_times",
         "prefix",
+        "started",
         "submitting",
         "waiting",
         "where",
@@ -95,6 +97,8 @@ class _Part:
         features: Iterable[str],
         declared: Mapping[str, Any],
         where: dict[str, tuple[str, Any]],
+        started: Callable[[str], None],
+        ended: Callable[[str], tuple[str, Any] | None],
     ) -> None:
         self.name = name
         self.member = member
@@ -107,6 +111,10 @@ class _Part:
         #: The jobs not yet clean, of every member of the router (shared): router id ->
         #: (member name, its own id), so that an open job is found without reading its id.
         self.where = where
+        #: The router's notes of a job's start and end, by router id: the relay's, and the
+        #: controller's (see the module's docstring).
+        self.started = started
+        self.ended = ended
         #: Of this member's, the ones not started: its id -> when submitted (monotonic), oldest
         #: first.
         self.waiting: dict[Any, float] = {}
@@ -142,9 +150,9 @@ class _Part:
             self.emit(JobEvent(outer, name, event.timestamp, event.context))
             return
         if name == "start":
-            self.started(jobid)
+            self.started(outer)
         elif name == "clean":
-            self.forget(outer)
+            self.ended(outer)
         if self.adopting:  # held by the controller until the router's adopt returns: a copy
             self.emit(JobEvent(outer, name, event.timestamp, event.context))
             return
@@ -153,13 +161,6 @@ class _Part:
             self.emit(event)
         finally:
             event.jobid = jobid
-
-    def started(self, jobid: Any) -> None:
-        """A job of this member started: its pending time joins the recent ones that
-        `least-pending` uses (once: a start noted twice finds it no longer waiting)."""
-        submitted = self.waiting.pop(jobid, None)
-        if submitted is not None:
-            self.pending_times.append(time.monotonic() - submitted)
 
     def submitted(self, jobid: Any, since: float) -> str:
         """The member returned the id of a job it took: follow it unless it has ended; the
@@ -175,14 +176,6 @@ class _Part:
         if not self.submitting:
             self.early.clear()
         return outer
-
-    def forget(self, outer: str) -> bool:
-        """A job of this member has ended (or is given up): whether it was open."""
-        found = self.where.pop(outer, None)
-        if found is None:
-            return False
-        self.waiting.pop(found[1], None)
-        return True
 
     def pending_time(self, now: float) -> float:
         """The recent pending time: the mean of the last pending times, or the wait of the
@@ -221,6 +214,8 @@ class RouterMember(Member):
                 (features or {}).get(name, ()),
                 (offers or {}).get(name, {}),
                 self.open_jobs,
+                self.started,
+                self.ended,
             )
             for name, member in members.items()
         }
@@ -253,14 +248,20 @@ class RouterMember(Member):
         self._intake = intake
 
     def started(self, member_id: Any) -> None:
-        """The controller saw the start of a job it follows (see the module's docstring)."""
+        """An open job started (told by the controller, or seen by the relay): its pending
+        time joins the recent ones that `least-pending` uses, once (a start told twice finds
+        it no longer waiting). One call on the path of every job's start."""
         found = self.open_jobs.get(member_id)
         if found is not None:
-            self._parts[found[0]].started(found[1])
+            part = self._parts[found[0]]
+            submitted = part.waiting.pop(found[1], None)
+            if submitted is not None:
+                part.pending_times.append(time.monotonic() - submitted)
 
     def ended(self, member_id: Any) -> tuple[str, Any] | None:
-        """The controller is done with a job it followed (its end, or it gave it up): the
-        router forgets it; (member name, the member's own id) if it was open."""
+        """A job has ended, or is given up (told by the controller, seen by the relay, or its
+        member lost): the router forgets it; (member name, the member's own id) if it was
+        open."""
         found = self.open_jobs.pop(member_id, None)
         if found is not None:
             self._parts[found[0]].waiting.pop(found[1], None)
@@ -326,7 +327,7 @@ class RouterMember(Member):
             return self._refuse("exec", f"submission to the {part.name} member failed: {said}")
         part.submitting -= 1
         outer = part.submitted(jobid, since)
-        if part.lost is not None and part.forget(outer):  # lost while it was submitted
+        if part.lost is not None and self.ended(outer):  # lost while it was submitted
             self._end(outer, "exec", _lost_note(part))
         return outer
 
@@ -501,7 +502,7 @@ class RouterMember(Member):
         note = _lost_note(part)
         ending = [outer for outer, (name, _) in list(self.open_jobs.items()) if name == part.name]
         for outer in ending:
-            part.forget(outer)
+            self.ended(outer)
         for outer in ending:
             self._end(outer, "exec", note)
         if all(p.lost is not None for p in self._parts.values()):
