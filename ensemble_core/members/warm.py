@@ -51,14 +51,12 @@ from ensemble_core.errors import MemberError
 from ensemble_core.events import AttemptRecord, JobEvent
 from ensemble_core.members.base import EmitEvent, Member
 from ensemble_core.members.local_output import safe_name
+from ensemble_core.members.warm_connection import WorkerConnection
 from ensemble_core.members.warm_protocol import (
     ADDRESS_ENV,
-    HELLO_SECONDS,
-    MAX_LINE,
     NAME_ENV,
     SECRET_ENV,
     encode,
-    new_challenge,
     new_secret,
     proven,
 )
@@ -81,8 +79,6 @@ PREFETCH = 1
 #: Warm task ids are `warm_1`, `warm_2`, ...: no member's id looks so (Kubernetes names have no
 #: underscore, Flux and local ids are numbers).
 TASK_PREFIX = "warm_"
-#: The most a worker's connection is read at once.
-READ_SIZE = 1 << 18
 
 
 @dataclass(slots=True, eq=False)
@@ -95,7 +91,7 @@ class _Worker:
     inner_id: Any = None
     #: submitted (its job is on the way), ready (connected), stopping, lost (connection ended)
     state: str = "submitted"
-    writer: asyncio.StreamWriter | None = None
+    writer: asyncio.WriteTransport | None = None
     host: str = ""
     tasks: set[str] = field(default_factory=set)
     #: tasks given to it beyond its free room: it starts them as running ones end
@@ -235,8 +231,8 @@ class WarmMember(Member):
         self.log_dir = Path(getattr(self.inner, "output_dir", self.log_dir))
         host = self.address or _default_address(self.inner.name)
         try:
-            self._server = await asyncio.start_server(
-                self._serve, host=host, port=self.port, limit=MAX_LINE
+            self._server = await self._loop.create_server(
+                self._connection, host=host, port=self.port
             )
         except OSError as error:
             raise MemberError(
@@ -517,38 +513,15 @@ class WarmMember(Member):
 
     # Connections ------------------------------------------------------------------------------
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """One worker's connection: prove it, then read its reports until it ends."""
-        worker = await self._welcome(reader, writer)
-        if worker is None:
-            writer.close()
-            return
-        why = "its connection ended"
-        rest = b""
-        try:
-            # Whatever arrived since the last turn at once: one wakeup of this coroutine per
-            # burst of reports (a task's end and the next one's start), not one per line.
-            while chunk := await reader.read(READ_SIZE):
-                *lines, rest = (rest + chunk).split(b"\n")
-                if len(rest) > MAX_LINE:
-                    raise ValueError(f"a report longer than {MAX_LINE} bytes")
-                for line in lines:
-                    self._on_message(worker, line)
-        except (OSError, ValueError) as error:
-            why = f"its connection failed: {error}"
-        finally:
-            self._connection_ended(worker, why)
+    def _connection(self) -> WorkerConnection:
+        """A worker's connection: it proves itself (`_welcome`), then its reports are read
+        (`_on_message`) until it ends (`_connection_ended`)."""
+        return WorkerConnection(self._welcome, self._on_message, self._connection_ended)
 
-    async def _welcome(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    def _welcome(
+        self, hello: dict[str, Any], challenge: str, writer: asyncio.WriteTransport
     ) -> _Worker | None:
-        challenge = new_challenge()
-        writer.write(encode({"challenge": challenge}))
-        try:
-            async with asyncio.timeout(HELLO_SECONDS):
-                hello = json.loads(await reader.readline())
-        except (TimeoutError, OSError, ValueError):
-            return None
+        """The worker a connection's hello names, if it proved the secret and is awaited."""
         worker = self._workers.get(str(hello.get("name")))
         peer = writer.get_extra_info("peername")
         if not proven(self._secret, challenge, hello.get("proof")):
