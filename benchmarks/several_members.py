@@ -4,9 +4,9 @@ one member, in the same run (issue 15: at least 90% of the one-member rate).
 The workload is `rule_engine.py`'s: the recorded Flux journal of 300 jobs replayed 100 times,
 10 groups, 20 rules. With three members every job is placed by the router (least-backlog, so
 the jobs spread over the three), and each event goes the whole way a member's event goes: the
-member's emit (which the controller gives each member behind the router: a job's start and end
-go through the router's relay, its other events straight to the job), the controller (which also
-counts each job under its member). Five rounds of each, taking turns; medians.
+member's emit (which the controller gives each member behind the router: each event of a job it
+follows straight to the job, the job's start and end told to the router), the controller (which
+also counts each job under its member). Five rounds of each, taking turns; medians.
 """
 
 from __future__ import annotations
