@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import pickle
 import random
 import statistics
 import threading
@@ -89,3 +90,47 @@ def test_a_failed_import_of_river_raises_where_values_are_recorded(monkeypatch):
         series_module.LOADER.ready(wait=True)
     with pytest.raises(ImportError, match="no river here"):
         series.record(1.0)
+
+
+def streaming_series(seed: int) -> Series:
+    draw = random.Random(seed)
+    series = Series()
+    series_module.LOADER.ready(wait=True)
+    for _ in range(EXACT_LIMIT + 50):
+        series.record(draw.random())
+    return series
+
+
+def test_a_pickled_series_goes_on_with_twins_of_its_estimators_and_loads_whole():
+    """The state journal pickles the series at every flush: the live one then holds twins of
+    its estimators (which keep their attributes inline), with the same state; the pickled one
+    loads with the same statistics and goes on alike."""
+    series = streaming_series(3)
+    before = {name: series.get(name) for name in STATISTICS}
+    pickled_models = dict(series._models)
+    loaded = pickle.loads(pickle.dumps(series))
+    assert {name: series.get(name) for name in STATISTICS} == before
+    assert {name: loaded.get(name) for name in STATISTICS} == before
+    assert all(series._models[name] is not model for name, model in pickled_models.items())
+    assert series._models["variance"].mean is not pickled_models["variance"].mean  # nested
+    for value in (0.25, 0.75, 2.0):
+        series.record(value)
+        loaded.record(value)
+    assert {name: loaded.get(name) for name in STATISTICS} == {
+        name: series.get(name) for name in STATISTICS
+    }
+
+
+def test_a_series_pickled_by_an_earlier_version_loads(monkeypatch):
+    """State directories written before series pickled themselves (slots, pickled by default)."""
+    series = streaming_series(4)
+    exact = Series()
+    exact.record(2.5)
+    monkeypatch.delattr(Series, "__reduce__")
+    blobs = [pickle.dumps(series), pickle.dumps(exact)]
+    monkeypatch.undo()
+    loaded, loaded_exact = (pickle.loads(blob) for blob in blobs)
+    assert {name: loaded.get(name) for name in STATISTICS} == {
+        name: series.get(name) for name in STATISTICS
+    }
+    assert loaded_exact.get("mean") == 2.5
