@@ -242,16 +242,25 @@ def test_a_forked_task_writes_its_result_itself(tmp_path, log_dir):
 
 
 def test_the_modules_reused_tasks_import_are_imported_by_their_worker(tmp_path, log_dir):
+    """Learned by a task that ended cleanly (its process says so in its report) and by one that
+    ended its process (the worker looks for what it wrote), not by one that imported nothing."""
+    names = ("wave", "colorsys", "netrc")
     (tmp_path / "sees.py").write_text(
-        "import sys\nseen = ['wave' in sys.modules, 'colorsys' in sys.modules]\n"
+        f"import sys\nseen = [name in sys.modules for name in {names!r}]\n"
         "open('seen', 'w').write(repr(seen))\n"
     )
-    reused = [JobSpec(command=in_process(f"import {name}")) for name in ("wave", "colorsys")]
+    reused = [
+        JobSpec(command=in_process("import wave")),
+        JobSpec(command=in_process("import colorsys; raise SystemExit(3)")),
+        JobSpec(command=in_process("pass")),
+    ]
     forked = JobSpec(command=[sys.executable, "-m", "sees"], cwd=str(tmp_path))  # not in reuse
     with one_worker(log_dir) as ensemble:
-        assert outcomes(run_all(ensemble, reused)) == [Outcome.SUCCESS] * 2
+        expected = [Outcome.SUCCESS, Outcome.FAILED, Outcome.SUCCESS]
+        assert outcomes(run_all(ensemble, reused)) == expected
         assert outcomes(run_all(ensemble, [forked])) == [Outcome.SUCCESS]
-    assert (tmp_path / "seen").read_text() == "[True, True]"  # forked from a worker that has them
+    # forked from a worker that has what its tasks imported
+    assert (tmp_path / "seen").read_text() == "[True, True, False]"
 
 
 def test_a_result_the_socket_cannot_take_in_one_message_goes_to_its_file(tmp_path, monkeypatch):

@@ -46,6 +46,10 @@ from ensemble_core.members.warm_guard import Guard
 REUSE_GROWTH_MB = 64
 #: The largest task a reused process receives at once (its environment, its arguments).
 MAX_ORDER = 1 << 16
+#: A reused process's report that its task ended cleanly (its first byte, then the result):
+#: LEARNED when the task wrote down modules it learned, so that its worker looks for that file
+#: only then (it would try to open one that is not there after nearly every task).
+CLEAN, LEARNED = b"\0", b"\1"
 #: Linux's prctl option that makes orphaned descendants this process's children.
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -135,7 +139,7 @@ def serve(channel: socket.socket, guard: Guard, installed: tuple[str, ...]) -> N
             status = _serve_one(json.loads(data), fds, state, installed)
             if status is not None:
                 break
-            _report(channel, warm_result.take())
+            _report(channel, warm_result.take(), state.learned)
     except BaseException as error:
         say(f"ensemble: a reused task process failed: {error}\n")
         status = 127
@@ -143,16 +147,18 @@ def serve(channel: socket.socket, guard: Guard, installed: tuple[str, ...]) -> N
         os._exit(status or 0)
 
 
-def _report(channel: socket.socket, result: bytes) -> None:
-    """Tell the worker the task ended cleanly, with its result; a result this system's socket
-    buffers cannot take in one message goes to the task's file instead."""
+def _report(channel: socket.socket, result: bytes, learned: bool) -> None:
+    """Tell the worker the task ended cleanly (LEARNED if it wrote the modules it learned,
+    else CLEAN), with its result; a result this system's socket buffers cannot take in one
+    message goes to the task's file instead."""
+    said = LEARNED if learned else CLEAN
     try:
-        channel.send(b"\0" + result)
+        channel.send(said + result)
     except OSError as error:
         if error.errno != errno.EMSGSIZE or not result:
             raise  # the worker is gone: so is the task, whatever its result
         warm_result.fall_back()
-        channel.send(b"\0")
+        channel.send(said)
 
 
 def _serve_one(
@@ -161,6 +167,7 @@ def _serve_one(
     """Run one task in the reused process: None if it ended cleanly and the process serves
     the next one, else the exit status the process ends with (after the task's exit)."""
     known = state.modules
+    state.learned = False
     for target, fd in enumerate(fds):
         os.dup2(fd, target, inheritable=True)
         os.close(fd)
@@ -183,7 +190,7 @@ def _serve_one(
         return status or 0
     _flush()
     if len(sys.modules) != len(known):  # most tasks import nothing new: no set to compare
-        _note_learned(learned_path, known, installed)
+        state.learned = _note_learned(learned_path, known, installed)
         state.modules = set(sys.modules)
     state.restore(order["changes"])
     return None
@@ -197,6 +204,8 @@ class _State:
         self.raw_environ = _raw_environ()
         #: What the process had imported before its task (tasks report what they add).
         self.modules = set(sys.modules)
+        #: Whether the task that just ended wrote down modules it learned (its report says).
+        self.learned = False
         self.cwd = os.getcwd()
         self.path = list(sys.path)
         self.argv = list(sys.argv)
@@ -378,8 +387,9 @@ def _flush() -> None:
             stream.flush()
 
 
-def _note_learned(path: str, known: set[str], installed: tuple[str, ...]) -> None:
-    """Write the installed modules this task imported, for the worker to import."""
+def _note_learned(path: str, known: set[str], installed: tuple[str, ...]) -> bool:
+    """Write the installed modules this task imported, for the worker to import; whether
+    there were any (the file is written only then)."""
     names = []
     for name in set(sys.modules) - known:
         origin = getattr(sys.modules.get(name), "__file__", None)
@@ -388,6 +398,7 @@ def _note_learned(path: str, known: set[str], installed: tuple[str, ...]) -> Non
     if names:
         with contextlib.suppress(OSError), open(path, "w") as modules:
             modules.write("\n".join(names))
+    return bool(names)
 
 
 def say(text: str) -> None:

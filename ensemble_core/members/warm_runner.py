@@ -8,7 +8,8 @@ time, so the worker measures, times out and cancels each task as it does a forke
 ends takes its process with it, and the next task gets a fresh fork.
 
 The worker talks to each process over a Unix socket pair: the task as JSON, with its standard
-streams as file descriptors; one byte back when the task ended cleanly, with the result the task
+streams as file descriptors; one byte back when the task ended cleanly (which says whether it
+wrote down modules it learned: `warm_child.LEARNED`), with the result the task
 offered (`warm_result`). The worker learns of any other end from the process's pidfd, as it does
 for a forked task.
 """
@@ -81,9 +82,10 @@ class Runner:
         return True
 
     def report(self) -> bytes | None:
-        """What it said: a zero byte when its task ended cleanly (it then waits for the next),
-        followed by the result the task offered (`warm_result`); b"" once it is gone, None when
-        it said nothing yet."""
+        """What it said: a byte when its task ended cleanly (it then waits for the next),
+        `warm_child.LEARNED` if the task wrote down modules it learned, else `CLEAN`, followed
+        by the result the task offered (`warm_result`); b"" once it is gone, None when it said
+        nothing yet."""
         try:
             return self.channel.recv(REPORT_SIZE)
         except BlockingIOError:

@@ -196,15 +196,16 @@ def _hand(running: Running, runners: Runners, plan: Plan, fds: list[int]) -> boo
     return True
 
 
-def finish(running: Running, outputs: Outputs) -> list[str]:
+def finish(running: Running, outputs: Outputs, learned: bool = True) -> list[str]:
     """After the task's end: remove its TMPDIR (empty a reused process's for its next task)
     and the output files it created and left empty (`outputs_gone` if that was all of them);
-    the modules it learned."""
-    learned = []
-    with contextlib.suppress(OSError):
-        with open(running.learned_path) as modules:
-            learned = modules.read().split()
-        os.unlink(running.learned_path)
+    the modules it learned (looked for unless its reused process said it wrote none)."""
+    modules_learned = []
+    if learned:
+        with contextlib.suppress(OSError):
+            with open(running.learned_path) as modules:
+                modules_learned = modules.read().split()
+            os.unlink(running.learned_path)
     if running.runner is not None:
         _empty(running.tmpdir)
     else:
@@ -216,7 +217,7 @@ def finish(running: Running, outputs: Outputs) -> list[str]:
             shutil.rmtree(running.tmpdir, ignore_errors=True)
     order = running.order
     running.outputs_gone = outputs.tidy(running.created) == len({order.stdout, order.stderr})
-    return learned
+    return modules_learned
 
 
 def _empty(directory: str) -> None:

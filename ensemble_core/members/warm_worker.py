@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ensemble_core.members import warm_task
+from ensemble_core.members import warm_child, warm_task
 from ensemble_core.members.warm_guard import Guard
 from ensemble_core.members.warm_output import Outputs, TaskError
 from ensemble_core.members.warm_protocol import (
@@ -294,7 +294,8 @@ class Worker:
                 os.killpg(runner.pid, signal.SIGKILL)
         elif self.runners is not None:
             self.runners.idle.append(runner)  # before the next task starts, which it serves
-        self._exited(task_id, 0, process_ended=False, result=said[1:])
+        learned = said[:1] == warm_child.LEARNED
+        self._exited(task_id, 0, process_ended=False, result=said[1:], learned=learned)
 
     def _gone(self, runner: Runner) -> None:
         """A reused process exited: its task, if it ran one, ended with it (unless it said
@@ -316,15 +317,24 @@ class Worker:
                 os.killpg(runner.pid, signal.SIGKILL)  # what it left in its group
             self.guard.remove(runner.pid)
         else:
-            self._exited(task_id, 0 if clean else status, result=said[1:] if said else b"")
+            # A task that ended its process may have written what it learned before it did.
+            learned = not clean or said[:1] == warm_child.LEARNED
+            status = 0 if clean else status
+            self._exited(task_id, status, result=said[1:] if said else b"", learned=learned)
         runner.close()
 
     def _exited(
-        self, task_id: str, status: int, process_ended: bool = True, result: bytes = b""
+        self,
+        task_id: str,
+        status: int,
+        process_ended: bool = True,
+        result: bytes = b"",
+        learned: bool = True,
     ) -> None:
         """The task ended: when its process ended, what it left in its group ends too (a
         reused process that goes on serving left nothing); report the status, and the result
-        its reused process sent back (`warm_result`)."""
+        its reused process sent back (`warm_result`). `learned`: whether the task may have
+        written down modules it learned (a reused process says; a process that ended may have)."""
         if process_ended:
             self._signal(task_id, signal.SIGKILL)
         running = self.tasks.pop(task_id)
@@ -333,7 +343,7 @@ class Worker:
             self.guard.remove(running.pid)
         self.ending.discard(task_id)
         self.limited.discard(task_id)
-        learned = warm_task.finish(running, self.outputs)
+        learned = warm_task.finish(running, self.outputs, learned)
         self.room.take(running.order, -1)
         done: dict[str, Any] = {"op": "done", "id": task_id, "status": status}
         if running.outputs_gone:
