@@ -97,9 +97,10 @@ def plan(argv: list[str], changes: dict[str, str]) -> Plan | None:
     if not argv:
         return None
     # The worker's own interpreter by its own path (what front doors write) needs no search.
-    found = argv[0] if argv[0] == sys.executable else _which(argv[0], changes)
-    if found is None or os.path.abspath(found) != os.path.abspath(sys.executable):
-        return None
+    if argv[0] != sys.executable:
+        found = _which(argv[0], changes)
+        if found is None or os.path.abspath(found) != os.path.abspath(sys.executable):
+            return None
     options = []
     rest = argv[1:]
     while rest and rest[0] in IN_PROCESS_OPTIONS:
@@ -109,7 +110,8 @@ def plan(argv: list[str], changes: dict[str, str]) -> Plan | None:
     for name, value in changes.items():
         if name.startswith("PYTHON") and os.environ.get(name) != value:
             return None  # read at interpreter start-up: a fork cannot honour it
-    return Plan(rest[1], rest[2:], frozenset(options), warm_child.main_code(rest[1]))
+    # Its code is found for a fork only (`_fork`): a reused process finds its own.
+    return Plan(rest[1], rest[2:], frozenset(options))
 
 
 def _which(command: str, changes: dict[str, str]) -> str | None:
@@ -169,6 +171,8 @@ def _fork(
         raise TaskError(f"the worker could not make the task's TMPDIR: {error}") from None
     changes = {**order.env, "TMPDIR": running.tmpdir}
     env = {**os.environ, **changes}  # the whole environment, made only for a fork
+    if in_process is not None:  # compiled once per worker, inherited by every fork
+        in_process.main = warm_child.main_code(in_process.module)
     pid = warm_child.fork()
     if pid == 0:
         _child(order, env, changes, in_process, fds, guard, running.learned_path, installed)
