@@ -89,16 +89,21 @@ class WriterHandoff:
     @property
     def behind(self) -> bool:
         """Whether the writer has flushes it did not say it wrote (a stalled disk, or busy)."""
-        return self._acked < self._sent and self.state in ("starting", "ready")
+        return self._acked < self._sent and self._writer_up
+
+    @property
+    def _writer_up(self) -> bool:
+        """Whether flushes go to the writer (held while it starts, sent once it is ready)."""
+        return self.state in ("starting", "ready")
 
     def wait(self, ticket: int) -> None:
         """Return once flush `ticket` is written (by the writer, or here if it is gone)."""
-        while self._acked < ticket and self.state in ("starting", "ready"):
+        while self._acked < ticket and self._writer_up:
             self._receive(os.read(self._from_writer.fileno(), 4096))
 
     async def durable(self, ticket: int) -> None:
         """Wait, letting the loop go on, until flush `ticket` is written."""
-        if self._acked >= ticket or self.state not in ("starting", "ready"):
+        if self._acked >= ticket or not self._writer_up:
             return
         self._listen()
         future = asyncio.get_running_loop().create_future()
@@ -150,7 +155,7 @@ class WriterHandoff:
     def _poll(self) -> None:
         """Take in what the writer said, without waiting."""
         reader = self._from_writer
-        while self.state in ("starting", "ready") and select.select([reader], [], [], 0)[0]:
+        while self._writer_up and select.select([reader], [], [], 0)[0]:
             self._receive(os.read(reader.fileno(), 4096))
 
     def _receive(self, said: bytes) -> None:
@@ -215,7 +220,7 @@ class WriterHandoff:
 
     def _listen(self) -> None:
         """Take the writer's bytes in as they come, on the running loop."""
-        if self._loop is None and self.state in ("starting", "ready"):
+        if self._loop is None and self._writer_up:
             self._loop = asyncio.get_running_loop()
             self._loop.add_reader(self._from_writer.fileno(), self._readable)
 
