@@ -20,6 +20,9 @@ from ensemble_core.members.declared import load_members
 from ensemble_core.members.settings import SettingError, check_settings
 from ensemble_core.members.warm_settings import WARM_BOUNDS
 
+#: Where the executor's controller may run (`EnsembleExecutor(controller=...)`).
+CONTROLLERS = (None, "process", "thread")
+
 
 def check_arguments(
     label: Any,
@@ -30,6 +33,7 @@ def check_arguments(
     worker_command: Any,
     workers: Any = None,
     members: Any = None,
+    controller: Any = None,
 ) -> None:
     """Raise ConfigurationError for the first argument the executor cannot use."""
     if not isinstance(label, str) or not label:
@@ -38,6 +42,11 @@ def check_arguments(
     if member not in MEMBERS:
         raise ConfigurationError(
             f"{where}: unknown member {member!r}: choose one of {', '.join(MEMBERS)}"
+        )
+    if controller not in CONTROLLERS:
+        raise ConfigurationError(
+            f"{where}: controller must be 'process' or 'thread' (or None: 'process' with "
+            f"workers), not {controller!r}"
         )
     problem = WARM_BOUNDS["workers"].problem(workers) if workers is not None else None
     if problem:

@@ -31,11 +31,12 @@ from parsl.monitoring.radios.filesystem import FilesystemRadio
 from parsl.serialize.errors import SerializationError
 from parsl.utils import RepresentationMixin
 
-from ensemble_core.api import open_ensemble
+from ensemble_core.api import open_ensemble, rule_names
 from ensemble_core.ensemble import Ensemble
 from ensemble_core.errors import EnsembleError
 from ensemble_core.events import Outcome
 from ensemble_core.jobs import JobHandle
+from ensemble_core.process_ensemble import ProcessEnsemble, open_apart
 from ensemble_core.spec import JobSpec
 from parsl_ensemble import calls
 from parsl_ensemble.arguments import check_arguments
@@ -114,6 +115,11 @@ class EnsembleExecutor(ParslExecutor, RepresentationMixin):
         "members", "default" and "routing") or the path of a YAML file of them; an app's
         resource_specification key `member` names its member, `requires` lists the features
         it needs (docs/several-members.md).
+    controller: where the ensemble's controller (its loop, member and rules) runs: "process",
+        a process of its own, as HTEX's interchange, so that it and the workflow's threads do
+        not take turns at one GIL; "thread", a thread of the workflow's process. Default:
+        "process" with `workers` (hundreds of tasks a second), else "thread" (no process to
+        start for tens of jobs a second).
     """
 
     def __init__(
@@ -128,9 +134,18 @@ class EnsembleExecutor(ParslExecutor, RepresentationMixin):
         worker_command: Sequence[str] | None = None,
         workers: int | None = None,
         members: Any = None,
+        controller: str | None = None,
     ) -> None:
         check_arguments(
-            label, member, rules, member_settings, working_dir, worker_command, workers, members
+            label,
+            member,
+            rules,
+            member_settings,
+            working_dir,
+            worker_command,
+            workers,
+            members,
+            controller,
         )
         super().__init__()
         self.label = label
@@ -148,7 +163,8 @@ class EnsembleExecutor(ParslExecutor, RepresentationMixin):
         ]
         self.workers = workers
         self.members = members
-        self.ensemble: Ensemble | None = None
+        self.controller = controller
+        self.ensemble: Ensemble | ProcessEnsemble | None = None
         self._tasks: dict[int, _Task] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
@@ -172,8 +188,11 @@ class EnsembleExecutor(ParslExecutor, RepresentationMixin):
         if self.workers is not None:
             settings.setdefault("reuse", WARM_REUSE)
             settings.update(workers=self.workers, preload=WARM_PRELOAD)
+        apart = (self.controller or ("process" if self.workers else "thread")) == "process"
         try:
-            self.ensemble = open_ensemble(self.member, self.rules, settings, members=self.members)
+            arguments = {"member": self.member, "rules": rule_names(self.rules)}
+            arguments.update(member_settings=settings, members=self.members)
+            self.ensemble = open_apart(**arguments) if apart else open_ensemble(**arguments)
         except EnsembleError as error:
             raise ConfigurationError(f"EnsembleExecutor '{self.label}': {error}") from error
         self._exit_guard = ExitGuard(self.shutdown)  # SIGTERM or exit: no job, no file left
@@ -277,8 +296,12 @@ class EnsembleExecutor(ParslExecutor, RepresentationMixin):
         return self._made_dir
 
     def _job_done(self, task: _Task, handle: JobHandle) -> None:
-        """On the controller's thread: hand the Future's resolution to the results thread."""
-        self._results.put(task, handle)
+        """On the controller's thread: hand the Future's resolution to the results thread.
+        A controller apart has its own thread here already, which does nothing else."""
+        if isinstance(self.ensemble, ProcessEnsemble):
+            self._resolve(task, handle)
+        else:
+            self._results.put(task, handle)
 
     def _resolve(self, task: _Task, handle: JobHandle) -> None:
         """Read the worker's result and resolve the Future (off the controller's thread)."""

@@ -20,7 +20,7 @@ from parsl.config import Config
 from test_cli import ensemble
 from test_snakemake_plugin import ALLOCATE, run_snakemake, write_snakefile
 
-from ensemble_core.members.warm import WarmMember
+from ensemble_core.process_ensemble import ProcessEnsemble
 from parsl_ensemble import EnsembleExecutor, inputs
 from parsl_ensemble.errors import EnsembleTaskError
 from snakemake_executor_plugin_ensemble.settings import WARM_PRELOAD
@@ -92,7 +92,8 @@ def test_parsl_executor_with_workers(tmp_path, monkeypatch):
     )
     config = Config(executors=[executor], run_dir=str(tmp_path / "runinfo"))
     with parsl.load(config):
-        assert isinstance(executor.ensemble.member, WarmMember)
+        # workers: the controller runs apart (process_ensemble), the tasks in warm workers
+        assert isinstance(executor.ensemble, ProcessEnsemble)
         assert WARM_WORKER in where().result()
         assert use_memory(150, parsl_resource_specification={"memory": 100}).result() == 150
         with pytest.raises(KeyError, match="nope"):
