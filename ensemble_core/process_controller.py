@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
 import queue
 import signal
 import threading
@@ -33,6 +34,9 @@ class Terminated(Exception):
 
 def main(fd: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Not for the jobs it starts: a job holding it would hide this process's end from the
+    # parent until the job ended too.
+    os.set_inheritable(fd, False)
     connection = Connection(fd)
     outbox = Outbox(connection)
     try:

@@ -207,6 +207,8 @@ class ProcessEnsemble:
         """The child's connection ended: what it left unresolved resolves here."""
         if closed:
             outcome, why = Outcome.CANCELLED, "cancelled: the ensemble was closed first"
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._process.wait(5)  # it is leaving: no zombie left behind
         else:
             outcome = Outcome.FAILED
             why = f"failed: {self._ended_why('ended before the job did')}; it may still run"

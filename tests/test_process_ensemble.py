@@ -1,0 +1,233 @@
+"""The controller in a process of its own (ensemble_core/process_ensemble.py): real jobs of the
+local member, the child's own end and the parent's, refusals and logs as in one process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+
+import parsl
+import pytest
+from parsl import python_app
+from parsl.config import Config
+
+from ensemble_core.api import open_ensemble
+from ensemble_core.errors import ConfigError, EnsembleError
+from ensemble_core.events import Outcome
+from ensemble_core.members.warm import WORKER_MODULE
+from ensemble_core.process_ensemble import ProcessEnsemble, open_apart
+from ensemble_core.spec import JobSpec
+from ensemble_core.testing.processes import processes_with
+from parsl_ensemble import EnsembleExecutor
+from parsl_ensemble.errors import EnsembleTaskError
+
+
+def gone(pid: int, within: float = 15.0) -> bool:
+    ends = time.monotonic() + within
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        if time.monotonic() > ends:
+            return False
+        time.sleep(0.05)
+
+
+def none_left(text: str, within: float = 15.0) -> bool:
+    ends = time.monotonic() + within
+    while processes_with(text) and time.monotonic() < ends:
+        time.sleep(0.05)
+    return not processes_with(text)
+
+
+def test_jobs_resolve_with_their_attempts_as_in_one_process(tmp_path):
+    retry = tmp_path / "retry.yaml"
+    retry.write_text("rules:\n- trigger: job-fail\n  action: {name: resubmit, repetitions: 1}\n")
+    ensemble = open_apart(
+        member="local", rules=[str(retry)], member_settings={"log_dir": str(tmp_path / "logs")}
+    )
+    try:
+        assert ensemble.pid != os.getpid()
+        ok = ensemble.submit(JobSpec(command=["true"], group="ok"))
+        bad = ensemble.submit(JobSpec(command=["sh", "-c", "exit 3"], group="bad"))
+        assert ok.wait(30) is Outcome.SUCCESS and ok.reason == "success"
+        assert ok.attempts[-1].record.exit_code == 0
+        assert bad.wait(30) is Outcome.FAILED
+        assert bad.reason == "failed with exit code 3"
+        assert len(bad.attempts) == 2  # the rule resubmitted it once
+        assert [a.spec.attempt for a in bad.attempts] == [1, 2]
+        counts = ensemble.snapshot()["groups"]
+        assert (counts["ok"]["success"], counts["bad"]["resubmitted"]) == (1, 1)
+    finally:
+        ensemble.close()
+    assert ensemble.snapshot()["groups"]["bad"]["failed"] == 2  # the final one, kept
+    assert gone(ensemble.pid, 0)
+
+
+def test_cancel_and_close_end_the_jobs_and_the_child(tmp_path):
+    marker = f"sleep 3{uuid.uuid4().int % 1000:03d}"
+    ensemble = open_apart(member="local", member_settings={"log_dir": str(tmp_path)})
+    cancelled = ensemble.submit(JobSpec(command=marker.split()))
+    running = ensemble.submit(JobSpec(command=marker.split()))
+    ends = time.monotonic() + 30
+    while len(processes_with(marker)) < 2 and time.monotonic() < ends:
+        time.sleep(0.05)
+    ensemble.cancel(cancelled)
+    assert cancelled.wait(30) is Outcome.CANCELLED
+    ensemble.close()
+    assert running.outcome is Outcome.CANCELLED
+    assert none_left(marker, 0)
+    assert gone(ensemble.pid, 0)
+    with pytest.raises(EnsembleError, match="closed"):
+        ensemble.submit(JobSpec(command=["true"]))
+
+
+def test_a_killed_controller_fails_every_job_saying_so_and_leaves_none_running(tmp_path):
+    marker = f"sleep 4{uuid.uuid4().int % 1000:03d}"
+    ensemble = open_apart(member="local", member_settings={"log_dir": str(tmp_path)})
+    handles = [ensemble.submit(JobSpec(command=marker.split())) for _ in range(2)]
+    ends = time.monotonic() + 30
+    while len(processes_with(marker)) < 2 and time.monotonic() < ends:
+        time.sleep(0.05)
+    os.kill(ensemble.pid, signal.SIGKILL)
+    for handle in handles:
+        assert handle.wait(30) is Outcome.FAILED
+        assert handle.reason == (
+            "failed: the ensemble's controller process ended before the job did "
+            "(killed by SIGKILL); it may still run"
+        )
+    assert none_left(marker)  # the local member's reaper ends what its controller left
+    with pytest.raises(EnsembleError, match="closed"):
+        ensemble.submit(JobSpec(command=["true"]))
+    ensemble.close()  # nothing left to do, and it says nothing
+
+
+def test_the_child_ends_its_jobs_when_the_workflow_is_killed(tmp_path):
+    marker = f"sleep 5{uuid.uuid4().int % 1000:03d}"
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        from ensemble_core.process_ensemble import open_apart
+        from ensemble_core.spec import JobSpec
+        ensemble = open_apart(member="local", member_settings={{"log_dir": {str(tmp_path)!r}}})
+        ensemble.submit(JobSpec(command={marker.split()!r}))
+        print(ensemble.pid, flush=True)
+        time.sleep(600)
+        """
+    )
+    workflow = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert workflow.stdout is not None
+    child = int(workflow.stdout.readline())
+    ends = time.monotonic() + 30
+    while not processes_with(marker) and time.monotonic() < ends:
+        time.sleep(0.05)
+    assert processes_with(marker)
+    workflow.kill()
+    workflow.wait()
+    assert gone(child)  # it read the end of its socket, closed its ensemble and left
+    assert none_left(marker)
+
+
+def test_sigterm_to_the_child_closes_its_ensemble(tmp_path):
+    marker = f"sleep 6{uuid.uuid4().int % 1000:03d}"
+    ensemble = open_apart(member="local", member_settings={"log_dir": str(tmp_path)})
+    handle = ensemble.submit(JobSpec(command=marker.split()))
+    ends = time.monotonic() + 30
+    while not processes_with(marker) and time.monotonic() < ends:
+        time.sleep(0.05)
+    os.kill(ensemble.pid, signal.SIGTERM)
+    assert handle.wait(30) is Outcome.CANCELLED
+    assert handle.reason.startswith("cancelled")
+    assert none_left(marker)
+    assert gone(ensemble.pid)
+    ensemble.close()
+
+
+def test_a_refusal_is_the_error_open_ensemble_raises_and_no_child_is_left(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rules:\n- trigger: job-fail\n  action: {name: resubmit, repetitions: -1}\n")
+    with pytest.raises(ConfigError) as here:
+        open_ensemble("local", [str(bad)])
+    before = set(processes_with("ensemble_core.process_controller"))
+    with pytest.raises(ConfigError) as apart:
+        open_apart(member="local", rules=[str(bad)])
+    assert str(apart.value) == str(here.value)
+    assert set(processes_with("ensemble_core.process_controller")) <= before
+
+
+def test_what_the_controller_logs_reaches_the_workflows_handlers(tmp_path, caplog):
+    caplog.set_level(logging.WARNING)
+    ensemble = open_apart(member="local", member_settings={"log_dir": str(tmp_path)})
+    try:
+        assert ensemble.submit(JobSpec(command=["true"])).wait(30) is Outcome.SUCCESS
+        reaper = next(
+            int(pid)
+            for pid in os.listdir("/proc")
+            if pid.isdigit() and _parent(int(pid)) == ensemble.pid and "reaper" in _cmdline(pid)
+        )
+        os.kill(reaper, signal.SIGKILL)  # the local member says so, and starts another
+        ends = time.monotonic() + 15
+        while "its reaper ended" not in caplog.text and time.monotonic() < ends:
+            time.sleep(0.05)
+    finally:
+        ensemble.close()
+    record = next(r for r in caplog.records if "its reaper ended" in r.getMessage())
+    assert record.levelno == logging.WARNING
+    assert record.name.startswith("ensemble_core.members")
+
+
+def _parent(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return -1
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return cmdline.read().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+@python_app
+def nap(seconds):
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+def test_parsl_apps_fail_saying_why_when_the_controller_is_killed(tmp_path, monkeypatch):
+    """Warm workers: the executor's controller runs apart (its default); killing it fails the
+    apps it ran, with the reason, and its workers leave with their connection."""
+    monkeypatch.chdir(tmp_path)
+    name = f"w{uuid.uuid4().hex[:8]}"
+    executor = EnsembleExecutor(
+        label=name, workers=2, member_settings={"log_dir": str(tmp_path / "logs")}
+    )
+    assert executor.controller is None  # the default: apart, with workers
+    with parsl.load(Config(executors=[executor], run_dir=str(tmp_path / "runinfo"))):
+        assert nap(0).result(60) == 0
+        assert isinstance(executor.ensemble, ProcessEnsemble)
+        workers = processes_with(WORKER_MODULE)
+        futures = [nap(600) for _ in range(2)]
+        time.sleep(1)  # both apps started in their workers
+        os.kill(executor.ensemble.pid, signal.SIGKILL)
+        for future in futures:
+            with pytest.raises(EnsembleTaskError, match="controller process ended before"):
+                future.result(30)
+    assert workers
+    ends = time.monotonic() + 15
+    while set(processes_with(WORKER_MODULE)) & set(workers) and time.monotonic() < ends:
+        time.sleep(0.05)
+    assert not set(processes_with(WORKER_MODULE)) & set(workers)
