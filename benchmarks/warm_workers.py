@@ -1,8 +1,10 @@
 """Warm workers against their peers, each part in one run on this machine (issue 14).
 
 - Parsl: `--tasks` no-op python apps (2,000) through `EnsembleExecutor(workers=W)` on the local
-  member, against Parsl's `HighThroughputExecutor` with W workers, and the job-per-task
-  `EnsembleExecutor` on a tenth as many apps (its rate does not depend on the count). Each
+  member (its controller in a process of its own, the default with workers), against Parsl's
+  `HighThroughputExecutor` with W workers, the job-per-task `EnsembleExecutor` on a tenth as
+  many apps (its rate does not depend on the count), and warm workers with the controller on a
+  thread of the workflow's process (`controller="thread"`). Each
   executor first runs 10 x W apps, so that every worker has started (and learned) before the
   clock starts; the executors take turns for `--rounds` rounds, each measurement in a process
   of its own, and the median counts. `--baseline DIR` adds the warm executor of another tree
@@ -81,6 +83,8 @@ def executor(kind: str, workers: int) -> ParslExecutor:
     """The executor a row of the Parsl part measures."""
     if kind == "warm":
         return EnsembleExecutor(label="warm", workers=workers)
+    if kind == "warm-thread":
+        return EnsembleExecutor(label="warm", workers=workers, controller="thread")
     if kind == "htex":
         return HighThroughputExecutor(
             label="htex",
@@ -110,6 +114,7 @@ def parsl_part(tasks: int, workers: int, rounds: int, baseline: str | None) -> N
         f"EnsembleExecutor(workers={workers}), local member": ("warm", tasks, here),
         f"HighThroughputExecutor, {workers} workers": ("htex", tasks, here),
         "EnsembleExecutor, one job per task": ("cold", max(tasks // 10, 1), here),
+        f"EnsembleExecutor(workers={workers}, controller='thread')": ("warm-thread", tasks, here),
     }
     if baseline:
         old = str(Path(baseline).resolve())
@@ -133,7 +138,7 @@ def parsl_part(tasks: int, workers: int, rounds: int, baseline: str | None) -> N
     print(f"\n{ratios}; warm / cold: {warm / cold:.1f}x")
     if baseline:
         columns = list(rates.values())
-        new_old = zip(columns[0], columns[3], strict=True)
+        new_old = zip(columns[0], columns[4], strict=True)
         print(f"new / baseline by round: {', '.join(f'{n / o:.0%}' for n, o in new_old)}")
     print(f"load average (1 min) after each round: {', '.join(f'{x:.1f}' for x in loads)}")
 
@@ -310,7 +315,9 @@ def main() -> None:
     parser.add_argument(
         "--baseline", metavar="DIR", help="Parsl part: another tree's warm workers, taking turns"
     )
-    parser.add_argument("--measure", choices=["warm", "htex", "cold"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--measure", choices=["warm", "htex", "cold", "warm-thread"], help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     bin_dir = str(Path(sys.executable).parent)  # HTEX starts its interchange and workers by name
     os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")

@@ -7,6 +7,7 @@ Snakemake's in test_snakemake_plugin.py.)
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -30,22 +31,25 @@ SCRIPT = """
         time.sleep(300)
         return i
 
-    executor = EnsembleExecutor(member_settings={"cores": 2, "log_dir": "logs"})
+    executor = EnsembleExecutor(member_settings={"cores": 2, "log_dir": "logs"}, WORKERS)
     parsl.load(Config(executors=[executor], run_dir="runinfo"))
     futures = [nap(i) for i in range(4)]
     print([future.result() for future in futures])
 """
 
 
+@pytest.mark.parametrize("warm", [False, True], ids=["job-per-task", "warm"])
 @pytest.mark.parametrize(
     ("signum", "status"),
     [(signal.SIGTERM, 143), (signal.SIGINT, -signal.SIGINT)],
     ids=["SIGTERM", "SIGINT"],
 )
 def test_a_parsl_script_ended_by_a_signal_leaves_no_worker_and_no_task_file(
-    tmp_path: Path, signum: int, status: int
+    tmp_path: Path, signum: int, status: int, warm: bool
 ) -> None:
-    (tmp_path / "script.py").write_text(textwrap.dedent(SCRIPT))
+    """Warm: two warm workers and the controller in a process of its own (the default)."""
+    settings = "workers=2" if warm else "workers=None"
+    (tmp_path / "script.py").write_text(textwrap.dedent(SCRIPT).replace("WORKERS", settings))
     script = subprocess.Popen(
         [sys.executable, "script.py"],
         cwd=tmp_path,
@@ -56,7 +60,7 @@ def test_a_parsl_script_ended_by_a_signal_leaves_no_worker_and_no_task_file(
     )
     try:
         deadline = time.monotonic() + 60
-        while len(workers(tmp_path)) < 2:
+        while len(workers(tmp_path)) < (5 if warm else 2):
             assert time.monotonic() < deadline, "the workers never started"
             assert script.poll() is None, script.communicate()[1]
             time.sleep(0.1)
@@ -73,5 +77,16 @@ def test_a_parsl_script_ended_by_a_signal_leaves_no_worker_and_no_task_file(
 
 
 def workers(directory: Path) -> list[str]:
-    """Command lines of the Parsl workers whose task files are under `directory`."""
-    return [c for c in processes_with(str(directory)) if "parsl_ensemble.worker" in c]
+    """Command lines of the Parsl workers whose task files are under `directory`, and of the
+    processes working in it (warm workers, their task processes, a controller apart) but the
+    script."""
+    found = [c for c in processes_with(str(directory)) if "parsl_ensemble.worker" in c]
+    for entry in os.scandir("/proc"):
+        try:
+            cwd = os.readlink(f"{entry.path}/cwd") if entry.name.isdigit() else ""
+            command = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if cwd == str(directory) and "script.py" not in command:
+            found.append(command)
+    return found
