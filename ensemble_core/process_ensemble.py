@@ -78,7 +78,9 @@ class ProcessEnsemble:
             f"from ensemble_core.process_controller import main; main({theirs.fileno()})"
         )
         self._process = subprocess.Popen(
-            [sys.executable, "-c", bootstrap], pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL
+            [sys.executable, "-P", "-c", bootstrap],
+            pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL,
         )
         theirs.close()
         self._connection = Connection(ours.detach())

@@ -11,11 +11,13 @@ import sys
 import textwrap
 import time
 import uuid
+from collections.abc import Callable
 
 import parsl
 import pytest
 from parsl import python_app
 from parsl.config import Config
+from test_warm_member import gone
 
 from ensemble_core.api import open_ensemble
 from ensemble_core.errors import ConfigError, EnsembleError
@@ -28,23 +30,22 @@ from parsl_ensemble import EnsembleExecutor
 from parsl_ensemble.errors import EnsembleTaskError
 
 
-def gone(pid: int, within: float = 15.0) -> bool:
+def eventually(condition: Callable[[], object], within: float = 30.0) -> bool:
+    """Whether `condition()` comes true within `within` seconds (looked at every 50 ms)."""
     ends = time.monotonic() + within
-    while True:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
+    while not condition():
         if time.monotonic() > ends:
             return False
         time.sleep(0.05)
+    return True
 
 
-def none_left(text: str, within: float = 15.0) -> bool:
-    ends = time.monotonic() + within
-    while processes_with(text) and time.monotonic() < ends:
-        time.sleep(0.05)
-    return not processes_with(text)
+def running(marker: str, count: int = 1) -> bool:
+    return eventually(lambda: len(processes_with(marker)) >= count)
+
+
+def none_left(marker: str) -> bool:
+    return eventually(lambda: not processes_with(marker), 15.0)
 
 
 def test_jobs_resolve_with_their_attempts_as_in_one_process(tmp_path):
@@ -68,23 +69,21 @@ def test_jobs_resolve_with_their_attempts_as_in_one_process(tmp_path):
     finally:
         ensemble.close()
     assert ensemble.snapshot()["groups"]["bad"]["failed"] == 2  # the final one, kept
-    assert gone(ensemble.pid, 0)
+    assert gone(ensemble.pid)
 
 
 def test_cancel_and_close_end_the_jobs_and_the_child(tmp_path):
     marker = f"sleep 3{uuid.uuid4().int % 1000:03d}"
     ensemble = open_apart(member="local", member_settings={"log_dir": str(tmp_path)})
     cancelled = ensemble.submit(JobSpec(command=marker.split()))
-    running = ensemble.submit(JobSpec(command=marker.split()))
-    ends = time.monotonic() + 30
-    while len(processes_with(marker)) < 2 and time.monotonic() < ends:
-        time.sleep(0.05)
+    other = ensemble.submit(JobSpec(command=marker.split()))
+    assert running(marker, 2)
     ensemble.cancel(cancelled)
     assert cancelled.wait(30) is Outcome.CANCELLED
     ensemble.close()
-    assert running.outcome is Outcome.CANCELLED
-    assert none_left(marker, 0)
-    assert gone(ensemble.pid, 0)
+    assert other.outcome is Outcome.CANCELLED
+    assert not processes_with(marker)
+    assert gone(ensemble.pid)
     with pytest.raises(EnsembleError, match="closed"):
         ensemble.submit(JobSpec(command=["true"]))
 
@@ -93,9 +92,7 @@ def test_a_killed_controller_fails_every_job_saying_so_and_leaves_none_running(t
     marker = f"sleep 4{uuid.uuid4().int % 1000:03d}"
     ensemble = open_apart(member="local", member_settings={"log_dir": str(tmp_path)})
     handles = [ensemble.submit(JobSpec(command=marker.split())) for _ in range(2)]
-    ends = time.monotonic() + 30
-    while len(processes_with(marker)) < 2 and time.monotonic() < ends:
-        time.sleep(0.05)
+    assert running(marker, 2)
     os.kill(ensemble.pid, signal.SIGKILL)
     for handle in handles:
         assert handle.wait(30) is Outcome.FAILED
@@ -125,13 +122,10 @@ def test_the_child_ends_its_jobs_when_the_workflow_is_killed(tmp_path):
     workflow = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert workflow.stdout is not None
     child = int(workflow.stdout.readline())
-    ends = time.monotonic() + 30
-    while not processes_with(marker) and time.monotonic() < ends:
-        time.sleep(0.05)
-    assert processes_with(marker)
+    assert running(marker)
     workflow.kill()
     workflow.wait()
-    assert gone(child)  # it read the end of its socket, closed its ensemble and left
+    assert gone(child, 15)  # it read the end of its socket, closed its ensemble and left
     assert none_left(marker)
 
 
@@ -139,9 +133,7 @@ def test_sigterm_to_the_child_closes_its_ensemble(tmp_path):
     marker = f"sleep 6{uuid.uuid4().int % 1000:03d}"
     ensemble = open_apart(member="local", member_settings={"log_dir": str(tmp_path)})
     handle = ensemble.submit(JobSpec(command=marker.split()))
-    ends = time.monotonic() + 30
-    while not processes_with(marker) and time.monotonic() < ends:
-        time.sleep(0.05)
+    assert running(marker)
     os.kill(ensemble.pid, signal.SIGTERM)
     assert handle.wait(30) is Outcome.CANCELLED
     assert handle.reason.startswith("cancelled")
@@ -173,9 +165,7 @@ def test_what_the_controller_logs_reaches_the_workflows_handlers(tmp_path, caplo
             if pid.isdigit() and _parent(int(pid)) == ensemble.pid and "reaper" in _cmdline(pid)
         )
         os.kill(reaper, signal.SIGKILL)  # the local member says so, and starts another
-        ends = time.monotonic() + 15
-        while "its reaper ended" not in caplog.text and time.monotonic() < ends:
-            time.sleep(0.05)
+        eventually(lambda: "its reaper ended" in caplog.text, 15)
     finally:
         ensemble.close()
     record = next(r for r in caplog.records if "its reaper ended" in r.getMessage())
@@ -227,7 +217,4 @@ def test_parsl_apps_fail_saying_why_when_the_controller_is_killed(tmp_path, monk
             with pytest.raises(EnsembleTaskError, match="controller process ended before"):
                 future.result(30)
     assert workers
-    ends = time.monotonic() + 15
-    while set(processes_with(WORKER_MODULE)) & set(workers) and time.monotonic() < ends:
-        time.sleep(0.05)
-    assert not set(processes_with(WORKER_MODULE)) & set(workers)
+    assert eventually(lambda: not set(processes_with(WORKER_MODULE)) & set(workers), 15)
