@@ -38,6 +38,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from ensemble_core.actions import one_line
 from ensemble_core.errors import ConfigError, EnsembleError, MemberError
 from ensemble_core.events import AttemptRecord, Outcome
 from ensemble_core.jobs import Attempt, ControllerThread, JobHandle, refuse_on_controller_thread
@@ -94,7 +95,15 @@ class ProcessEnsemble:
         #: Why the child is gone, once it is: no more submissions.
         self._gone_why = ""
         level = logging.getLogger("ensemble_core").getEffectiveLevel()
-        self._connection.send(("open", arguments, level))
+        try:
+            self._connection.send(("open", arguments, level))
+        except Exception as error:  # a setting that cannot be pickled: the child just leaves
+            self._connection.close()
+            self._process.wait()
+            raise EnsembleError(
+                f"the ensemble's settings cannot be handed to its controller's process: "
+                f"{one_line(error)} (give plain values: text, numbers, lists, mappings)"
+            ) from None
         self._opened()
         self._reader = _Reader(target=self._read, name="ensemble-apart", daemon=True)
         self._reader.start()
@@ -192,7 +201,12 @@ class ProcessEnsemble:
             self._gone(closed)
 
     def _ended(
-        self, key: int, outcome: str, reason: str, log_paths: list[str], attempts: Any
+        self,
+        key: int,
+        outcome: str,
+        reason: str,
+        log_paths: list[str],
+        attempts: list[AttemptReport],
     ) -> None:
         handle = self._handles.pop(key, None)
         if handle is None:

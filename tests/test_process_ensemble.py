@@ -154,6 +154,13 @@ def test_a_refusal_is_the_error_open_ensemble_raises_and_no_child_is_left(tmp_pa
     assert set(processes_with("ensemble_core.process_controller")) <= before
 
 
+def test_settings_that_cannot_reach_the_child_are_refused_and_no_child_is_left():
+    before = set(processes_with("ensemble_core.process_controller"))
+    with pytest.raises(EnsembleError, match="cannot be handed to its controller's process"):
+        open_apart(member="local", member_settings={"cores": lambda: 2})
+    assert set(processes_with("ensemble_core.process_controller")) <= before
+
+
 def test_what_the_controller_logs_reaches_the_workflows_handlers(tmp_path, caplog):
     caplog.set_level(logging.WARNING)
     ensemble = open_apart(member="local", member_settings={"log_dir": str(tmp_path)})
