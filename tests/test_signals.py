@@ -31,7 +31,7 @@ SCRIPT = """
         time.sleep(300)
         return i
 
-    executor = EnsembleExecutor(member_settings={"cores": 2, "log_dir": "logs"}, WORKERS)
+    executor = EnsembleExecutor(member_settings={"cores": 2, "log_dir": "logs"})
     parsl.load(Config(executors=[executor], run_dir="runinfo"))
     futures = [nap(i) for i in range(4)]
     print([future.result() for future in futures])
@@ -48,8 +48,11 @@ def test_a_parsl_script_ended_by_a_signal_leaves_no_worker_and_no_task_file(
     tmp_path: Path, signum: int, status: int, warm: bool
 ) -> None:
     """Warm: two warm workers and the controller in a process of its own (the default)."""
-    settings = "workers=2" if warm else "workers=None"
-    (tmp_path / "script.py").write_text(textwrap.dedent(SCRIPT).replace("WORKERS", settings))
+    script_text = textwrap.dedent(SCRIPT)
+    if warm:
+        script_text = script_text.replace("EnsembleExecutor(", "EnsembleExecutor(workers=2, ")
+    (tmp_path / "script.py").write_text(script_text)
+    left = working_in if warm else workers
     script = subprocess.Popen(
         [sys.executable, "script.py"],
         cwd=tmp_path,
@@ -60,7 +63,7 @@ def test_a_parsl_script_ended_by_a_signal_leaves_no_worker_and_no_task_file(
     )
     try:
         deadline = time.monotonic() + 60
-        while len(workers(tmp_path)) < (5 if warm else 2):
+        while len(left(tmp_path)) < (5 if warm else 2):
             assert time.monotonic() < deadline, "the workers never started"
             assert script.poll() is None, script.communicate()[1]
             time.sleep(0.1)
@@ -72,15 +75,19 @@ def test_a_parsl_script_ended_by_a_signal_leaves_no_worker_and_no_task_file(
             script.kill()
     assert script.returncode == status, stderr
     time.sleep(0.3)
-    assert workers(tmp_path) == []
+    assert left(tmp_path) == []
     assert list(tmp_path.glob("runinfo/*/ensemble/task-*")) == []
 
 
 def workers(directory: Path) -> list[str]:
-    """Command lines of the Parsl workers whose task files are under `directory`, and of the
-    processes working in it (warm workers, their task processes, a controller apart) but the
-    script."""
-    found = [c for c in processes_with(str(directory)) if "parsl_ensemble.worker" in c]
+    """Command lines of the Parsl workers whose task files are under `directory`."""
+    return [c for c in processes_with(str(directory)) if "parsl_ensemble.worker" in c]
+
+
+def working_in(directory: Path) -> list[str]:
+    """Command lines of the processes working in `directory` but the script: with warm workers,
+    the controller apart, the workers, their guards and task processes."""
+    found = []
     for entry in os.scandir("/proc"):
         try:
             cwd = os.readlink(f"{entry.path}/cwd") if entry.name.isdigit() else ""
