@@ -20,9 +20,13 @@ MEMBER_RESOURCES = {"ensemble_member": MEMBER_ATTRIBUTE, "ensemble_requires": RE
 RANK_ZERO_ONLY = 'if [ "${{FLUX_TASK_RANK:-0}}" = 0 ]; then {command}; fi'
 #: The job gets a temporary directory of its own (TMPDIR), removed when the job ends however it
 #: ends: a cancelled job's Snakemake dies of SIGTERM and cannot remove the one it made itself.
+#: The shell waits for the job in the background: a shell runs a trap only once its foreground
+#: command has ended, and a Snakemake told to end may take longer than the grace before
+#: SIGKILL (2 s on the local member, under load), which left its TMPDIR behind.
 OWN_TMPDIR = (
     'if d="$(mktemp -d 2>/dev/null)"; then export TMPDIR="$d"; '
-    "trap 'rm -rf \"$d\"' EXIT; trap 'exit 143' TERM; trap 'exit 130' INT; fi; {command}"
+    "trap 'rm -rf \"$d\"' EXIT; trap 'exit 143' TERM; trap 'exit 130' INT; fi; "
+    "( {command} ) & wait $!"
 )
 
 

@@ -91,6 +91,37 @@ def test_job_resources_become_a_jobspec() -> None:
     }
 
 
+@pytest.mark.parametrize("status", [0, 3])
+def test_the_job_wrapper_keeps_the_jobs_exit_status(tmp_path, status) -> None:
+    wrapper = OWN_TMPDIR.format(command=f'echo "$TMPDIR"; exit {status}')
+    done = subprocess.run(["/bin/sh", "-c", wrapper], capture_output=True, text=True)
+    assert done.returncode == status
+    assert done.stdout.strip() and not os.path.exists(done.stdout.strip())
+
+
+def test_a_cancelled_job_loses_its_tmpdir_at_once_however_long_its_snakemake_takes() -> None:
+    """The local member sends SIGTERM to the job's group, then SIGKILL 2 s later: the wrapper
+    removes the TMPDIR at the SIGTERM, while the job's Snakemake may still be ending (here it
+    ignores SIGTERM), not when that Snakemake has ended (after the SIGKILL: never)."""
+    slow = "trap '' TERM; echo \"$TMPDIR\"; sleep 30"
+    job = subprocess.Popen(
+        ["/bin/sh", "-c", OWN_TMPDIR.format(command=slow)],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert job.stdout is not None
+        tmpdir = job.stdout.readline().strip()
+        assert os.path.isdir(tmpdir)
+        os.killpg(job.pid, signal.SIGTERM)
+        assert job.wait(1) == 143
+        assert not os.path.exists(tmpdir)
+    finally:
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+
+
 def test_unset_and_symbolic_resources_are_left_to_the_member() -> None:
     job = FakeJob("plot", 1, {"_cores": 1, "mem_mb": "<TBD>", "runtime": 0, "gpu": 0})
     spec = job_spec(job, "true", "/work", "/logs/p.log", 200)
