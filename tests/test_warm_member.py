@@ -217,7 +217,7 @@ def test_a_killed_worker_ends_its_tasks_which_the_rules_resubmit(tmp_path, log_d
             command=[
                 "sh",
                 "-c",
-                f'echo "$$ $PPID $ENSEMBLE_JOB_ID" >> {mark}; sleep 1.5',
+                f'echo "$$ $PPID $ENSEMBLE_JOB_ID $TMPDIR" >> {mark}; sleep 1.5',
             ],
             group=f"task{i}",
         )
@@ -225,10 +225,16 @@ def test_a_killed_worker_ends_its_tasks_which_the_rules_resubmit(tmp_path, log_d
     ]
     with warm_ensemble(log_dir, RETRY) as ensemble:
         handles = [ensemble.submit(spec) for spec in specs]
-        task_pid, worker_pid, _ = wait_for(marks[0]).split()
+        task_pid, worker_pid, _, task_tmpdir = wait_for(marks[0]).split()
         wait_for(marks[1])
         os.kill(int(worker_pid), signal.SIGKILL)
         assert gone(int(task_pid)), "the worker's guard did not end its task"
+        scratch = Path(task_tmpdir).parent  # the worker's, with its tasks' TMPDIRs
+        assert scratch.name.startswith("ensemble-worker-")
+        deadline = time.monotonic() + 5
+        while scratch.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not scratch.exists(), "the worker's guard did not remove its scratch directory"
         assert [h.wait(60) for h in handles] == [Outcome.SUCCESS, Outcome.SUCCESS]
     killed, other = handles
     assert [a.record.outcome for a in killed.attempts] == [Outcome.NODE_FAILURE, Outcome.SUCCESS]

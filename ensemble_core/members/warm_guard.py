@@ -8,18 +8,21 @@ forks the guard first, before it imports anything large; every task writes its g
 guard's pipe as it starts, and the worker writes it again when the task has ended. The guard
 lives in a group of its own and ignores the signals a job's end sends; when the pipe reaches
 end of file (the worker and every task process have closed it, which a dead worker does), it
-kills each group still registered and exits.
+kills each group still registered, removes the worker's scratch directory (the tasks' TMPDIRs,
+which a worker that was killed could not remove) and exits.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import select
+import shutil
 import signal
 from typing import NoReturn
 
 #: Writes of at most this many bytes to a pipe are atomic: a line never mixes with another's.
-_LINE_MAX = 64
+_LINE_MAX = select.PIPE_BUF
 
 
 class Guard:
@@ -41,6 +44,10 @@ class Guard:
         """Called by the worker once the task's group was killed after its end."""
         _write(self.fd, f"-{group}\n")
 
+    def tidy(self, directory: str) -> None:
+        """The worker's scratch directory, for the guard to remove once the worker is gone."""
+        _write(self.fd, f"@{directory}\n")
+
 
 def _write(fd: int, line: str) -> None:
     data = line.encode()
@@ -58,10 +65,14 @@ def _watch(read_end: int) -> NoReturn:
         os.closerange(0, read_end)
         os.closerange(read_end + 1, os.sysconf("SC_OPEN_MAX"))
         groups: set[int] = set()
+        directories: list[bytes] = []
         pending = b""
         while data := os.read(read_end, 4096):
             *lines, pending = (pending + data).split(b"\n")
             for line in lines:
+                if line.startswith(b"@"):
+                    directories.append(line[1:])
+                    continue
                 group = int(line[1:])
                 if line.startswith(b"+"):
                     groups.add(group)
@@ -70,5 +81,7 @@ def _watch(read_end: int) -> NoReturn:
         for group in groups:
             with contextlib.suppress(OSError):
                 os.killpg(group, signal.SIGKILL)
+        for directory in directories:
+            shutil.rmtree(directory, ignore_errors=True)
     finally:
         os._exit(0)

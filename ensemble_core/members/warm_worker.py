@@ -120,6 +120,7 @@ class Worker:
         self._warned_threads = False
         #: Each task's TMPDIR (or its reused process's) is made in here, and removed after it.
         self.scratch = Path(tempfile.mkdtemp(prefix=f"ensemble-worker-{name}-"))
+        guard.tidy(str(self.scratch))
         #: Where installed modules live: this interpreter's own path at start (with -P, no cwd).
         self.installed = tuple(
             os.path.join(os.path.abspath(entry), "") for entry in sys.path if os.path.isdir(entry)
