@@ -331,12 +331,14 @@ def test_a_queue_rule_fires_as_soon_as_its_gauge_holds():
     )
     ensemble = run(Ensemble(replay(), parse(text, "t.yaml")))
     try:
+        # Jobs that wait in the queue: held ones start a few ms after their submission, and
+        # under load one could start before the next was submitted (CI saw none fire so).
         for _ in range(3):
-            ensemble.submit(spec("hold"))
+            ensemble.submit(spec("queued"))
         deadline = time.monotonic() + 5
         while not ensemble.actions and time.monotonic() < deadline:
             time.sleep(0.005)
-        # Without a heartbeat and before any job ends (held jobs never end by themselves).
+        # Without a heartbeat and before any job ends (queued jobs never end by themselves).
         assert ensemble.actions and ensemble.actions[0]["time"] < 1.0
     finally:
         ensemble.close()
