@@ -72,6 +72,21 @@ def test_jobs_resolve_with_their_attempts_as_in_one_process(tmp_path):
     assert gone(ensemble.pid)
 
 
+def test_a_spec_larger_than_a_read_arrives_whole(tmp_path):
+    """A job with a 100 kB environment variable crosses the socket in pieces, and runs with
+    all of it, between small ones."""
+    ensemble = open_apart(member="local", member_settings={"log_dir": str(tmp_path)})
+    try:
+        big = JobSpec(
+            command=["sh", "-c", 'test "${#BIG}" -eq 100000'], environment={"BIG": "x" * 100_000}
+        )
+        small = [ensemble.submit(JobSpec(command=["true"])) for _ in range(3)]
+        assert ensemble.submit(big).wait(30) is Outcome.SUCCESS
+        assert [handle.wait(30) for handle in small] == [Outcome.SUCCESS] * 3
+    finally:
+        ensemble.close()
+
+
 def test_cancel_and_close_end_the_jobs_and_the_child(tmp_path):
     marker = f"sleep 3{uuid.uuid4().int % 1000:03d}"
     ensemble = open_apart(member="local", member_settings={"log_dir": str(tmp_path)})
