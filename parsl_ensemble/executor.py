@@ -36,6 +36,7 @@ from ensemble_core.ensemble import Ensemble
 from ensemble_core.errors import EnsembleError
 from ensemble_core.events import Outcome
 from ensemble_core.jobs import JobHandle
+from ensemble_core.members.declared import load_members
 from ensemble_core.process_ensemble import ProcessEnsemble, open_apart
 from ensemble_core.spec import JobSpec
 from parsl_ensemble import calls
@@ -118,8 +119,8 @@ class EnsembleExecutor(ParslExecutor, RepresentationMixin):
     controller: where the ensemble's controller (its loop, member and rules) runs: "process",
         a process of its own, as HTEX's interchange, so that it and the workflow's threads do
         not take turns at one GIL; "thread", a thread of the workflow's process. Default:
-        "process" with `workers` (hundreds of tasks a second), else "thread" (no process to
-        start for tens of jobs a second).
+        "process" with warm workers (`workers`, or a member of `members` with them: hundreds
+        of tasks a second), else "thread" (no process to start for tens of jobs a second).
     """
 
     def __init__(
@@ -188,11 +189,10 @@ class EnsembleExecutor(ParslExecutor, RepresentationMixin):
         if self.workers is not None:
             settings.setdefault("reuse", WARM_REUSE)
             settings.update(workers=self.workers, preload=WARM_PRELOAD)
-        apart = (self.controller or ("process" if self.workers else "thread")) == "process"
         try:
             arguments = {"member": self.member, "rules": rule_names(self.rules)}
             arguments.update(member_settings=settings, members=self.members)
-            self.ensemble = open_apart(**arguments) if apart else open_ensemble(**arguments)
+            self.ensemble = open_apart(**arguments) if self._apart() else open_ensemble(**arguments)
         except EnsembleError as error:
             raise ConfigurationError(f"EnsembleExecutor '{self.label}': {error}") from error
         self._exit_guard = ExitGuard(self.shutdown)  # SIGTERM or exit: no job, no file left
@@ -248,6 +248,16 @@ class EnsembleExecutor(ParslExecutor, RepresentationMixin):
             super().shutdown()
 
     # Internals ---------------------------------------------------------------------------------
+
+    def _apart(self) -> bool:
+        """Whether the controller runs in a process of its own: as `controller` says, else
+        when tasks go to warm workers (`workers`, or a member of `members` that has them)."""
+        if self.controller is not None:
+            return self.controller == "process"
+        if self.members is not None:
+            declared = load_members(self.members).members.values()
+            return any("workers" in member.settings for member in declared)
+        return self.workers is not None
 
     def _spec(
         self,

@@ -240,3 +240,16 @@ def test_parsl_apps_fail_saying_why_when_the_controller_is_killed(tmp_path, monk
                 future.result(30)
     assert workers
     assert eventually(lambda: not set(processes_with(WORKER_MODULE)) & set(workers), 15)
+
+
+def test_a_member_with_warm_workers_puts_the_parsl_controller_apart(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    members = {"here": {"name": "local", "workers": 1, "log_dir": str(tmp_path / "logs")}}
+    executor = EnsembleExecutor(members=members)
+    with parsl.load(Config(executors=[executor], run_dir=str(tmp_path / "runinfo"))):
+        assert isinstance(executor.ensemble, ProcessEnsemble)
+        assert nap(0).result(60) == 0
+    plain = EnsembleExecutor(members={"here": {"name": "local", "log_dir": str(tmp_path)}})
+    with parsl.load(Config(executors=[plain], run_dir=str(tmp_path / "runinfo"))):
+        assert not isinstance(plain.ensemble, ProcessEnsemble)
+        assert nap(0).result(60) == 0
