@@ -45,7 +45,7 @@ def check_arguments(
         )
     if controller not in CONTROLLERS:
         raise ConfigurationError(
-            f"{where}: controller must be 'process' or 'thread' (or None: 'process' with "
+            f"{where}: controller must be 'process' or 'thread' (or None: 'process' with warm "
             f"workers), not {controller!r}"
         )
     problem = WARM_BOUNDS["workers"].problem(workers) if workers is not None else None

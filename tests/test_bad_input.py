@@ -231,6 +231,8 @@ def test_parsl_takes_one_rule_set_by_name_and_refuses_what_is_not_settings(tmp_p
         EnsembleExecutor(member_settings=["cores", 4])
     with pytest.raises(ConfigurationError, match=r"member_settings\['cores'\]: must be a whole"):
         EnsembleExecutor(member_settings={"cores": "four"})
+    with pytest.raises(ConfigurationError, match=r"controller must be 'process' or 'thread'"):
+        EnsembleExecutor(controller="fork")
     with pytest.raises(InvalidResourceSpecification, match=r"must be a dict .*, not list"):
         job_fields(["num_tasks", 2])
     with pytest.raises(InvalidResourceSpecification, match=r"walltime: must be a finite number"):
