@@ -25,7 +25,7 @@ from ensemble_core.events import Outcome
 from ensemble_core.members.warm import WORKER_MODULE
 from ensemble_core.process_ensemble import ProcessEnsemble, open_apart
 from ensemble_core.spec import JobSpec
-from ensemble_core.testing.processes import processes_with
+from ensemble_core.testing.processes import children_of, processes_with
 from parsl_ensemble import EnsembleExecutor
 from parsl_ensemble.errors import EnsembleTaskError
 
@@ -181,11 +181,7 @@ def test_what_the_controller_logs_reaches_the_workflows_handlers(tmp_path, caplo
     ensemble = open_apart(member="local", member_settings={"log_dir": str(tmp_path)})
     try:
         assert ensemble.submit(JobSpec(command=["true"])).wait(30) is Outcome.SUCCESS
-        reaper = next(
-            int(pid)
-            for pid in os.listdir("/proc")
-            if pid.isdigit() and _parent(int(pid)) == ensemble.pid and "reaper" in _cmdline(pid)
-        )
+        reaper = next(pid for pid, command in children_of(ensemble.pid) if "reaper" in command)
         os.kill(reaper, signal.SIGKILL)  # the local member says so, and starts another
         eventually(lambda: "its reaper ended" in caplog.text, 15)
     finally:
@@ -193,22 +189,6 @@ def test_what_the_controller_logs_reaches_the_workflows_handlers(tmp_path, caplo
     record = next(r for r in caplog.records if "its reaper ended" in r.getMessage())
     assert record.levelno == logging.WARNING
     assert record.name.startswith("ensemble_core.members")
-
-
-def _parent(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return int(stat.read().rsplit(")", 1)[1].split()[1])
-    except OSError:
-        return -1
-
-
-def _cmdline(pid: str) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            return cmdline.read().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
 
 
 @python_app

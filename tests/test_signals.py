@@ -7,7 +7,6 @@ Snakemake's in test_snakemake_plugin.py.)
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ensemble_core.testing.processes import processes_with
+from ensemble_core.testing.processes import processes_in, processes_with
 
 SCRIPT = """
     import parsl
@@ -87,13 +86,4 @@ def workers(directory: Path) -> list[str]:
 def working_in(directory: Path) -> list[str]:
     """Command lines of the processes working in `directory` but the script: with warm workers,
     the controller apart, the workers, their guards and task processes."""
-    found = []
-    for entry in os.scandir("/proc"):
-        try:
-            cwd = os.readlink(f"{entry.path}/cwd") if entry.name.isdigit() else ""
-            command = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if cwd == str(directory) and "script.py" not in command:
-            found.append(command)
-    return found
+    return [command for command in processes_in(directory) if "script.py" not in command]
