@@ -2,8 +2,9 @@
 
 `main(fd)` reads `open` from its end of the socket pair and opens the ensemble, or refuses
 with the error a user can fix. Then it serves submissions, cancels and snapshots until the
-parent says `close`, or is gone (the socket reads nothing more), or SIGTERM comes: then it
-closes the ensemble, which ends its jobs as a controller in the parent would. Ctrl-C is the
+parent says `close`, or is gone (the socket reads nothing more), or SIGTERM comes (it shuts the
+socket for reading: `end_on_sigterm`): then it closes the ensemble, which ends its jobs as a
+controller in the parent would. Ctrl-C is the
 workflow's to act on (it closes the ensemble): the child ignores SIGINT.
 
 What it sends goes through one thread (`Outbox`), all that waits in one write: the ends of
@@ -17,6 +18,7 @@ import logging.handlers
 import os
 import queue
 import signal
+import socket
 import threading
 from multiprocessing.connection import Connection
 from typing import Any
@@ -26,10 +28,6 @@ from ensemble_core.api import open_ensemble
 from ensemble_core.ensemble import Ensemble
 from ensemble_core.errors import EnsembleError
 from ensemble_core.jobs import JobHandle
-
-
-class Terminated(Exception):
-    """SIGTERM: close the ensemble and end."""
 
 
 def main(fd: int) -> None:
@@ -74,10 +72,7 @@ def serve(connection: Connection, ensemble: Ensemble, outbox: Outbox) -> None:
         report = (handle.outcome.value, handle.reason, handle.log_paths, attempts)
         outbox.put(("ended", key, *report))
 
-    def terminated(signum: int, frame: Any) -> None:
-        raise Terminated
-
-    signal.signal(signal.SIGTERM, terminated)
+    end_on_sigterm(connection)
     try:
         while True:
             message = connection.recv()
@@ -97,12 +92,37 @@ def serve(connection: Connection, ensemble: Ensemble, outbox: Outbox) -> None:
                 outbox.put(("snapshot", message[1], ensemble.snapshot()))
             elif kind == "close":
                 break
-    except (EOFError, OSError, Terminated):
-        pass  # the parent is gone, or the child is told to end: its jobs end too
+    except (EOFError, OSError):
+        pass  # the parent is gone, or SIGTERM came: its jobs end too
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # closing, once
         ensemble.close()
         outbox.put(("closed", ensemble.snapshot()))
+
+
+def end_on_sigterm(connection: Connection) -> None:
+    """SIGTERM ends `serve`'s loop as the parent's going does, whichever thread takes it.
+
+    A Python handler runs on the main thread only, between two instructions. The kernel may hand
+    a signal to any thread; given to another, it does not interrupt the main thread's read of the
+    socket, and a handler raising there would wait for the parent's next message, which may
+    never come. So the handler does nothing but be there: the interpreter's C handler then writes
+    the signal's number to the wakeup pipe from whichever thread took it, and a thread reading
+    the pipe shuts the socket for reading. The main thread's read then ends (once what the parent
+    sent before is read), as it ends when the parent is gone.
+    """
+    wakeup, wake = os.pipe()
+    os.set_blocking(wake, False)
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    signal.set_wakeup_fd(wake)
+
+    def watch() -> None:
+        while signal.SIGTERM not in os.read(wakeup, 64):
+            pass
+        with socket.socket(fileno=os.dup(connection.fileno())) as end:
+            end.shutdown(socket.SHUT_RD)
+
+    threading.Thread(target=watch, name="ensemble-sigterm", daemon=True).start()
 
 
 class Outbox:
