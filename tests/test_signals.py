@@ -7,11 +7,13 @@ Snakemake's in test_snakemake_plugin.py.)
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -47,6 +49,29 @@ def test_a_parsl_script_ended_by_a_signal_leaves_no_worker_and_no_task_file(
     tmp_path: Path, signum: int, status: int, warm: bool
 ) -> None:
     """Warm: two warm workers and the controller in a process of its own (the default)."""
+    returncode, stderr = run_and_signal(tmp_path, warm, lambda script: script.send_signal(signum))
+    assert returncode == status, stderr
+
+
+def test_sigterm_taken_by_another_thread_of_the_script_ends_it_too(tmp_path: Path) -> None:
+    """The kernel hands a process's signal to any of its threads that does not block it (one
+    returning from fork or changing its signal mask may take it first), while Python runs the
+    handler only on the main thread, which may be waiting for a Future: the executor then
+    delivers it to the main thread itself. kill() with a thread's id offers it to that thread."""
+
+    def to_another_thread(script: subprocess.Popen[str]) -> None:
+        threads = sorted(int(task) for task in os.listdir(f"/proc/{script.pid}/task"))
+        os.kill(threads[-1], signal.SIGTERM)
+
+    returncode, stderr = run_and_signal(tmp_path, False, to_another_thread)
+    assert returncode == 143, stderr
+
+
+def run_and_signal(
+    tmp_path: Path, warm: bool, send: Callable[[subprocess.Popen[str]], None]
+) -> tuple[int, str]:
+    """Runs SCRIPT until its workers run, signals it with `send`, checks that nothing is left
+    behind once it has ended, and returns its exit status and standard error."""
     script_text = textwrap.dedent(SCRIPT)
     if warm:
         script_text = script_text.replace("EnsembleExecutor(", "EnsembleExecutor(workers=2, ")
@@ -67,15 +92,15 @@ def test_a_parsl_script_ended_by_a_signal_leaves_no_worker_and_no_task_file(
             assert script.poll() is None, script.communicate()[1]
             time.sleep(0.1)
         assert list(tmp_path.glob("runinfo/*/ensemble/task-*.in"))
-        script.send_signal(signum)
+        send(script)
         _, stderr = script.communicate(timeout=60)
     finally:
         if script.poll() is None:
             script.kill()
-    assert script.returncode == status, stderr
     time.sleep(0.3)
     assert left(tmp_path) == []
     assert list(tmp_path.glob("runinfo/*/ensemble/task-*")) == []
+    return script.returncode, stderr
 
 
 def workers(directory: Path) -> list[str]:

@@ -1,0 +1,59 @@
+"""The executor's SIGTERM guard shares the process's wakeup pipe with the program politely.
+
+(That SIGTERM ends a script, whichever thread takes it, is tested in test_signals.py.)
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+
+import pytest
+
+from parsl_ensemble.lifetime import ExitGuard
+
+
+@pytest.fixture
+def default_sigterm() -> Iterator[None]:
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, "the guard installs only then"
+    yield
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.set_wakeup_fd(-1)
+
+
+def test_the_guard_sets_a_wakeup_pipe_and_removes_it(default_sigterm: None) -> None:
+    guard = ExitGuard(lambda: None)
+    ours = signal.set_wakeup_fd(-1)
+    assert ours != -1
+    signal.set_wakeup_fd(ours)
+    guard.remove()
+    assert signal.set_wakeup_fd(-1) == -1
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_a_wakeup_pipe_the_program_set_is_kept(default_sigterm: None) -> None:
+    theirs, theirs_written = os.pipe()
+    os.set_blocking(theirs_written, False)
+    signal.set_wakeup_fd(theirs_written)
+    try:
+        guard = ExitGuard(lambda: None)
+        assert signal.set_wakeup_fd(theirs_written) == theirs_written
+        guard.remove()
+        assert signal.set_wakeup_fd(theirs_written) == theirs_written
+    finally:
+        os.close(theirs)
+        os.close(theirs_written)
+
+
+def test_one_set_after_the_guard_is_left_when_it_goes(default_sigterm: None) -> None:
+    guard = ExitGuard(lambda: None)
+    later, later_written = os.pipe()
+    os.set_blocking(later_written, False)
+    signal.set_wakeup_fd(later_written)  # as asyncio's add_signal_handler does
+    try:
+        guard.remove()
+        assert signal.set_wakeup_fd(-1) == later_written
+    finally:
+        os.close(later)
+        os.close(later_written)
