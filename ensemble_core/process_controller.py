@@ -28,6 +28,7 @@ from ensemble_core.api import open_ensemble
 from ensemble_core.ensemble import Ensemble
 from ensemble_core.errors import EnsembleError
 from ensemble_core.jobs import JobHandle
+from ensemble_core.signal_watch import SignalWatch
 
 
 def main(fd: int) -> None:
@@ -103,26 +104,18 @@ def serve(connection: Connection, ensemble: Ensemble, outbox: Outbox) -> None:
 def end_on_sigterm(connection: Connection) -> None:
     """SIGTERM ends `serve`'s loop as the parent's going does, whichever thread takes it.
 
-    A Python handler runs on the main thread only, between two instructions. The kernel may hand
-    a signal to any thread; given to another, it does not interrupt the main thread's read of the
-    socket, and a handler raising there would wait for the parent's next message, which may
-    never come. So the handler does nothing but be there: the interpreter's C handler then writes
-    the signal's number to the wakeup pipe from whichever thread took it, and a thread reading
-    the pipe shuts the socket for reading. The main thread's read then ends (once what the parent
-    sent before is read), as it ends when the parent is gone.
+    A Python handler raising here would wait, when another thread took the signal, for the
+    parent's next message, which may never come (`signal_watch`). So the handler does nothing
+    but be there, and the watch shuts the socket for reading: the main thread's read then ends
+    (once what the parent sent before is read), as it ends when the parent is gone.
     """
-    wakeup, wake = os.pipe()
-    os.set_blocking(wake, False)
-    signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    signal.set_wakeup_fd(wake)
 
-    def watch() -> None:
-        while signal.SIGTERM not in os.read(wakeup, 64):
-            pass
+    def shut() -> None:
         with socket.socket(fileno=os.dup(connection.fileno())) as end:
             end.shutdown(socket.SHUT_RD)
 
-    threading.Thread(target=watch, name="ensemble-sigterm", daemon=True).start()
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    SignalWatch.start(signal.SIGTERM, shut)
 
 
 class Outbox:

@@ -9,22 +9,21 @@ runs when the main thread ends, before the interpreter stops its thread pools (w
 executor still needs to resolve its Futures). A SIGTERM handler the program set itself is left
 alone.
 
-Python runs a signal's handler on the main thread only, while the kernel hands a process's
-signal to any of its threads: one returning from fork, or unblocking signals after it, may take
-it first. The main thread, waiting for a Future, is then not woken, and the script would run on
-as if the signal never came (about one SIGTERM in a hundred, with the executor's thread starting
-jobs). `MainThreadDelivery` sends such a signal on to the main thread.
+The kernel may hand SIGTERM to another thread than the main one, whose wait for a Future
+then goes on as if the signal never came (about one SIGTERM in a hundred while the executor's
+thread starts jobs): `MainThreadDelivery` sends it on to the main thread.
 """
 
 from __future__ import annotations
 
 import atexit
-import os
 import signal
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
+
+from ensemble_core.signal_watch import SignalWatch
 
 
 class ExitGuard:
@@ -66,64 +65,39 @@ def _exit_on_signal(signum: int, frame: Any) -> None:
 
 class MainThreadDelivery:
     """Sends SIGTERM on to the main thread when another thread took it and the handler did not
-    run soon after.
-
-    The interpreter's own handler writes each signal's number to the wakeup pipe, from whichever
-    thread took it; a thread of ours reads the pipe. If `_exit_on_signal` has not run within
-    `GRACE` seconds, `pthread_kill` delivers SIGTERM to the main thread itself: its wait is
-    interrupted and the handler runs. A program that set a wakeup pipe of its own (asyncio's
-    signal handlers do) keeps it, and this stays off.
+    run soon after (`ensemble_core.signal_watch`): if `_exit_on_signal` has not run within
+    `GRACE` seconds, `pthread_kill` delivers SIGTERM to the main thread itself, whose wait is
+    then interrupted. A program that set a wakeup pipe of its own keeps it, and this stays off.
     """
 
     #: How long the main thread has to run the handler itself.
     GRACE = 0.5
     #: Times `_exit_on_signal` ran.
     handled = 0
-    _wake = -1  # the pipe's end that the interpreter writes to, while this is on
+    _watch: SignalWatch | None = None
+    _seen = 0  # `handled` when the last SIGTERM was seen to
 
     @classmethod
     def start(cls) -> None:
-        if cls._wake != -1:
-            return
-        wakeup, wake = os.pipe()
-        os.set_blocking(wake, False)
-        theirs = signal.set_wakeup_fd(wake, warn_on_full_buffer=False)
-        if theirs != -1:
-            signal.set_wakeup_fd(theirs)  # not ours to replace
-            os.close(wakeup)
-            os.close(wake)
-            return
-        cls._wake = wake
-        watcher = threading.Thread(
-            target=cls._watch, args=(wakeup,), name="ensemble-sigterm", daemon=True
-        )
-        watcher.start()
+        if cls._watch is None:
+            cls._seen = cls.handled
+            cls._watch = SignalWatch.start(signal.SIGTERM, cls._see_to)
 
     @classmethod
     def stop(cls) -> None:
-        """Puts the wakeup pipe away, if it is still ours; its watcher ends at its close."""
-        if cls._wake == -1:
-            return
-        current = signal.set_wakeup_fd(-1)
-        if current not in (-1, cls._wake):
-            signal.set_wakeup_fd(current)  # one set since is not ours to remove
-        os.close(cls._wake)
-        cls._wake = -1
+        if cls._watch is not None:
+            cls._watch.stop()
+            cls._watch = None
 
     @classmethod
-    def _watch(cls, wakeup: int) -> None:
-        seen = cls.handled
-        with open(wakeup, "rb", buffering=0) as pipe:
-            while numbers := pipe.read(64):
-                if signal.SIGTERM not in numbers:
-                    continue
-                deadline = time.monotonic() + cls.GRACE
-                while cls.handled == seen and time.monotonic() < deadline:
-                    time.sleep(0.02)
-                if cls.handled == seen:
-                    # Its number comes through the pipe too; the handler then runs once.
-                    signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
-                seen = cls.handled
+    def _see_to(cls) -> None:
+        deadline = time.monotonic() + cls.GRACE
+        while cls.handled == cls._seen and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if cls.handled == cls._seen:
+            # Its number comes through the pipe too; the handler then runs once.
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
+        cls._seen = cls.handled
 
 
 def _when_main_thread_ends(hook: Callable[[], None]) -> None:
