@@ -4,8 +4,8 @@
 with the error a user can fix. Then it serves submissions, cancels and snapshots until the
 parent says `close`, or is gone (the socket reads nothing more), or SIGTERM comes (it shuts the
 socket for reading: `end_on_sigterm`): then it closes the ensemble, which ends its jobs as a
-controller in the parent would. Ctrl-C is the
-workflow's to act on (it closes the ensemble): the child ignores SIGINT.
+controller in the parent would. Ctrl-C is the workflow's to act on (it closes the ensemble):
+the child ignores SIGINT.
 
 What it sends goes through one thread (`Outbox`), all that waits in one write: the ends of
 jobs that end together, and the records the controller logs (for the parent's handlers).
