@@ -11,15 +11,20 @@ from collections.abc import Iterator
 
 import pytest
 
-from parsl_ensemble.lifetime import ExitGuard
+from parsl_ensemble.lifetime import ExitGuard, MainThreadDelivery
 
 
 @pytest.fixture
-def default_sigterm() -> Iterator[None]:
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, "the guard installs only then"
+def default_sigterm(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """SIGTERM as a script has it before its first executor (an executor another test left
+    running may hold a guard in this process): put back afterwards."""
+    monkeypatch.setattr(ExitGuard, "_active", 0)
+    monkeypatch.setattr(MainThreadDelivery, "_watch", None)
+    handler = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    wakeup = signal.set_wakeup_fd(-1)
     yield
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGTERM, handler)
+    signal.set_wakeup_fd(wakeup)
 
 
 def test_the_guard_sets_a_wakeup_pipe_and_removes_it(default_sigterm: None) -> None:
