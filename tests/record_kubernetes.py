@@ -30,6 +30,7 @@ from kubernetes_cluster import COMPACTING, Cluster, control_plane_script
 
 from ensemble_core.members.kubernetes_watch import list_objects, stream_lines
 from ensemble_core.spec import JobSpec
+from ensemble_core.testing.waiting import eventually
 from ensemble_core.translate.kubernetes import ENSEMBLE_LABEL, to_kubernetes
 
 NAMESPACE = "default"
@@ -144,11 +145,8 @@ def deleted(recorder: Recorder) -> bool:
 
 
 def until(condition: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise RuntimeError("the scenario did not come to its end in time")
-        time.sleep(0.1)
+    if not eventually(condition, timeout, every=0.1):
+        raise RuntimeError("the scenario did not come to its end in time")
 
 
 def record_expired(cluster: Cluster, out: Path) -> None:

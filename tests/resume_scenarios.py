@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -98,14 +97,6 @@ async def adoption(
     finally:
         await second.member.close()
     return second, ids, found, quiet
-
-
-def wait_for(condition: Any, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
-    return value
 
 
 def kill(process: subprocess.Popen) -> None:

@@ -8,12 +8,12 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from ensemble_core.testing.processes import processes_with
+from ensemble_core.testing.waiting import eventually
 
 ROOT = Path(__file__).parents[1]
 EXAMPLES = sorted((ROOT / "examples" / "ensembles").glob("*.yaml"))
@@ -132,8 +132,7 @@ def test_a_signal_cancels_everything_and_exits_128_plus_it(tmp_path, signum, sta
     report = json.loads(stdout)
     assert (report["exit"], report["reason"]) == ("interrupted", f"interrupted ({name})")
     assert report["groups"]["long"]["cancelled"] == 3
-    time.sleep(0.3)
-    assert processes_with(marker) == []
+    assert eventually(lambda: processes_with(marker) == [], 10), processes_with(marker)
 
 
 @pytest.mark.parametrize(
@@ -156,9 +155,7 @@ def test_a_signal_while_the_file_loads_ends_with_one_line(tmp_path, signum, stat
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 20
-    while not _catches(process.pid, signal.SIGTERM) and time.monotonic() < deadline:
-        time.sleep(0.005)
+    eventually(lambda: _catches(process.pid, signal.SIGTERM), 20, every=0.005)
     process.send_signal(signum)
     stdout, stderr = process.communicate(timeout=60)
     name = signal.Signals(signum).name
@@ -194,9 +191,7 @@ def _run_sleepers(tmp_path: Path, marker: str, count: int, cores: int) -> subpro
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 60
-    while len(_sleeping(marker)) < cores and time.monotonic() < deadline:
-        time.sleep(0.05)
+    eventually(lambda: len(_sleeping(marker)) >= cores, 60)
     assert len(_sleeping(marker)) == cores, "the jobs should have started"
     return process
 

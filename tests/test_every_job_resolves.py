@@ -30,6 +30,7 @@ from ensemble_core.rules.schema import EnsembleFile, JobGroup, Rule
 from ensemble_core.spec import JobSpec
 from ensemble_core.state import StateJournal
 from ensemble_core.testing.replay import ReplayMember
+from ensemble_core.testing.waiting import eventually
 
 JOURNALS = [FIXTURES / "flux" / "journal-basic.jsonl", FIXTURES / "flux" / "journal-300.jsonl"]
 
@@ -182,9 +183,7 @@ def test_a_failing_grow_is_recorded_and_the_ensemble_goes_on():
     try:
         handles = [ensemble.submit(spec()) for _ in range(3)]
         assert [h.wait(10) for h in handles] == [Outcome.SUCCESS] * 3
-        deadline = time.monotonic() + 5
-        while len(detail_of(ensemble, "grow")) < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        eventually(lambda: len(detail_of(ensemble, "grow")) >= 2, 5)
         assert (
             detail_of(ensemble, "grow")
             == ["failed: KeyError: 'the MiniCluster refused the patch'"] * 2
@@ -335,9 +334,7 @@ def test_a_queue_rule_fires_as_soon_as_its_gauge_holds():
         # under load one could start before the next was submitted (CI saw none fire so).
         for _ in range(3):
             ensemble.submit(spec("queued"))
-        deadline = time.monotonic() + 5
-        while not ensemble.actions and time.monotonic() < deadline:
-            time.sleep(0.005)
+        eventually(lambda: ensemble.actions, 5)
         # Without a heartbeat and before any job ends (queued jobs never end by themselves).
         assert ensemble.actions and ensemble.actions[0]["time"] < 1.0
     finally:
@@ -382,9 +379,7 @@ def test_blocking_calls_from_the_controllers_thread_fail_at_once():
     try:
         started = time.monotonic()
         assert ensemble.submit(spec()).wait(10) is Outcome.SUCCESS
-        deadline = time.monotonic() + 5
-        while len(detail_of(ensemble, "custom")) < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        eventually(lambda: len(detail_of(ensemble, "custom")) >= 2, 5)
         waited, closed = (d for d in detail_of(ensemble, "custom") if d.startswith("failed"))
         assert "JobHandle.wait() was called on the ensemble's own thread" in waited
         assert "Ensemble.close() was called on the ensemble's own thread" in closed

@@ -37,6 +37,7 @@ from ensemble_core.errors import MemberError
 from ensemble_core.events import JobEvent, Outcome
 from ensemble_core.members.kubernetes import KubernetesMember
 from ensemble_core.spec import JobSpec
+from ensemble_core.testing.waiting import eventually
 from ensemble_core.translate.kubernetes import ENSEMBLE_LABEL, GROUP_LABEL
 
 pytestmark = pytest.mark.skipif(control_plane_script() is None, reason=SKIP_REASON)
@@ -108,16 +109,6 @@ def needs_memory_limits(cluster: Cluster) -> None:
         )
 
 
-def wait_until(condition, timeout: float = 30.0, what: str = "the condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what} not reached in {timeout} s"
-        time.sleep(0.1)
-
-
 def run_cli(*args: str, cwd: Path, kubeconfig: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "KUBECONFIG": kubeconfig}
     return subprocess.run(
@@ -184,19 +175,21 @@ def test_cancel_deletes_the_job_and_its_pod(cluster: Cluster, settings: dict) ->
     ensemble = open_ensemble("kubernetes", [], settings)
     try:
         handle = ensemble.submit(JobSpec(command=["sleep", "60"], group="long"))
-        wait_until(
+        assert eventually(
             lambda: [p for p in cluster.objects("pods", selector) if p.status.phase == "Running"],
-            what="a running Pod",
-        )
+            30,
+            every=0.1,
+        ), "a running Pod not reached in 30 s"
         ensemble.cancel(handle)
         assert handle.wait(30) is Outcome.CANCELLED
     finally:
         ensemble.close()
     assert handle.reason == "cancelled by the ensemble"
-    wait_until(
+    assert eventually(
         lambda: not cluster.objects("jobs", selector) and not cluster.objects("pods", selector),
-        what="no Job and no Pod left",
-    )
+        30,
+        every=0.1,
+    ), "no Job and no Pod left not reached in 30 s"
 
 
 def test_200_jobs_at_once_none_lost(cluster: Cluster, settings: dict) -> None:
@@ -429,7 +422,9 @@ def test_grow_and_shrink_patch_a_minicluster_within_its_bounds(
         "metadata": {"name": "flux-sample"},
         "spec": {"size": 2, "minSize": 1, "maxSize": 4, "containers": [{"image": IMAGE}]},
     }
-    wait_until(lambda: _created(custom, where, minicluster), what="the CRD served")
+    assert eventually(lambda: _created(custom, where, minicluster), 30, every=0.1), (
+        "the CRD served not reached in 30 s"
+    )
     said = []
 
     async def resize(member: KubernetesMember) -> None:

@@ -22,6 +22,7 @@ import pytest
 from ensemble_core.members import local_reaper
 from ensemble_core.members.local import LocalMember
 from ensemble_core.testing.processes import processes_with
+from ensemble_core.testing.waiting import eventually
 
 #: How long the reaper may take to end every process of the jobs (it takes well under 1 s).
 GONE_SECONDS = 10
@@ -152,9 +153,7 @@ def test_a_jobs_cleanup_after_sigterm_is_not_cut_short(tmp_path: Path):
         env={**os.environ, marker: "1"},
         start_new_session=True,
     )
-    until_marked = time.monotonic() + GONE_SECONDS
-    while len(local_reaper.marked(marker.encode())) < 2 and time.monotonic() < until_marked:
-        time.sleep(0.01)
+    eventually(lambda: len(local_reaper.marked(marker.encode())) >= 2, GONE_SECONDS)
     local_reaper.reap(marker.encode(), str(tmp_path / "no-run-dir"))
     assert job.wait(GONE_SECONDS) == 143
     assert done.exists()  # the trap's `sleep` was not sent a second SIGTERM

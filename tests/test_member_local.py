@@ -17,6 +17,7 @@ from ensemble_core.members import create_member
 from ensemble_core.members.local import LocalMember
 from ensemble_core.members.local_output import MADE_DIRS, JobFiles
 from ensemble_core.spec import JobSpec
+from ensemble_core.testing.waiting import eventually
 
 NORMAL_ORDER = ["submit", "validate", "depend", "priority", "alloc", "start", "finish", "release",
                 "free", "clean"]  # fmt: skip
@@ -251,8 +252,7 @@ def test_no_process_is_left_after_close(log_dir):
     spec = JobSpec(command=["bash", "-c", f"exec -a {marker} sleep 30"])
     run_jobs(member, [spec], during=close_early)
     assert seen_running, "the job's process should have been running before close"
-    time.sleep(0.2)
-    assert started_as(marker) == []
+    assert eventually(lambda: started_as(marker) == [], 10), started_as(marker)
 
 
 def test_bad_output_and_reserve_after_settings():

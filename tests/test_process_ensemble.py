@@ -11,7 +11,6 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Callable
 
 import parsl
 import pytest
@@ -26,18 +25,9 @@ from ensemble_core.members.warm import WORKER_MODULE
 from ensemble_core.process_ensemble import ProcessEnsemble, open_apart
 from ensemble_core.spec import JobSpec
 from ensemble_core.testing.processes import children_of, processes_with
+from ensemble_core.testing.waiting import eventually
 from parsl_ensemble import EnsembleExecutor
 from parsl_ensemble.errors import EnsembleTaskError
-
-
-def eventually(condition: Callable[[], object], within: float = 30.0) -> bool:
-    """Whether `condition()` comes true within `within` seconds (looked at every 50 ms)."""
-    ends = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > ends:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def running(marker: str, count: int = 1) -> bool:

@@ -22,6 +22,7 @@ from ensemble_core.rules.loader import parse
 from ensemble_core.spec import JobSpec
 from ensemble_core.state import StateJournal
 from ensemble_core.testing.replay import ReplayMember
+from ensemble_core.testing.waiting import eventually
 
 JOURNALS = [FIXTURES / "flux" / "journal-basic.jsonl", FIXTURES / "flux" / "journal-300.jsonl"]
 
@@ -60,13 +61,6 @@ async def _call(function, *args):
     return function(*args)
 
 
-def until(condition, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
-
-
 def counts(ensemble: Ensemble, group: str) -> dict:
     return ensemble.snapshot()["groups"].get(group, {})
 
@@ -75,9 +69,9 @@ def test_a_resumed_run_adopts_its_jobs_and_fires_each_rule_once(tmp_path: Path):
     member = held_member()
     first = Ensemble(member, parse(RULES, "r.yaml"), state=StateJournal(tmp_path / "state"))
     first.start()
-    until(lambda: counts(first, "a").get("running") == 5)
+    assert eventually(lambda: counts(first, "a").get("running") == 5, 10, every=0.01), "timed out"
     on_loop(first, member.finish_held, 2)
-    until(lambda: counts(first, "a").get("success") == 2)
+    assert eventually(lambda: counts(first, "a").get("success") == 2, 10, every=0.01), "timed out"
     time.sleep(0.3)  # a periodic flush writes the two ends
     die(first)
 
@@ -86,7 +80,9 @@ def test_a_resumed_run_adopts_its_jobs_and_fires_each_rule_once(tmp_path: Path):
     try:
         assert (counts(second, "a")["submitted"], counts(second, "a")["running"]) == (5, 3)
         on_loop(second, member.finish_held, 3)
-        until(lambda: counts(second, "b").get("running") == 1)
+        assert eventually(lambda: counts(second, "b").get("running") == 1, 10, every=0.01), (
+            "timed out"
+        )
         on_loop(second, member.finish_held, 1)
         assert second.wait(10)
         a, b = counts(second, "a"), counts(second, "b")
@@ -103,18 +99,24 @@ def test_jobs_queued_but_not_submitted_are_submitted_after_the_restart(tmp_path:
     text = RULES.replace("count: 5", "count: 300")
     first = Ensemble(member, parse(text, "r.yaml"), state=StateJournal(tmp_path / "state"))
     first.start()
-    until(lambda: counts(first, "a").get("submitted", 0) >= 64)
+    assert eventually(lambda: counts(first, "a").get("submitted", 0) >= 64, 10, every=0.01), (
+        "timed out"
+    )
     die(first)
     submitted_before = len(member._history)
 
     second = Ensemble(member, parse(text, "r.yaml"), state=StateJournal(tmp_path / "state"))
     second.start()
     try:
-        until(lambda: counts(second, "a").get("running") == 300)
+        assert eventually(lambda: counts(second, "a").get("running") == 300, 10, every=0.01), (
+            "timed out"
+        )
         assert len(member._history) == 300  # the first controller's jobs were adopted
         assert submitted_before <= 300
         on_loop(second, member.finish_held, 300)
-        until(lambda: counts(second, "b").get("running") == 1)
+        assert eventually(lambda: counts(second, "b").get("running") == 1, 10, every=0.01), (
+            "timed out"
+        )
         on_loop(second, member.finish_held, 1)
         assert second.wait(10)
         assert counts(second, "a")["success"] == 300 and counts(second, "b")["success"] == 1
@@ -146,7 +148,9 @@ def test_a_front_door_job_asked_for_again_follows_the_adopted_one(tmp_path: Path
     first.start()
     spec = JobSpec(command=["true"], group="align")
     first.submit(spec, identity="align/sample=1")
-    until(lambda: counts(first, "align").get("running") == 1)
+    assert eventually(lambda: counts(first, "align").get("running") == 1, 10, every=0.01), (
+        "timed out"
+    )
     time.sleep(0.3)
     first.close(detach=True)  # Snakemake's --ensemble-detach: the job goes on
 
@@ -155,7 +159,9 @@ def test_a_front_door_job_asked_for_again_follows_the_adopted_one(tmp_path: Path
     try:
         again = second.submit(spec, identity="align/sample=1")
         other = second.submit(spec, identity="align/sample=2")
-        until(lambda: counts(second, "align").get("running") == 2)
+        assert eventually(lambda: counts(second, "align").get("running") == 2, 10, every=0.01), (
+            "timed out"
+        )
         on_loop(second, member.finish_held, 2)
         assert again.wait(10) is Outcome.SUCCESS and other.wait(10) is Outcome.SUCCESS
         assert len(member._history) == 2  # sample 1 ran once, across both controllers
@@ -173,7 +179,8 @@ def test_jobs_only_handed_to_the_member_survive_two_deaths(tmp_path: Path):
     )
     first = Ensemble(member, parse(text, "r.yaml"), state=StateJournal(tmp_path / "state"))
     first.start()
-    until(lambda: len(member._history) == 3)  # on the queue; rows not written yet
+    # On the queue; rows not written yet.
+    assert eventually(lambda: len(member._history) == 3, 10, every=0.01), "timed out"
     die(first)
     for _ in range(2):  # each resumed run writes its state, then dies with the jobs queued
         again = Ensemble(member, parse(text, "r.yaml"), state=StateJournal(tmp_path / "state"))
@@ -203,11 +210,11 @@ def test_an_exception_replayed_after_the_restart_fires_its_rule_once(tmp_path: P
     )
     first = Ensemble(member, parse(text, "r.yaml"), state=StateJournal(tmp_path / "state"))
     first.start()
-    until(lambda: counts(first, "a").get("running") == 1)
+    assert eventually(lambda: counts(first, "a").get("running") == 1, 10, every=0.01), "timed out"
     (jobid,) = member._held
     warning = {"type": "test", "severity": 1, "note": "a drained node", "userid": 0}
     on_loop(first, member._record_and_emit, JobEvent(jobid, "exception", time.time(), warning))
-    until(lambda: counts(first, "b").get("running") == 1)
+    assert eventually(lambda: counts(first, "b").get("running") == 1, 10, every=0.01), "timed out"
     on_loop(first, first.flush_state)
     die(first)
 

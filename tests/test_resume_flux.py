@@ -29,9 +29,10 @@ from resume_scenarios import (
     adoption,
     counts,
     kill,
-    wait_for,
 )
 from test_flux_integration import Session, eventlog, flux_instance
+
+from ensemble_core.testing.waiting import eventually
 
 pytestmark = [
     pytest.mark.flux,
@@ -164,7 +165,7 @@ def test_killed_during_submission_the_run_adopts_what_reached_flux(
     the first run learned are written down only at its next flush (0.2 s): the second run
     finds those jobs by their token."""
     first = ensemble(flux_uri, run_dir, "run", "run.yaml")
-    wait_for(lambda: jobs_of(flux_uri, run_dir))
+    assert eventually(lambda: jobs_of(flux_uri, run_dir), 30, every=0.01), "timed out"
     kill(first)
     report = finished(ensemble(flux_uri, run_dir, "run", "run.yaml"))
     check_the_run(flux_uri, run_dir, report)
@@ -178,10 +179,10 @@ def test_jobs_that_end_while_no_controller_follows_fire_the_rule_after_the_resta
     those ends and fires the rule, once."""
     first = ensemble(flux_uri, run_dir, "run", "run.yaml")
     running = lambda: [j for j in jobs_of(flux_uri, run_dir) if j[:2] == ("a", "RUN")]  # noqa: E731
-    wait_for(lambda: len(running()) >= 2)
+    assert eventually(lambda: len(running()) >= 2, 30, every=0.01), "timed out"
     first.send_signal(signal.SIGSTOP)
     ended = lambda: [j for j in jobs_of(flux_uri, run_dir) if j[0] == "a" and j[2]]  # noqa: E731
-    wait_for(lambda: len(ended()) >= 3)
+    assert eventually(lambda: len(ended()) >= 3, 30, every=0.01), "timed out"
     kill(first)
     assert not [j for j in jobs_of(flux_uri, run_dir) if j[0] == "b"]
     report = finished(ensemble(flux_uri, run_dir, "run", "run.yaml"))

@@ -31,13 +31,13 @@ from resume_scenarios import (
     kill,
     tokened,
     until_started,
-    wait_for,
 )
 from test_kubernetes_cluster import IMAGE, NAMESPACE, member_settings
 
 from ensemble_core.events import Outcome
 from ensemble_core.members.kubernetes import TOKEN_LABEL, KubernetesMember
 from ensemble_core.spec import JobSpec
+from ensemble_core.testing.waiting import eventually
 from ensemble_core.translate.kubernetes import ENSEMBLE_LABEL, GROUP_LABEL
 
 pytestmark = pytest.mark.skipif(control_plane_script() is None, reason=SKIP_REASON)
@@ -150,10 +150,12 @@ def test_ensemble_run_killed_with_jobs_running_and_ended_resumes(
     (tmp_path / "run.yaml").write_text(RUN.replace("sleep 0.5", "sleep 1"))
     first = ensemble_run(cluster, tmp_path)
     try:
-        wait_for(lambda: len([p for p in pods(cluster, "a") if p.status.phase == "Running"]) >= 2)
+        running = lambda: [p for p in pods(cluster, "a") if p.status.phase == "Running"]  # noqa: E731
+        assert eventually(lambda: len(running()) >= 2, 30, every=0.01), "timed out"
         time.sleep(0.4)  # the controller sees them start and writes it down (every 0.2 s)
         first.send_signal(signal.SIGSTOP)
-        wait_for(lambda: len([p for p in pods(cluster, "a") if p.status.phase == "Succeeded"]) >= 3)
+        ended = lambda: [p for p in pods(cluster, "a") if p.status.phase == "Succeeded"]  # noqa: E731
+        assert eventually(lambda: len(ended()) >= 3, 30, every=0.01), "timed out"
         time.sleep(2)  # their ends are seen two seconds late at least
         kill(first)
         assert not cluster.objects("jobs", f"{GROUP_LABEL}=b")

@@ -13,11 +13,12 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 from test_flux_integration import flux_instance
+
+from ensemble_core.testing.waiting import eventually
 
 pytestmark = [
     pytest.mark.flux,
@@ -82,10 +83,8 @@ def test_a_killed_workflow_is_followed_again_not_resubmitted(tmp_path, flux_uri)
     )
     before = len(flux_jobs(flux_uri))
     first = snakemake(tmp_path, flux_uri)
-    deadline = time.monotonic() + 60
-    while len(flux_jobs(flux_uri)) - before < JOBS:
-        assert time.monotonic() < deadline, "the jobs never reached Flux"
-        time.sleep(0.2)
+    reached = eventually(lambda: len(flux_jobs(flux_uri)) - before >= JOBS, 60, every=0.2)
+    assert reached, "the jobs never reached Flux"
     first.send_signal(signal.SIGKILL)  # the session is lost: the jobs go on on Flux
     first.communicate(timeout=60)
     assert len(flux_jobs(flux_uri)) - before == JOBS

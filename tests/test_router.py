@@ -24,6 +24,7 @@ from ensemble_core.spec import JobSpec
 from ensemble_core.state import StateJournal
 from ensemble_core.testing.faults import Faults, FaultyMember
 from ensemble_core.testing.replay import ReplayMember
+from ensemble_core.testing.waiting import eventually
 
 JOURNALS = [FIXTURES / "flux" / "journal-basic.jsonl"]
 SMALL = {"cores": 4, "gpus": 0}
@@ -50,13 +51,6 @@ def started(member: RouterMember, rules: str = "rules: []\n", **options) -> Ense
 
 def spec(group: str = "sim", **fields) -> JobSpec:
     return JobSpec(command=["true"], group=group, **fields)
-
-
-def until(condition, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 def on_loop(ensemble: Ensemble, function, *args):
@@ -123,7 +117,7 @@ def test_least_backlog_sends_each_job_where_fewest_wait(tmp_path: Path):
         jobs = []
         for _ in range(5):
             jobs.append(ensemble.submit(JobSpec(command=["sleep", "30"])))
-            until(lambda: jobs[-1].member_id is not None)
+            assert eventually(lambda: jobs[-1].member_id is not None, 10, every=0.01), "timed out"
         # a: one runs (backlog 0, the tie goes to a), the next waits (1); b takes the third
         # (runs) and the fourth (waits); the fifth meets a tie again.
         assert [where(job) for job in jobs] == ["a", "a", "b", "b", "a"]
@@ -212,7 +206,9 @@ def test_a_lost_member_ends_its_jobs_and_the_others_go_on_until_every_member_is_
     try:
         on_a = [ensemble.submit(spec(attributes={MEMBER_ATTRIBUTE: "a"})) for _ in range(3)]
         on_b = ensemble.submit(spec(attributes={MEMBER_ATTRIBUTE: "b"}))
-        until(lambda: ensemble.snapshot()["groups"]["sim"]["running"] == 4)
+        assert eventually(
+            lambda: ensemble.snapshot()["groups"]["sim"]["running"] == 4, 10, every=0.01
+        ), "timed out"
         on_loop(ensemble, a.on_lost, "the journal could not be resumed for 60 s")
         for handle in on_a:
             assert handle.wait(10) is Outcome.FAILED
@@ -228,7 +224,7 @@ def test_a_lost_member_ends_its_jobs_and_the_others_go_on_until_every_member_is_
             "failed: it asks for the a member, which was lost (the journal could not be "
             "resumed for 60 s)"
         )
-        until(lambda: moved.member_id is not None)
+        assert eventually(lambda: moved.member_id is not None, 10, every=0.01), "timed out"
         assert where(moved) == "b"
         members = ensemble.snapshot()["members"]
         assert (members["a"]["failed"], members["a"]["running"], members["b"]["running"]) == (
@@ -351,7 +347,9 @@ def test_a_resumed_run_adopts_per_member_and_starts_again_what_ended_with_the_co
     first.start()
     kept = first.submit(spec(attributes={MEMBER_ATTRIBUTE: "hpc"}), identity="kept")
     again = first.submit(spec(attributes={MEMBER_ATTRIBUTE: "here"}), identity="again")
-    until(lambda: first.snapshot()["groups"]["sim"]["running"] == 2)
+    assert eventually(lambda: first.snapshot()["groups"]["sim"]["running"] == 2, 10, every=0.01), (
+        "timed out"
+    )
     assert (kept.member_id, again.member_id) == ("hpc/1", "here/1")
     first.request_action({"name": "route", "label": "post", "member": "hpc"})
     dies_after_a_flush(first)
@@ -364,7 +362,9 @@ def test_a_resumed_run_adopts_per_member_and_starts_again_what_ended_with_the_co
             second.submit(spec(), identity="kept"),
             second.submit(spec(), identity="again"),
         )
-        until(lambda: second.snapshot()["groups"]["sim"]["running"] == 2)
+        assert eventually(
+            lambda: second.snapshot()["groups"]["sim"]["running"] == 2, 10, every=0.01
+        ), "timed out"
         assert (kept.member_id, again.member_id) == ("hpc/1", "here/2")
         members = second.snapshot()["members"]
         assert (members["here"]["submitted"], members["here"]["running"]) == (1, 1)
@@ -392,7 +392,9 @@ def test_events_one_member_replays_while_another_is_asked_are_kept(tmp_path: Pat
     first.start()
     first.submit(spec(attributes={MEMBER_ATTRIBUTE: "a"}), identity="ended")
     first.submit(spec(attributes={MEMBER_ATTRIBUTE: "b"}), identity="running")
-    until(lambda: first.snapshot()["groups"]["sim"]["running"] == 2)
+    assert eventually(lambda: first.snapshot()["groups"]["sim"]["running"] == 2, 10, every=0.01), (
+        "timed out"
+    )
     dies_after_a_flush(first)
     on_loop_of(first, a.finish_held, 1)  # a's job ends while no controller follows it
 
@@ -400,7 +402,9 @@ def test_events_one_member_replays_while_another_is_asked_are_kept(tmp_path: Pat
     second.start()
     try:
         # a's replayed end arrived while b was still asked: held, not dropped.
-        until(lambda: second.snapshot()["groups"]["sim"].get("success") == 1)
+        assert eventually(
+            lambda: second.snapshot()["groups"]["sim"].get("success") == 1, 10, every=0.01
+        ), "timed out"
         running = second.submit(spec(), identity="running")  # follows b's adopted job
         on_loop(second, b.finish_held, 1)
         assert running.wait(10) is Outcome.SUCCESS
@@ -478,7 +482,9 @@ def test_a_resumed_job_its_member_forgot_ends_counted_under_that_member(tmp_path
     )
     first.start()
     first.submit(spec(attributes={MEMBER_ATTRIBUTE: "hpc"}), identity="forgotten")
-    until(lambda: first.snapshot()["groups"]["sim"]["running"] == 1)
+    assert eventually(lambda: first.snapshot()["groups"]["sim"]["running"] == 1, 10, every=0.01), (
+        "timed out"
+    )
     dies_after_a_flush(first)
 
     forgetful = ReplayMember(JOURNALS, kind_of=lambda spec: "hold", remember=True)
@@ -552,7 +558,9 @@ def test_the_router_knows_a_job_while_the_controller_ends_it_and_reads_no_id_for
         handles = [ensemble.submit(spec()) for _ in range(3)]
         for handle in handles:
             handle.add_done_callback(lambda h: seen.append(h.member_id in member.open_jobs))
-        until(lambda: ensemble.snapshot()["groups"]["sim"]["running"] == 3)
+        assert eventually(
+            lambda: ensemble.snapshot()["groups"]["sim"]["running"] == 3, 10, every=0.01
+        ), "timed out"
         on_loop(ensemble, a.finish_held, 3)
         assert [h.wait(10) for h in handles] == [Outcome.SUCCESS] * 3
         assert seen == [True] * 3
@@ -568,7 +576,9 @@ def test_a_lost_members_jobs_leave_nothing_in_the_router_or_the_controllers_tabl
     ensemble = started(member)
     try:
         handles = [ensemble.submit(spec(attributes={MEMBER_ATTRIBUTE: "a"})) for _ in range(2)]
-        until(lambda: ensemble.snapshot()["groups"]["sim"]["running"] == 2)
+        assert eventually(
+            lambda: ensemble.snapshot()["groups"]["sim"]["running"] == 2, 10, every=0.01
+        ), "timed out"
         assert len(member.open_jobs) == 2
         on_loop(ensemble, a.on_lost, "gone")
         assert [h.wait(10) for h in handles] == [Outcome.FAILED] * 2

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from ensemble_core.testing.processes import processes_in, processes_with
+from ensemble_core.testing.waiting import eventually
 
 SCRIPT = """
     import parsl
@@ -97,8 +98,7 @@ def run_and_signal(
     finally:
         if script.poll() is None:
             script.kill()
-    time.sleep(0.3)
-    assert left(tmp_path) == []
+    assert eventually(lambda: left(tmp_path) == [], 10), left(tmp_path)
     assert list(tmp_path.glob("runinfo/*/ensemble/task-*")) == []
     return script.returncode, stderr
 

@@ -24,6 +24,7 @@ import pytest
 from ensemble_core.control.client import ask
 from ensemble_core.control.unix_socket import SOCKET_NAME, socket_address
 from ensemble_core.errors import ConfigError
+from ensemble_core.testing.waiting import eventually
 
 ENSEMBLE = [sys.executable, "-m", "ensemble_core.cli"]
 
@@ -288,10 +289,11 @@ rules:
         assert "grew by 1 node(s) to 2" in json.loads(grown.stdout)["recorded"][0]["detail"]
         submitted = ensemble("action", str(state), "submit", "work", "1", cwd=tmp_path)
         assert submitted.returncode == 0, submitted.stderr
-        deadline = time.monotonic() + 30
-        while status_of(state, tmp_path).get("members", {}).get("big", {}).get("running") != 1:
-            assert time.monotonic() < deadline, status_of(state, tmp_path)
-            time.sleep(0.1)
+
+        def one_runs_on_big() -> bool:
+            return status_of(state, tmp_path).get("members", {}).get("big", {}).get("running") == 1
+
+        assert eventually(one_runs_on_big, 30, every=0.1), status_of(state, tmp_path)
     finally:
         release.write_text("")
         process.communicate(timeout=60)

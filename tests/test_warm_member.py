@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from ensemble_core.members.warm import WarmMember
 from ensemble_core.members.warm_protocol import encode
 from ensemble_core.rules.loader import parse
 from ensemble_core.spec import JobSpec
+from ensemble_core.testing.waiting import eventually
 
 RETRY = """
 rules:
@@ -60,23 +60,28 @@ def warm_ensemble(log_dir: str, rules: str = "", **settings: object) -> Iterator
 
 
 def gone(pid: int, within: float = 5.0) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
+    """Whether process `pid` ends (and is reaped) within `within` seconds."""
+
+    def ended() -> bool:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
             return True
-        time.sleep(0.02)
-    return False
+        return False
+
+    return eventually(ended, within, every=0.02)
 
 
 def wait_for(path: Path, within: float = 30.0) -> str:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if path.exists() and path.read_text().endswith("\n"):
-            return path.read_text()
-        time.sleep(0.02)
-    raise AssertionError(f"{path} was not written")
+    """What `path` holds once it ends with a whole line (within `within` seconds)."""
+
+    def written() -> str:
+        text = path.read_text() if path.exists() else ""
+        return text if text.endswith("\n") else ""
+
+    text = eventually(written, within, every=0.02)
+    assert text, f"{path} was not written"
+    return text
 
 
 def test_a_task_runs_forked_and_reports_the_events_of_a_job(tmp_path, log_dir):
@@ -231,10 +236,9 @@ def test_a_killed_worker_ends_its_tasks_which_the_rules_resubmit(tmp_path, log_d
         assert gone(int(task_pid)), "the worker's guard did not end its task"
         scratch = Path(task_tmpdir).parent  # the worker's, with its tasks' TMPDIRs
         assert scratch.name.startswith("ensemble-worker-")
-        deadline = time.monotonic() + 5
-        while scratch.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert not scratch.exists(), "the worker's guard did not remove its scratch directory"
+        assert eventually(lambda: not scratch.exists(), 5), (
+            "the worker's guard did not remove its scratch directory"
+        )
         assert [h.wait(60) for h in handles] == [Outcome.SUCCESS, Outcome.SUCCESS]
     killed, other = handles
     assert [a.record.outcome for a in killed.attempts] == [Outcome.NODE_FAILURE, Outcome.SUCCESS]
