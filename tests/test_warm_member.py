@@ -215,6 +215,36 @@ def test_cancel_a_running_and_a_waiting_task(tmp_path, log_dir):
         assert gone(pid)
 
 
+def test_a_task_waiting_behind_a_long_one_moves_to_a_worker_with_room(log_dir):
+    """Two busy workers each hold one task more (prefetch); one worker frees up while the other
+    runs a long task: the task held behind the long one moves over instead of waiting for it."""
+    with warm_ensemble(log_dir, workers=2) as ensemble:
+        long = ensemble.submit(JobSpec(command=["sleep", "60"]))
+        short = ensemble.submit(JobSpec(command=["sleep", "1"]))
+        assert eventually(lambda: all(h.attempts[0].record.start_time for h in (long, short)))
+        held = [ensemble.submit(JobSpec(command=["true"])) for _ in range(2)]
+        assert [h.wait(20) for h in held] == [Outcome.SUCCESS, Outcome.SUCCESS]
+        assert short.wait(1) is Outcome.SUCCESS
+        assert not long.done()
+        ensemble.cancel(long)
+        assert long.wait(10) is Outcome.CANCELLED
+
+
+def test_a_task_cancelled_as_it_moves_between_workers_is_cancelled(log_dir):
+    """The cancel may reach a task's old worker after it gave the task back: the task is then
+    cancelled where it is (waiting again), not run."""
+    with warm_ensemble(log_dir, workers=2) as ensemble:
+        long = [ensemble.submit(JobSpec(command=["sleep", "60"])) for _ in range(2)]
+        assert eventually(lambda: all(h.attempts[0].record.start_time for h in long))
+        held = [ensemble.submit(JobSpec(command=["sleep", "0.5"])) for _ in range(2)]
+        ensemble.cancel(long[0])  # room: a held task may move as the cancel of another goes
+        ensemble.cancel(held[0])
+        ensemble.cancel(held[1])
+        assert [h.wait(20) for h in held] == [Outcome.CANCELLED, Outcome.CANCELLED]
+        ensemble.cancel(long[1])
+        assert [h.wait(10) for h in long] == [Outcome.CANCELLED, Outcome.CANCELLED]
+
+
 def test_a_killed_worker_ends_its_tasks_which_the_rules_resubmit(tmp_path, log_dir):
     marks = [tmp_path / f"task{i}" for i in range(2)]
     specs = [

@@ -17,6 +17,7 @@ tell this member from any other: every rule works as it does for jobs.
 - Tasks wait in submission order for room on a worker (`alloc` when one takes it). Once all
   workers run and are busy, each also holds one task more than it has room for, which it starts
   as soon as a running task ends (`start` then): it never waits for this process between two.
+  A task so held behind a long one moves to a worker that has room first (`_rebalance`).
 - A worker whose connection or job ends while it runs tasks ends them as `node-failure`
   (exception type `lost`), once its job has ended too (so the task is not running anywhere any
   more when a rule resubmits it), or after `LOST_WAIT_SECONDS` at most.
@@ -153,6 +154,10 @@ class _Task:
     stdout: str
     stderr: str
     worker: _Worker | None = None
+    #: asked back from the worker holding it (`_rebalance`): its answer is on the way
+    moving: bool = False
+    #: a cancel was sent to its worker (which may have given it back meanwhile)
+    cancelled: bool = False
 
 
 class WarmMember(Member):
@@ -290,6 +295,7 @@ class WarmMember(Member):
             self._queued_cores -= task.spec.cores_per_task
             self._fail(task, "cancel", "cancelled")
         else:
+            task.cancelled = True
             task.worker.send({"op": "cancel", "id": task.id})
 
     async def grow(self, value: int) -> str:
@@ -555,7 +561,10 @@ class WarmMember(Member):
                 return
             if op == "start":
                 worker.waiting.discard(task.id)
+                task.moving = False
                 self._event(task.id, "start")
+            elif op == "withdrawn":
+                self._withdrawn(task)
             elif op == "exception":
                 context = {"type": message.get("type"), "severity": 0, "note": message.get("note")}
                 self._event(task.id, "exception", context)
@@ -613,6 +622,44 @@ class WarmMember(Member):
             self._assign(task, worker)
         if queue:
             self._provision()
+        else:
+            self._rebalance()
+
+    def _rebalance(self) -> None:
+        """Ask back the tasks held in busy workers (prefetched) that a worker with room now could
+        start: held behind a long task, one would wait for its end while the other idles. A
+        worker that started the task meanwhile just runs it; one that gives it back says
+        `withdrawn`, and the task goes to the head of the queue."""
+        room = {w: w.cores for w in self._workers.values() if w.state == "ready" and w.cores > 0}
+        if not room:
+            return
+        for holder in self._workers.values():
+            if holder.cores >= 0 or holder.state != "ready":
+                continue  # what it holds fits it: it has started it, or is about to
+            for task_id in holder.waiting:
+                task = self._tasks[task_id]
+                if task.moving:
+                    continue
+                cores = task.spec.cores_per_task
+                takers = (w for w in room if room[w] >= cores and w.has_room(task.spec))
+                taker = next((w for w in takers if w is not holder), None)
+                if taker is not None:
+                    room[taker] -= cores
+                    task.moving = True
+                    holder.send({"op": "withdraw", "id": task_id})
+
+    def _withdrawn(self, task: _Task) -> None:
+        """Its worker gave back a task it held: to the head of the queue (or, cancelled
+        meanwhile, ended as such)."""
+        assert task.worker is not None
+        task.worker.give_back(task.id, task.spec)
+        task.worker, task.moving = None, False
+        if task.cancelled:
+            self._fail(task, "cancel", "cancelled")
+            return
+        self._queue.appendleft(task)
+        self._queued_cores += task.spec.cores_per_task
+        self._dispatch()
 
     def _all_started(self) -> bool:
         """No worker is on its way and no more may start: a task may wait inside one."""

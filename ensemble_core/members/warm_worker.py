@@ -179,6 +179,9 @@ class Worker:
             self._start_waiting()
         elif op == "cancel":
             self._cancel(str(message["id"]))
+        elif op == "withdraw":
+            if self._take_waiting(str(message["id"])):
+                self._send({"op": "withdrawn", "id": message["id"]})
         elif op == "size":
             self.room = Room(message["cores"], message.get("memory_mb"), message.get("gpus", 0))
         elif op == "preload":
@@ -197,13 +200,19 @@ class Worker:
             self._start(order)
 
     def _cancel(self, task_id: str) -> None:
-        waiting = next((order for order in self.waiting if order.id == task_id), None)
-        if waiting is None:
+        if not self._take_waiting(task_id):
             self._end(task_id, "cancel", "cancelled")
             return
-        self.waiting.remove(waiting)
         self._send({"op": "exception", "id": task_id, "type": "cancel", "note": "cancelled"})
         self._send({"op": "done", "id": task_id, "status": None})
+
+    def _take_waiting(self, task_id: str) -> bool:
+        """Take a task given to this worker out of its waiting ones; False if it is not there
+        (started, ended, or given back)."""
+        waiting = next((order for order in self.waiting if order.id == task_id), None)
+        if waiting is not None:
+            self.waiting.remove(waiting)
+        return waiting is not None
 
     def _send(self, message: dict[str, Any]) -> None:
         self._outbox.append(encode(message))
