@@ -640,9 +640,8 @@ class WarmMember(Member):
                 task = self._tasks[task_id]
                 if task.moving:
                     continue
-                cores = task.spec.cores_per_task
-                takers = (w for w in room if room[w] >= cores and w.has_room(task.spec))
-                taker = next((w for w in takers if w is not holder), None)
+                cores = task.spec.cores_per_task  # the holder, short of room, is not in `room`
+                taker = next((w for w in room if room[w] >= cores and w.has_room(task.spec)), None)
                 if taker is not None:
                     room[taker] -= cores
                     task.moving = True
