@@ -23,15 +23,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=3, help="how many seeds (default 3)")
     parser.add_argument("--first-seed", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=1000, help="jobs per seed (default 1000)")
+    parser.add_argument(
+        "--workers", type=int, help="run the jobs on this many warm workers of the local member"
+    )
     args = parser.parse_args(argv)
     injected: Counter[str] = Counter()
     jobs = attempts = 0
     seconds = 0.0
     broken = 0
-    print(f"soak: {args.seeds} seed(s) x {args.jobs:,} jobs, python {platform.python_version()}")
+    warm = f", {args.workers} warm workers" if args.workers else ""
+    print(
+        f"soak: {args.seeds} seed(s) x {args.jobs:,} jobs{warm}, python {platform.python_version()}"
+    )
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         with tempfile.TemporaryDirectory(prefix="ensemble-soak-") as log_dir:
-            result = soak(seed, args.jobs, log_dir)
+            result = soak(seed, args.jobs, log_dir, workers=args.workers)
         faults = sum(result.injected.values())
         status = "ok" if not result.broken else "BROKEN: " + "; ".join(result.broken)
         print(

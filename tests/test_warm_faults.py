@@ -5,20 +5,14 @@ running warm workers. Every job resolves exactly once, the counts add up, no pro
 
 from __future__ import annotations
 
-from ensemble_core.members.local import LocalMember
-from ensemble_core.members.warm import WarmMember
-from ensemble_core.testing import soak as soak_module
+from ensemble_core.testing.soak import soak
 
 SEED = 20261123
 JOBS = 200
 
 
-def test_warm_workers_keep_every_invariant_under_faults(tmp_path, monkeypatch):
-    def warm_local(**settings: object) -> WarmMember:
-        return WarmMember(LocalMember(**settings), workers=2, max_workers=4)
-
-    monkeypatch.setattr(soak_module, "LocalMember", warm_local)
-    result = soak_module.soak(SEED, JOBS, tmp_path / "logs")
+def test_warm_workers_keep_every_invariant_under_faults(tmp_path):
+    result = soak(SEED, JOBS, tmp_path / "logs", workers=2)
     assert result.broken == []
     assert {"submit-error", "drop", "duplicate", "delay", "break"} <= set(result.injected)
     assert sum(result.outcomes.values()) == JOBS

@@ -28,7 +28,9 @@ from pathlib import Path
 
 from ensemble_core.ensemble import Ensemble
 from ensemble_core.jobs import JobHandle
+from ensemble_core.members.base import Member
 from ensemble_core.members.local import LocalMember
+from ensemble_core.members.warm import WarmMember
 from ensemble_core.rules.loader import parse
 from ensemble_core.spec import JobSpec
 from ensemble_core.testing.faults import Faults, FaultyMember
@@ -76,13 +78,21 @@ class SoakResult:
     broken: list[str] = field(default_factory=list)
 
 
-def soak(seed: int, jobs: int, log_dir: str | Path, cancel_share: float = 0.02) -> SoakResult:
-    """One seeded run; see the module's docstring for what is checked."""
+def soak(
+    seed: int,
+    jobs: int,
+    log_dir: str | Path,
+    cancel_share: float = 0.02,
+    workers: int | None = None,
+) -> SoakResult:
+    """One seeded run; see the module's docstring for what is checked. `workers`: the local
+    member runs the jobs on that many warm workers (up to twice as many as rules grow)."""
     marker = f"soak-{uuid.uuid4().hex[:12]}"
     draw = random.Random(seed)
-    member = FaultyMember(
-        LocalMember(cores=2, max_nodes=3, log_dir=str(log_dir)), Faults(seed=seed, **SOAK_FAULTS)
-    )
+    local: Member = LocalMember(cores=2, max_nodes=3, log_dir=str(log_dir))
+    if workers is not None:
+        local = WarmMember(local, workers=workers, max_workers=2 * workers)
+    member = FaultyMember(local, Faults(seed=seed, **SOAK_FAULTS))
     ensemble = Ensemble(member, parse(SOAK_RULES, "soak rules"))
     resolutions: Counter[int] = Counter()
     lock = threading.Lock()
