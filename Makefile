@@ -29,6 +29,7 @@ test: venv
 # Fault injection over many seeds (tests/test_faults.py runs one): every job resolves, counts add up.
 soak: venv
 	$(BIN)/python -m benchmarks.soak --seeds 20 --jobs 5000
+	$(BIN)/python -m benchmarks.soak --seeds 5 --jobs 5000 --workers 2
 
 benchmark: venv
 	$(BIN)/python -m benchmarks
