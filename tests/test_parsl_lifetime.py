@@ -16,8 +16,8 @@ from parsl_ensemble.lifetime import ExitGuard, MainThreadDelivery
 
 @pytest.fixture
 def default_sigterm(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """SIGTERM as a script has it before its first executor (an executor another test left
-    running may hold a guard in this process): put back afterwards."""
+    """SIGTERM as a script has it before its first executor, put back afterwards: Snakemake's
+    scheduler, run in this process by an earlier test, leaves its handler set."""
     monkeypatch.setattr(ExitGuard, "_active", 0)
     monkeypatch.setattr(MainThreadDelivery, "_watch", None)
     handler = signal.signal(signal.SIGTERM, signal.SIG_DFL)
