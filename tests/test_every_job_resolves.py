@@ -334,9 +334,9 @@ def test_a_queue_rule_fires_as_soon_as_its_gauge_holds():
         # under load one could start before the next was submitted (CI saw none fire so).
         for _ in range(3):
             ensemble.submit(spec("queued"))
-        eventually(lambda: ensemble.actions, 5)
-        # Without a heartbeat and before any job ends (queued jobs never end by themselves).
-        assert ensemble.actions and ensemble.actions[0]["time"] < 1.0
+        # Without a heartbeat and before any job ends (queued jobs never end by themselves): a
+        # rule seen only on those would never fire here.
+        assert eventually(lambda: ensemble.actions, 5)
     finally:
         ensemble.close()
 
