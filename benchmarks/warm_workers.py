@@ -13,6 +13,8 @@
   `--executor ensemble --ensemble-workers 4`, against `--executor local` and (in the first round
   only) the job-per-task ensemble, at `-j 4`, taking turns for `--rounds` rounds: wall time and
   the chain's command gap (end of one job's shell command to the start of the next one's).
+- Start: from `parsl.load` to the first app's result, and `cleanup()`, for the same executors
+  (each in a process of its own, its imports not counted).
 - Inside one worker: the CPU a task costs the worker and its task's process, for `/bin/true`
   and a Parsl no-op app, forked and in a reused process (the worker driven directly, one task
   always waiting in it).
@@ -21,7 +23,7 @@
   `flux start --test-size=2`; skipped without flux.
 
     python -m benchmarks.warm_workers [--tasks 2000] [--workers 2] [--rounds 3] [--flux-jobs 300]
-        [--only parsl|worker|snakemake|flux] [--baseline DIR]
+        [--only parsl|start|worker|snakemake|flux] [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -99,13 +101,51 @@ def rate_apart(kind: str, tasks: int, workers: int, tree: str, directory: str) -
     """`parsl_rate` in a process of its own (`--measure`), with the code of `tree` (PYTHONPATH):
     every row starts as fresh as the others, and a baseline tree's executor and workers run its
     own code (this file runs as it is, importing the rest from that tree)."""
-    command = [sys.executable, "-P", os.path.abspath(__file__), "--measure", kind]
-    command += ["--tasks", str(tasks), "--workers", str(workers)]
+    arguments = ["--measure", kind, "--tasks", str(tasks), "--workers", str(workers)]
+    return float(apart(arguments, tree, directory).split()[-1])
+
+
+def apart(arguments: list[str], tree: str, directory: str) -> str:
+    """What this file prints, run with `arguments` in a process of its own."""
+    command = [sys.executable, "-P", os.path.abspath(__file__), *arguments]
     env = {**os.environ, "PYTHONPATH": tree}
     done = subprocess.run(command, env=env, cwd=directory, capture_output=True, text=True)
     if done.returncode:
-        raise SystemExit(f"{kind} with {tree}: exit {done.returncode}\n{done.stderr[-2000:]}")
-    return float(done.stdout.split()[-1])
+        raise SystemExit(f"{arguments} with {tree}: exit {done.returncode}\n{done.stderr[-2000:]}")
+    return done.stdout
+
+
+def start_times(kind: str, workers: int, run_dir: str) -> tuple[float, float, float]:
+    """Seconds for `parsl.load`, then for the first app's result, then for `cleanup()`."""
+    began = time.perf_counter()
+    dfk = parsl.load(Config(executors=[executor(kind, workers)], run_dir=run_dir))
+    loaded = time.perf_counter()
+    noop().result()
+    first = time.perf_counter()
+    dfk.cleanup()
+    return loaded - began, first - loaded, time.perf_counter() - first
+
+
+def start_part(workers: int, rounds: int) -> None:
+    """From `parsl.load` to the first app's result, and `cleanup()`, each executor in a process
+    of its own (its imports not counted), taking turns; medians."""
+    here = str(Path(__file__).resolve().parent.parent)
+    rows = {
+        f"EnsembleExecutor(workers={workers}) (controller apart)": "warm",
+        f"HighThroughputExecutor, {workers} workers": "htex",
+        "EnsembleExecutor, one job per task": "cold",
+    }
+    seen: dict[str, list[list[float]]] = {name: [] for name in rows}
+    with tempfile.TemporaryDirectory(prefix="warm-start-") as directory:
+        for _ in range(rounds):
+            for name, kind in rows.items():
+                arguments = ["--measure-start", kind, "--workers", str(workers)]
+                seen[name].append([float(x) for x in apart(arguments, here, directory).split()])
+    print(f"\n### Parsl: from `parsl.load` to the first result, median of {rounds} rounds\n")
+    print("| executor | `parsl.load` | first app's result | `cleanup()` |\n|---|---:|---:|---:|")
+    for name, times in seen.items():
+        load, first, cleanup = (statistics.median(column) for column in zip(*times, strict=True))
+        print(f"| {name} | {load:.2f} s | {first:.2f} s | {cleanup:.2f} s |")
 
 
 def parsl_part(tasks: int, workers: int, rounds: int, baseline: str | None) -> None:
@@ -311,13 +351,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--flux-jobs", type=int, default=300)
-    parser.add_argument("--only", choices=["parsl", "worker", "snakemake", "flux"])
+    parser.add_argument("--only", choices=["parsl", "start", "worker", "snakemake", "flux"])
     parser.add_argument(
         "--baseline", metavar="DIR", help="Parsl part: another tree's warm workers, taking turns"
     )
     parser.add_argument(
         "--measure", choices=["warm", "htex", "cold", "warm-thread"], help=argparse.SUPPRESS
     )
+    parser.add_argument("--measure-start", choices=["warm", "htex", "cold"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     bin_dir = str(Path(sys.executable).parent)  # HTEX starts its interchange and workers by name
     os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
@@ -325,12 +366,17 @@ def main() -> None:
         made = functools.partial(executor, args.measure, args.workers)
         print(parsl_rate(made, args.tasks, args.workers, os.path.abspath("runinfo")))
         return
+    if args.measure_start:  # one row of the start part, in a process of its own
+        print(*start_times(args.measure_start, args.workers, os.path.abspath("runinfo")))
+        return
     print(
         f"{os.cpu_count()} CPUs ({cpu_model()}); Python {platform.python_version()}, "
         f"parsl {parsl.__version__}; {time.strftime('%Y-%m-%d')}"
     )
     if args.only in (None, "parsl"):
         parsl_part(args.tasks, args.workers, args.rounds, args.baseline)
+    if args.only in (None, "start"):
+        start_part(args.workers, args.rounds)
     if args.only in (None, "worker"):
         worker_part()
     if args.only in (None, "snakemake"):
