@@ -76,6 +76,7 @@ class MainThreadDelivery:
     handled = 0
     _watch: SignalWatch | None = None
     _seen = 0  # `handled` when the last SIGTERM was seen to
+    _owed = 0  # SIGTERMs this sent to the main thread, not yet seen in the pipe
 
     @classmethod
     def start(cls) -> None:
@@ -91,13 +92,22 @@ class MainThreadDelivery:
 
     @classmethod
     def _see_to(cls) -> None:
-        deadline = time.monotonic() + cls.GRACE
+        """For each SIGTERM the pipe shows (or several shown at once)."""
+        if cls._owed:  # one this sent: the main thread took it; count the run it makes
+            cls._owed -= 1
+            cls._ran(within=cls.GRACE)
+        elif not cls._ran(within=cls.GRACE):
+            cls._owed += 1
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
+
+    @classmethod
+    def _ran(cls, within: float) -> bool:
+        """Whether the handler ran since the last SIGTERM seen to (waiting up to `within`)."""
+        deadline = time.monotonic() + within
         while cls.handled == cls._seen and time.monotonic() < deadline:
             time.sleep(0.02)
-        if cls.handled == cls._seen:
-            # Its number comes through the pipe too; the handler then runs once.
-            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
-        cls._seen = cls.handled
+        ran, cls._seen = cls.handled != cls._seen, cls.handled
+        return ran
 
 
 def _when_main_thread_ends(hook: Callable[[], None]) -> None:

@@ -7,11 +7,17 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from ensemble_core.testing.waiting import eventually
 from parsl_ensemble.lifetime import ExitGuard, MainThreadDelivery
+
+ROOT = Path(__file__).parents[1]
 
 
 @pytest.fixture
@@ -62,3 +68,37 @@ def test_one_set_after_the_guard_is_left_when_it_goes(default_sigterm: None) -> 
     finally:
         os.close(later)
         os.close(later_written)
+
+
+SCRIPT = """
+import threading, time
+from parsl_ensemble.lifetime import ExitGuard
+guard = ExitGuard(lambda: None)
+threading.Thread(target=time.sleep, args=(60,), name="other", daemon=True).start()
+print(threading.get_native_id(), flush=True)
+runs = 0
+try:
+    threading.Event().wait()
+except SystemExit:
+    runs += 1
+try:
+    time.sleep(1.5)  # a second SystemExit would come within the grace and a half
+except SystemExit:
+    runs += 1
+print(runs, flush=True)
+"""
+
+
+@pytest.mark.parametrize("taker", ["main", "other"])
+def test_sigterm_raises_in_the_main_thread_once_whichever_thread_takes_it(taker: str) -> None:
+    script = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    assert script.stdout is not None
+    main = int(script.stdout.readline())
+    assert eventually(lambda: len(os.listdir(f"/proc/{script.pid}/task")) >= 3, 10)
+    threads = sorted(int(task) for task in os.listdir(f"/proc/{script.pid}/task"))
+    other = next(tid for tid in reversed(threads) if tid != main)
+    os.kill(main if taker == "main" else other, signal.SIGTERM)
+    out, _ = script.communicate(timeout=10)
+    assert out.split() == ["1"]
