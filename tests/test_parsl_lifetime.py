@@ -75,9 +75,9 @@ import threading, time
 from parsl_ensemble.lifetime import ExitGuard
 guard = ExitGuard(lambda: None)
 threading.Thread(target=time.sleep, args=(60,), name="other", daemon=True).start()
-print(threading.get_native_id(), flush=True)
 runs = 0
 try:
+    print(threading.get_native_id(), flush=True)  # the signal may come as soon as it is read
     threading.Event().wait()
 except SystemExit:
     runs += 1
