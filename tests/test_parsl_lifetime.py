@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from ensemble_core.testing.processes import threads_of
 from ensemble_core.testing.waiting import eventually
 from parsl_ensemble.lifetime import ExitGuard, MainThreadDelivery
 
@@ -96,8 +97,8 @@ def test_sigterm_raises_in_the_main_thread_once_whichever_thread_takes_it(taker:
     )
     assert script.stdout is not None
     main = int(script.stdout.readline())
-    assert eventually(lambda: len(os.listdir(f"/proc/{script.pid}/task")) >= 3, 10)
-    threads = sorted(int(task) for task in os.listdir(f"/proc/{script.pid}/task"))
+    assert eventually(lambda: len(threads_of(script.pid)) >= 3, 10)
+    threads = threads_of(script.pid)
     other = next(tid for tid in reversed(threads) if tid != main)
     os.kill(main if taker == "main" else other, signal.SIGTERM)
     out, _ = script.communicate(timeout=10)

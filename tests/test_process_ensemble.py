@@ -24,7 +24,7 @@ from ensemble_core.events import Outcome
 from ensemble_core.members.warm import WORKER_MODULE
 from ensemble_core.process_ensemble import ProcessEnsemble, open_apart
 from ensemble_core.spec import JobSpec
-from ensemble_core.testing.processes import children_of, processes_with
+from ensemble_core.testing.processes import children_of, processes_with, threads_of
 from ensemble_core.testing.waiting import eventually
 from parsl_ensemble import EnsembleExecutor
 from parsl_ensemble.errors import EnsembleTaskError
@@ -142,7 +142,7 @@ def test_sigterm_to_the_child_closes_its_ensemble(tmp_path, taker):
     ensemble = open_apart(member="local", member_settings={"log_dir": str(tmp_path)})
     handle = ensemble.submit(JobSpec(command=marker.split()))
     assert running(marker)
-    threads = sorted(int(task) for task in os.listdir(f"/proc/{ensemble.pid}/task"))
+    threads = threads_of(ensemble.pid)
     # kill() with a thread's id signals the whole process but offers the signal to that
     # thread first.
     os.kill(ensemble.pid if taker == "main" else threads[-1], signal.SIGTERM)

@@ -21,7 +21,7 @@ from ensemble_core.events import Outcome
 from ensemble_core.jobs import JobHandle
 from ensemble_core.process_ensemble import open_apart
 from ensemble_core.spec import JobSpec
-from ensemble_core.testing.processes import processes_with
+from ensemble_core.testing.processes import processes_with, threads_of
 from ensemble_core.testing.waiting import eventually
 
 ENDS = ("close", "sigterm", "sigkill")
@@ -71,7 +71,7 @@ def test_every_handle_resolves_once_however_the_controller_ends(
     if end == "close":
         ensemble.close()
     else:
-        threads = sorted(int(task) for task in os.listdir(f"/proc/{ensemble.pid}/task"))
+        threads = threads_of(ensemble.pid)
         taker = chance.choice(threads)
         os.kill(taker, signal.SIGTERM if end == "sigterm" else signal.SIGKILL)
     assert eventually(lambda: all(h.done() for h in handles), 60), [

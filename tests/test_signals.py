@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from ensemble_core.testing.processes import processes_in, processes_with
+from ensemble_core.testing.processes import processes_in, processes_with, threads_of
 from ensemble_core.testing.waiting import eventually
 
 SCRIPT = """
@@ -61,7 +61,7 @@ def test_sigterm_taken_by_another_thread_of_the_script_ends_it_too(tmp_path: Pat
     delivers it to the main thread itself. kill() with a thread's id offers it to that thread."""
 
     def to_another_thread(script: subprocess.Popen[str]) -> None:
-        threads = sorted(int(task) for task in os.listdir(f"/proc/{script.pid}/task"))
+        threads = threads_of(script.pid)
         os.kill(threads[-1], signal.SIGTERM)
 
     returncode, stderr = run_and_signal(tmp_path, False, to_another_thread)

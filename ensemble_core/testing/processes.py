@@ -1,5 +1,6 @@
 """The processes of this machine: by what their command line holds, where they work, or whose
-children they are; how tests (and the soak) see that nothing a run started is left running."""
+children they are, and their threads; how tests (and the soak) see that nothing a run started
+is left running."""
 
 from __future__ import annotations
 
@@ -23,6 +24,11 @@ def processes_in(directory: str | os.PathLike[str]) -> list[str]:
 def children_of(parent: int) -> list[tuple[int, str]]:
     """(pid, command line) of the processes whose parent is `parent`."""
     return [(pid, command) for pid, command in _processes() if _parent(pid) == parent]
+
+
+def threads_of(pid: int) -> list[int]:
+    """The ids of process `pid`'s threads, the main one (`pid`) first."""
+    return sorted(int(task) for task in os.listdir(f"/proc/{pid}/task"))
 
 
 def _processes() -> Iterator[tuple[int, str]]:
