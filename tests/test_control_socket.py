@@ -9,6 +9,7 @@ import threading
 
 from ensemble_core.control.client import ask
 from ensemble_core.control.unix_socket import SOCKET_NAME, ControlSocket
+from ensemble_core.testing.waiting import eventually
 
 
 class _Controls:
@@ -37,7 +38,9 @@ def test_stop_ends_serving_and_leaves_nothing(tmp_path):
     server.stop()
     assert not (tmp_path / SOCKET_NAME).exists()
     assert not [t for t in threading.enumerate() if t.name == "ensemble-control"]
-    assert _left(before) == {}
+    # The request's own thread closes its connection just after the answer (stop() does not
+    # wait for it): a loaded CI saw that socket still open for a moment.
+    assert eventually(lambda: _left(before) == {}, 5), _left(before)
 
 
 def test_a_socket_never_started_stops_too(tmp_path):
