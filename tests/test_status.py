@@ -64,11 +64,24 @@ def start_held_run(
         text=True,
     )
     deadline = time.monotonic() + 30
-    while not (state / SOCKET_NAME).exists():
+    while not _listening(state / SOCKET_NAME):
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline, "the control socket never appeared"
         time.sleep(0.05)
     return process, state, release
+
+
+def _listening(path: Path) -> bool:
+    """Whether the control socket takes connections: its file appears at bind, before listen
+    (a loaded CI was refused in between)."""
+    if not path.exists():
+        return False
+    with socket.socket(socket.AF_UNIX) as connection, socket_address(path) as address:
+        try:
+            connection.connect(address)
+        except ConnectionRefusedError:
+            return False
+    return True
 
 
 def status_of(state: Path, cwd: Path) -> dict:
